@@ -1,0 +1,72 @@
+//! Commands: the application data carried by Raft log entries, and what applying one did.
+//!
+//! Everything a command's effect depends on is inside it (including the proposer's clock),
+//! so every replica that applies the same log reaches the same state.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{RuleKind, RuleSpec, TokenSpec};
+
+/// A change to the revocation set, as proposed by the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Revoke token ids (one, or an atomic batch).
+    Revoke {
+        /// The tokens, already validated by the proposer.
+        tokens: Vec<TokenSpec>,
+        /// The proposer's clock (unix seconds): tokens that expired by then are skipped.
+        now: i64,
+        /// The admin identity.
+        by: String,
+    },
+    /// Add or raise a rule.
+    RevokeRule {
+        /// The rule, already validated by the proposer.
+        rule: RuleSpec,
+        /// The admin identity.
+        by: String,
+    },
+    /// Remove a token id.
+    Unrevoke {
+        /// The token id.
+        jti: String,
+        /// The admin identity.
+        by: String,
+    },
+    /// Remove a rule.
+    RemoveRule {
+        /// Which claim.
+        kind: RuleKind,
+        /// The claim value.
+        value: String,
+        /// The admin identity.
+        by: String,
+    },
+    /// Drop entries whose `expires_at` and rules whose `drop_at` are at or before `now`.
+    Purge {
+        /// The leader's clock (unix seconds).
+        now: i64,
+    },
+}
+
+/// What applying a command did to one item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Changed at this revision.
+    Applied(u64),
+    /// Already in force since this revision; nothing changed (idempotent retry).
+    AlreadyPresent(u64),
+    /// The token had already expired; nothing changed.
+    AlreadyExpired,
+    /// Nothing to remove.
+    NotFound,
+}
+
+/// The result of applying one log entry: one outcome per item of the command.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The revision of the entry.
+    pub revision: u64,
+    /// Per item, in command order (one for every command but a batch revoke).
+    pub outcomes: Vec<Outcome>,
+}

@@ -1,0 +1,37 @@
+//! revokd-core: the revocation state machine, with no I/O.
+//!
+//! # Layout
+//! - [`types`]: revoked tokens, rules, queries, and the input limits.
+//! - [`command`]: the commands Raft replicates and the outcome of applying one.
+//! - [`event`]: the change events watchers receive, grouped per revision.
+//! - [`state`]: [`RevocationSet`], which applies commands and answers checks.
+//! - [`snapshot`]: the checksummed snapshot encoding.
+//! - [`error`]: invalid input and snapshot errors.
+//!
+//! Nothing here reads a clock, touches a disk or a socket: the node crate supplies the time
+//! inside each command, so every replica applying the same log reaches the same state.
+//!
+//! ```
+//! use revokd_core::{Command, RevocationSet, TokenQuery, TokenSpec};
+//! let mut set = RevocationSet::new();
+//! let spec = TokenSpec { jti: "t1".into(), expires_at: 2_000, reason: String::new(), subject: String::new() };
+//! set.apply(7, &Command::Revoke { tokens: vec![spec], now: 1_000, by: "admin".into() });
+//! assert!(set.check(&TokenQuery { jti: "t1", ..Default::default() }).is_some());
+//! assert_eq!(set.revision(), 7);
+//! ```
+
+pub mod command;
+pub mod error;
+pub mod event;
+pub mod snapshot;
+pub mod state;
+pub mod types;
+
+pub use command::{Applied, Command, Outcome};
+pub use error::{InvalidInput, SnapshotError};
+pub use event::{ChangeSet, Event};
+pub use state::RevocationSet;
+pub use types::{
+    Match, RevokedToken, Rule, RuleKind, RuleSpec, TokenQuery, TokenSpec,
+    DEFAULT_MAX_TOKEN_LIFETIME_SECS, MAX_BATCH, MAX_JTI_LEN, MAX_TEXT_LEN,
+};

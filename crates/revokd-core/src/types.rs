@@ -1,0 +1,242 @@
+//! The revocation data model: revoked token ids, rules, queries, and the input limits that
+//! every layer enforces the same way.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::InvalidInput;
+
+/// Longest accepted `jti`, in bytes.
+pub const MAX_JTI_LEN: usize = 256;
+/// Longest accepted free-text field (reason, subject, rule value, admin identity), in bytes.
+pub const MAX_TEXT_LEN: usize = 1024;
+/// Most token ids in one `RevokeBatch`.
+pub const MAX_BATCH: usize = 10_000;
+/// Default maximum token lifetime: 30 days. Rules are kept this long, and no revocation may
+/// reach further into the future.
+pub const DEFAULT_MAX_TOKEN_LIFETIME_SECS: i64 = 30 * 24 * 3600;
+
+/// A revoked token id, as stored and as streamed to watchers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedToken {
+    /// The token's `jti` claim.
+    pub jti: String,
+    /// Unix seconds: the token's `exp`. The entry is purged after this time.
+    pub expires_at: i64,
+    /// Why it was revoked.
+    pub reason: String,
+    /// The token's subject, for audit.
+    pub subject: String,
+    /// Who revoked it.
+    pub revoked_by: String,
+    /// The revision at which it was revoked.
+    pub revision: u64,
+}
+
+/// What a caller supplies to revoke one token id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenSpec {
+    /// The token's `jti`.
+    pub jti: String,
+    /// Unix seconds: the token's `exp`.
+    pub expires_at: i64,
+    /// Why it is revoked (may be empty).
+    pub reason: String,
+    /// The token's subject (may be empty).
+    pub subject: String,
+}
+
+impl TokenSpec {
+    /// Checks the field limits and that `expires_at` is not further than `max_lifetime`
+    /// seconds after `now`. An `expires_at` in the past is valid: applying it is a no-op.
+    pub fn validate(&self, now: i64, max_lifetime: i64) -> Result<(), InvalidInput> {
+        validate_jti(&self.jti)?;
+        validate_text("reason", &self.reason)?;
+        validate_text("subject", &self.subject)?;
+        if self.expires_at > now.saturating_add(max_lifetime) {
+            return Err(InvalidInput::TooFarInFuture {
+                field: "expires_at",
+                value: self.expires_at,
+                limit: now.saturating_add(max_lifetime),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Which claim a rule matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RuleKind {
+    /// The `sub` claim ("log out everywhere").
+    Subject,
+    /// The `azp` / `client_id` claim.
+    Client,
+    /// The `kid` header of the signing key.
+    Key,
+    /// The `iss` claim.
+    Issuer,
+}
+
+impl RuleKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [RuleKind; 4] = [
+        RuleKind::Subject,
+        RuleKind::Client,
+        RuleKind::Key,
+        RuleKind::Issuer,
+    ];
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for RuleKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RuleKind::Subject => "subject",
+            RuleKind::Client => "client",
+            RuleKind::Key => "key",
+            RuleKind::Issuer => "issuer",
+        })
+    }
+}
+
+/// Every token whose `kind` claim equals `value` and that was issued before `not_before` is
+/// revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Which claim it matches.
+    pub kind: RuleKind,
+    /// The claim value.
+    pub value: String,
+    /// Unix seconds: tokens with `iat` strictly before this are revoked.
+    pub not_before: i64,
+    /// Why.
+    pub reason: String,
+    /// Who added it.
+    pub revoked_by: String,
+    /// The revision at which it was added (in this form).
+    pub revision: u64,
+    /// Unix seconds after which the rule is dropped: no token it covers can still be valid.
+    pub drop_at: i64,
+}
+
+/// What a caller supplies to add a rule. The proposer fills in `drop_at` from its configured
+/// maximum token lifetime, so that applying the rule never depends on a node's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSpec {
+    /// Which claim it matches.
+    pub kind: RuleKind,
+    /// The claim value.
+    pub value: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Why (may be empty).
+    pub reason: String,
+    /// When to drop it (unix seconds).
+    pub drop_at: i64,
+}
+
+impl RuleSpec {
+    /// Builds a rule that is dropped `max_lifetime` seconds after `not_before`, and checks the
+    /// limits: a non-empty value, and `not_before` no later than `now + max_lifetime`.
+    pub fn new(
+        kind: RuleKind,
+        value: String,
+        not_before: i64,
+        reason: String,
+        now: i64,
+        max_lifetime: i64,
+    ) -> Result<Self, InvalidInput> {
+        if value.is_empty() {
+            return Err(InvalidInput::Empty("rule value"));
+        }
+        validate_text("rule value", &value)?;
+        validate_text("reason", &reason)?;
+        if not_before > now.saturating_add(max_lifetime) {
+            return Err(InvalidInput::TooFarInFuture {
+                field: "not_before",
+                value: not_before,
+                limit: now.saturating_add(max_lifetime),
+            });
+        }
+        Ok(RuleSpec {
+            kind,
+            value,
+            not_before,
+            reason,
+            drop_at: not_before.saturating_add(max_lifetime),
+        })
+    }
+}
+
+/// The parts of a token a check looks at. Borrowed, so a check allocates nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenQuery<'a> {
+    /// `jti`; empty when the token has none.
+    pub jti: &'a str,
+    /// `sub`.
+    pub sub: Option<&'a str>,
+    /// `azp` or `client_id`.
+    pub azp: Option<&'a str>,
+    /// `kid`.
+    pub kid: Option<&'a str>,
+    /// `iss`.
+    pub iss: Option<&'a str>,
+    /// `iat`. A token without one cannot show it was issued after a rule, so every rule
+    /// whose claim matches applies to it (fail closed).
+    pub iat: Option<i64>,
+}
+
+impl TokenQuery<'_> {
+    /// The claim a rule of `kind` compares against.
+    pub fn claim(&self, kind: RuleKind) -> Option<&str> {
+        match kind {
+            RuleKind::Subject => self.sub,
+            RuleKind::Client => self.azp,
+            RuleKind::Key => self.kid,
+            RuleKind::Issuer => self.iss,
+        }
+    }
+}
+
+/// Why a token is revoked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Match<'a> {
+    /// Its `jti` is in the set.
+    Token(&'a RevokedToken),
+    /// A rule covers it.
+    Rule(&'a Rule),
+}
+
+/// Checks that a `jti` is 1-256 bytes (Rust strings are always valid UTF-8).
+pub fn validate_jti(jti: &str) -> Result<(), InvalidInput> {
+    if jti.is_empty() {
+        return Err(InvalidInput::Empty("jti"));
+    }
+    if jti.len() > MAX_JTI_LEN {
+        return Err(InvalidInput::TooLong {
+            field: "jti",
+            len: jti.len(),
+            max: MAX_JTI_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a free-text field's length and that it holds no control characters.
+pub fn validate_text(field: &'static str, value: &str) -> Result<(), InvalidInput> {
+    if value.len() > MAX_TEXT_LEN {
+        return Err(InvalidInput::TooLong {
+            field,
+            len: value.len(),
+            max: MAX_TEXT_LEN,
+        });
+    }
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(InvalidInput::ControlCharacter(field));
+    }
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! Generated protobuf and gRPC code for the revokd wire contract (`proto/revokd/v1`).
+//!
+//! This crate only holds generated code: domain types live in `revokd-core`, and conversions
+//! between the two live at the gRPC edge in the `revokd` node crate.
+
+/// `revokd.v1`: the public revocation and cluster API plus the internal Raft transport.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod v1 {
+    tonic::include_proto!("revokd.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every revokd service, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("revokd_descriptor");
