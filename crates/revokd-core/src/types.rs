@@ -226,6 +226,18 @@ pub fn validate_jti(jti: &str) -> Result<(), InvalidInput> {
     Ok(())
 }
 
+/// Checks the `jti` of a query: it may be empty only when the query has a claim that rules
+/// can match on.
+pub fn validate_jti_query(jti: &str, has_claims: bool) -> Result<(), InvalidInput> {
+    if jti.is_empty() && has_claims {
+        return Ok(());
+    }
+    if jti.is_empty() {
+        return Err(InvalidInput::Empty("jti (or one of sub, azp, kid, iss)"));
+    }
+    validate_jti(jti)
+}
+
 /// Checks a free-text field's length and that it holds no control characters.
 pub fn validate_text(field: &'static str, value: &str) -> Result<(), InvalidInput> {
     if value.len() > MAX_TEXT_LEN {

@@ -1,1 +1,240 @@
-//! x
+//! revokd: a node of a Raft-replicated JWT revocation cluster.
+//!
+//! # Layout
+//! - [`config`]: the documented, validated node configuration (flags, env, TOML).
+//! - [`consensus`]: openraft type configuration and Raft settings.
+//! - [`storage`]: the sled Raft log, the in-memory state machine, snapshots, the watch window.
+//! - [`network`]: the Raft transport between nodes over gRPC.
+//! - [`api`]: the public gRPC services, leader forwarding, error mapping.
+//! - [`node`]: the shared node handle and request routing.
+//! - [`metrics`]: Prometheus metrics and the gRPC metrics layer.
+//!
+//! [`run`] starts everything and returns when the shutdown future resolves; the `revokd`
+//! binary only parses flags, sets up logging and calls it.
+
+pub mod api;
+pub mod config;
+pub mod consensus;
+pub mod metrics;
+pub mod network;
+pub mod node;
+pub mod storage;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use revokd_core::Command;
+use revokd_proto::v1::cluster_server::ClusterServer;
+use revokd_proto::v1::raft_server::RaftServer;
+use revokd_proto::v1::revocation_server::RevocationServer;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::consensus::typ::Raft;
+use crate::network::client::MAX_RAFT_MESSAGE;
+use crate::network::{NetworkFactory, RaftService};
+use crate::node::{unix_now, Node};
+
+/// Largest public API message (a full `RevokeBatch` of 10,000 long entries fits).
+pub const MAX_API_MESSAGE: usize = 32 * 1024 * 1024;
+
+/// Why a node could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The listen or metrics address could not be bound.
+    #[error("revokd: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The data directory could not be opened.
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    /// Raft could not start.
+    #[error("revokd: raft: {0}")]
+    Raft(String),
+    /// The gRPC server failed.
+    #[error("revokd: grpc server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Runs a node until `shutdown` resolves, then stops accepting requests, stops Raft and
+/// flushes storage.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    let config = Arc::new(config);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Bind {
+                    addr: addr.to_string(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+
+    let (log, sm) = storage::open(&config.data_dir, config.watch_window)?;
+    let raft_config = consensus::raft_config(
+        config.heartbeat.as_millis() as u64,
+        config.election_timeout.as_millis() as u64,
+        config.snapshot_logs,
+    )
+    .map_err(|e| RunError::Raft(e.to_string()))?;
+    let raft = Raft::new(config.id, Arc::new(raft_config), NetworkFactory::default(), log.clone(), sm.clone())
+        .await
+        .map_err(|e| RunError::Raft(e.to_string()))?;
+    let node = Node::new(raft.clone(), sm, config.clone());
+    initialize(&node).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::NotServing).await;
+    tokio::spawn(health_task(node.clone(), health, stop_rx.clone()));
+    tokio::spawn(purge_task(node.clone(), stop_rx.clone()));
+
+    let metrics = metrics::Metrics::new();
+    if let Some(l) = metrics_listener {
+        let (m, n, mut rx) = (metrics.clone(), node.clone(), stop_rx.clone());
+        tracing::info!(addr = %config.metrics_listen.map(|a| a.to_string()).unwrap_or_default(), "metrics: serving /metrics");
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(l, m, n, async move { let _ = rx.wait_for(|s| *s).await; }).await {
+                tracing::error!(error = %e, "metrics: server failed");
+            }
+        });
+    }
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(revokd_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| RunError::Raft(format!("reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(revokd_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| RunError::Raft(format!("reflection: {e}")))?;
+
+    tracing::info!(id = config.id, listen = %config.listen, advertise = %config.advertise, data_dir = %config.data_dir.display(), "revokd: serving");
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(metrics::MetricsLayer::new(metrics))
+        .add_service(health_svc)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            RevocationServer::new(api::revocation::RevocationService::new(node.clone()))
+                .max_decoding_message_size(MAX_API_MESSAGE)
+                .max_encoding_message_size(MAX_API_MESSAGE),
+        )
+        .add_service(ClusterServer::new(api::cluster::ClusterService::new(node.clone())))
+        .add_service(
+            RaftServer::new(RaftService::new(raft.clone()))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+
+    tracing::info!("revokd: shutting down");
+    let _ = stop_tx.send(true);
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft: shutdown");
+    }
+    if let Err(e) = log.flush().await {
+        tracing::error!(error = %e, "storage: final flush failed");
+    }
+    served?;
+    Ok(())
+}
+
+/// Founds the cluster on first start (unless joining): every founding node proposes the same
+/// membership, so nodes can start in any order. A node with state on disk skips this.
+async fn initialize(node: &Node) -> Result<(), RunError> {
+    let initialized = node
+        .raft
+        .is_initialized()
+        .await
+        .map_err(|e| RunError::Raft(e.to_string()))?;
+    if initialized || node.config.join {
+        return Ok(());
+    }
+    let members: BTreeMap<u64, BasicNode> = node
+        .config
+        .founding_members()
+        .into_iter()
+        .map(|(id, addr)| (id, BasicNode::new(addr)))
+        .collect();
+    tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "revokd: founding cluster");
+    match node.raft.initialize(members).await {
+        Ok(()) => Ok(()),
+        // Another founder's membership already reached us: nothing to do.
+        Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(RunError::Raft(e.to_string())),
+    }
+}
+
+/// Keeps `grpc.health.v1` SERVING exactly while the node knows a leader and has applied
+/// everything it knows to be committed.
+async fn health_task(node: Node, health: tonic_health::server::HealthReporter, mut stop: watch::Receiver<bool>) {
+    let mut last = None;
+    loop {
+        let leader = node.raft.metrics().borrow().current_leader;
+        let committed = node
+            .raft
+            .with_raft_state(|st| st.committed.map(|l| l.index).unwrap_or(0))
+            .await
+            .unwrap_or(u64::MAX);
+        let applied = *node.sm.applied().borrow();
+        let serving = leader.is_some() && applied >= committed;
+        if last != Some(serving) {
+            let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+            for svc in ["", "revokd.v1.Revocation", "revokd.v1.Cluster"] {
+                health.set_service_status(svc, status).await;
+            }
+            tracing::info!(serving, leader = ?leader, applied, committed, "health: status changed");
+            last = Some(serving);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// On the leader, periodically proposes a purge of entries that have expired by its clock.
+async fn purge_task(node: Node, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(node.config.purge_interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if node.leader().map(|l| l.0) != Some(node.id) {
+            continue;
+        }
+        let now = unix_now();
+        let due = node.sm.read().set.next_expiry().is_some_and(|t| t <= now);
+        if !due {
+            continue;
+        }
+        let deadline = tokio::time::Instant::now() + node.config.default_deadline;
+        match node.propose(Command::Purge { now }, deadline).await {
+            Ok(Some(a)) => tracing::debug!(revision = a.revision, now, "purge: committed"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "purge: failed"),
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The `revokd.v1.Cluster` service: status, membership changes (through the leader), and
+//! snapshots on demand.
+
+use std::collections::BTreeSet;
+
+use openraft::{BasicNode, ServerState};
+use revokd_proto::v1 as pb;
+use revokd_proto::v1::cluster_client::ClusterClient;
+use revokd_proto::v1::cluster_server::Cluster;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use super::error::{write_failure, ApiError, WriteFailure};
+use super::{deadline, routed};
+use crate::consensus::typ::{ClientWriteError, ClientWriteResponse, RaftError};
+use crate::node::Node;
+
+/// Serves `revokd.v1.Cluster`.
+pub struct ClusterService {
+    node: Node,
+}
+
+impl ClusterService {
+    /// A service for `node`.
+    pub fn new(node: Node) -> Self {
+        ClusterService { node }
+    }
+
+    /// The members and learners as this node knows them, with the leader's replication view.
+    fn members(&self) -> (Vec<pb::Member>, Vec<pb::Member>) {
+        let m = self.node.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let matched = |id: u64| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(&id).copied().flatten())
+                .map(|l| l.index)
+                .or_else(|| (id == m.id).then(|| m.last_log_index.unwrap_or(0)))
+                .unwrap_or(0)
+        };
+        let mut members = Vec::new();
+        let mut learners = Vec::new();
+        for (id, node) in membership.nodes() {
+            let member = pb::Member {
+                id: *id,
+                address: node.addr.clone(),
+                voter: voters.contains(id),
+                matched_revision: matched(*id),
+            };
+            if member.voter {
+                members.push(member);
+            } else {
+                learners.push(member);
+            }
+        }
+        (members, learners)
+    }
+
+    /// Runs a membership change on this node (the leader) within the deadline.
+    async fn change(
+        &self,
+        fut: impl std::future::Future<Output = Result<ClientWriteResponse, RaftError<ClientWriteError>>>,
+        deadline: Instant,
+    ) -> Result<Option<pb::MembershipResponse>, ApiError> {
+        match tokio::time::timeout_at(deadline, fut).await {
+            Err(_) => Err(ApiError::Deadline(
+                "the membership change did not complete in time; check Status before retrying".into(),
+            )),
+            Ok(Ok(resp)) => {
+                let (members, learners) = self.members();
+                Ok(Some(pb::MembershipResponse {
+                    revision: resp.log_id.index,
+                    leader_id: self.node.id,
+                    members,
+                    learners,
+                }))
+            }
+            Ok(Err(e)) => match write_failure(e) {
+                WriteFailure::NotLeader(_) => Ok(None),
+                WriteFailure::Fatal(e) => Err(e),
+            },
+        }
+    }
+}
+
+type Client = ClusterClient<tonic::transport::Channel>;
+
+fn role(s: ServerState) -> pb::Role {
+    match s {
+        ServerState::Leader => pb::Role::Leader,
+        ServerState::Follower => pb::Role::Follower,
+        ServerState::Candidate => pb::Role::Candidate,
+        ServerState::Learner => pb::Role::Learner,
+        ServerState::Shutdown => pb::Role::Shutdown,
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let committed = self
+            .node
+            .raft
+            .with_raft_state(|st| st.committed.map(|l| l.index))
+            .await
+            .map_err(|e| ApiError::Stopped(e.to_string()))?
+            .unwrap_or(0);
+        let m = self.node.raft.metrics().borrow().clone();
+        let (members, learners) = self.members();
+        let leader = self.node.leader();
+        let (tokens, rules, applied) = {
+            let st = self.node.sm.read();
+            (st.set.token_count(), st.set.rule_count(), st.set.revision())
+        };
+        Ok(Response::new(pb::StatusResponse {
+            id: self.node.id,
+            address: self.node.config.advertise.clone(),
+            role: role(m.state) as i32,
+            term: m.current_term,
+            leader_id: leader.as_ref().map(|l| l.0).unwrap_or(0),
+            leader_address: leader.map(|l| l.1).unwrap_or_default(),
+            commit_revision: committed,
+            applied_revision: applied,
+            last_log_revision: m.last_log_index.unwrap_or(0),
+            snapshot_revision: m.snapshot.map(|l| l.index).unwrap_or(0),
+            members,
+            learners,
+            revoked_tokens: tokens as u64,
+            rules: rules as u64,
+            watch_window_start: self.node.sm.window_start(),
+        }))
+    }
+
+    async fn add_learner(
+        &self,
+        req: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let r = req.get_ref();
+        if r.node_id == 0 {
+            return Err(ApiError::MembershipArgument("node_id must be at least 1".into()).into());
+        }
+        crate::config::parse_initial_cluster(&format!("{}={}", r.node_id, r.address))
+            .map_err(|e| ApiError::MembershipArgument(format!("address: {e}")))?;
+        routed!(
+            &self.node,
+            req,
+            |r, _by, d| self.change(
+                self.node.raft.add_learner(r.node_id, BasicNode::new(&r.address), r.blocking),
+                d
+            ),
+            Client,
+            add_learner
+        )
+    }
+
+    async fn change_membership(
+        &self,
+        req: Request<pb::ChangeMembershipRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        if req.get_ref().voters.is_empty() {
+            return Err(ApiError::MembershipArgument("the set of voters must not be empty".into()).into());
+        }
+        routed!(
+            &self.node,
+            req,
+            |r, _by, d| self.change(
+                self.node
+                    .raft
+                    .change_membership(r.voters.iter().copied().collect::<BTreeSet<u64>>(), r.retain),
+                d
+            ),
+            Client,
+            change_membership
+        )
+    }
+
+    async fn trigger_snapshot(
+        &self,
+        req: Request<pb::TriggerSnapshotRequest>,
+    ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
+        let deadline = deadline(req.metadata(), self.node.config.default_deadline);
+        let target = *self.node.sm.applied().borrow();
+        self.node
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| ApiError::Stopped(e.to_string()))?;
+        let mut rx = self.node.raft.metrics();
+        let done = tokio::time::timeout_at(
+            deadline,
+            rx.wait_for(|m| m.snapshot.map(|l| l.index).unwrap_or(0) >= target),
+        )
+        .await;
+        match done {
+            Ok(Ok(m)) => Ok(Response::new(pb::TriggerSnapshotResponse {
+                snapshot_revision: m.snapshot.map(|l| l.index).unwrap_or(0),
+            })),
+            Ok(Err(_)) => Err(ApiError::Stopped("raft metrics closed".into()).into()),
+            Err(_) => Err(ApiError::Deadline(format!(
+                "snapshot at revision {target} not finished before the deadline; it continues in the background"
+            ))
+            .into()),
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The one place where node errors become gRPC statuses. Every message names the subsystem
+//! and, where there is one, what to do about it.
+
+use std::time::Duration;
+
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use revokd_core::InvalidInput;
+use tonic::{Code, Status};
+
+use crate::consensus::typ::{CheckIsLeaderError, Node, NodeId};
+
+/// Metadata key carrying the leader's address on a "not leader" answer.
+pub const LEADER_ADDR_HEADER: &str = "x-revokd-leader";
+/// Metadata key carrying the leader's id on a "not leader" answer.
+pub const LEADER_ID_HEADER: &str = "x-revokd-leader-id";
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A request field is out of bounds.
+    #[error("revokd: invalid argument: {0}")]
+    Invalid(String),
+    /// No leader became known before the deadline.
+    #[error("revokd: no leader known after waiting {0:?}; the cluster may have lost quorum")]
+    NoLeader(Duration),
+    /// This node is not the leader (answered to forwarded requests, which are not forwarded
+    /// twice).
+    #[error("revokd: not leader; leader is node {id} at {addr}")]
+    NotLeader {
+        /// The leader's id.
+        id: NodeId,
+        /// The leader's address.
+        addr: String,
+    },
+    /// The deadline passed while waiting.
+    #[error("revokd: deadline exceeded: {0}")]
+    Deadline(String),
+    /// A membership change cannot be made as asked.
+    #[error("revokd: membership: {0}")]
+    Membership(String),
+    /// A membership argument names an unknown node.
+    #[error("revokd: membership: {0}")]
+    MembershipArgument(String),
+    /// Watch cannot resume from that revision.
+    #[error("revokd: watch: revision {from} is older than this node's change window (starts after {start}); bootstrap again from Snapshot")]
+    OutOfRange {
+        /// The revision asked for.
+        from: u64,
+        /// The oldest revision a watch can start after.
+        start: u64,
+    },
+    /// The node is stopping or Raft has stopped.
+    #[error("revokd: node is shutting down or stopped: {0}")]
+    Stopped(String),
+    /// Forwarding to the leader failed.
+    #[error("revokd: forwarding to leader at {addr} failed: {message}")]
+    Forward {
+        /// The leader's address.
+        addr: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Anything else (a bug or a storage failure).
+    #[error("revokd: internal error: {0}")]
+    Internal(String),
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(e: InvalidInput) -> Self {
+        ApiError::Invalid(e.to_string())
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let code = match &e {
+            ApiError::Invalid(_) | ApiError::MembershipArgument(_) => Code::InvalidArgument,
+            ApiError::NoLeader(_) | ApiError::NotLeader { .. } | ApiError::Stopped(_) | ApiError::Forward { .. } => {
+                Code::Unavailable
+            }
+            ApiError::Deadline(_) => Code::DeadlineExceeded,
+            ApiError::Membership(_) => Code::FailedPrecondition,
+            ApiError::OutOfRange { .. } => Code::OutOfRange,
+            ApiError::Internal(_) => Code::Internal,
+        };
+        let mut status = Status::new(code, e.to_string());
+        if let ApiError::NotLeader { id, addr } = &e {
+            if let (Ok(a), Ok(i)) = (addr.parse(), id.to_string().parse()) {
+                status.metadata_mut().insert(LEADER_ADDR_HEADER, a);
+                status.metadata_mut().insert(LEADER_ID_HEADER, i);
+            }
+        }
+        status
+    }
+}
+
+/// What a failed local write means for routing.
+pub enum WriteFailure {
+    /// Leadership moved: retry through the new leader (if known).
+    NotLeader(Option<NodeId>),
+    /// A final error.
+    Fatal(ApiError),
+}
+
+/// Classifies an openraft write error.
+pub fn write_failure(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> WriteFailure {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => WriteFailure::NotLeader(f.leader_id),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => WriteFailure::Fatal(match c {
+            ChangeMembershipError::LearnerNotFound(l) => ApiError::MembershipArgument(format!(
+                "node {} is neither a member nor a learner; add it with AddLearner first",
+                l.node_id
+            )),
+            ChangeMembershipError::EmptyMembership(_) => {
+                ApiError::MembershipArgument("the set of voters must not be empty".into())
+            }
+            ChangeMembershipError::InProgress(p) => {
+                ApiError::Membership(format!("a membership change is already in progress ({p}); retry when it completes"))
+            }
+        }),
+        RaftError::Fatal(f) => WriteFailure::Fatal(ApiError::Stopped(f.to_string())),
+    }
+}
+
+/// Maps a failed leadership check (read index) to a status.
+pub fn raft_read_error(e: RaftError<NodeId, CheckIsLeaderError>) -> Status {
+    match e {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => match (f.leader_id, f.leader_node) {
+            (Some(id), Some(n)) => ApiError::NotLeader { id, addr: n.addr }.into(),
+            _ => ApiError::NoLeader(Duration::ZERO).into(),
+        },
+        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => {
+            Status::unavailable(format!("revokd: read index: leader could not reach a quorum: {q}"))
+        }
+        RaftError::Fatal(f) => ApiError::Stopped(f.to_string()).into(),
+    }
+}

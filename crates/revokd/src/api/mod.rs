@@ -1,0 +1,186 @@
+//! The gRPC edge: the public `Revocation` and `Cluster` services, request deadlines, leader
+//! forwarding, and the mapping of errors to statuses ([`error`]) and of core types to
+//! protobuf ([`convert`]).
+
+pub mod cluster;
+pub mod convert;
+pub mod error;
+pub mod revocation;
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use crate::node::{Node, Route};
+use error::ApiError;
+
+/// Set on requests a node forwards to the leader, so they are never forwarded twice.
+pub const FORWARDED_HEADER: &str = "x-revokd-forwarded";
+/// The identity recorded with a write (until authentication lands, a caller-declared name).
+pub const ACTOR_HEADER: &str = "x-revokd-actor";
+
+/// Longest deadline honoured, whatever the caller asks.
+const MAX_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Parses a `grpc-timeout` header value (`<digits><unit>`).
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The instant by which a request must be answered.
+pub fn deadline(meta: &MetadataMap, default: Duration) -> Instant {
+    let d = meta
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .unwrap_or(default)
+        .min(MAX_DEADLINE);
+    Instant::now() + d
+}
+
+/// The identity to record with a write.
+pub fn actor(meta: &MetadataMap) -> String {
+    meta.get(ACTOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= revokd_core::MAX_TEXT_LEN)
+        .unwrap_or("anonymous")
+        .to_owned()
+}
+
+/// Runs a routed write inside a gRPC handler: `$local` (a future of
+/// `Result<Option<Resp>, ApiError>`, with the body, actor and deadline bound to the given
+/// names) on the leader, or `$client::$method` forwarded to it.
+macro_rules! routed {
+    ($node:expr, $req:expr, |$r:ident, $by:ident, $deadline:ident| $local:expr, $client:ty, $method:ident) => {{
+        let mut rt = $crate::api::Routed::new($node, $req);
+        loop {
+            match rt.next().await? {
+                $crate::api::Hop::Local => {
+                    let ($r, $by, $deadline) = (&rt.body, rt.actor.as_str(), rt.deadline);
+                    if let Some(resp) = $local.await? {
+                        return Ok(tonic::Response::new(resp));
+                    }
+                }
+                $crate::api::Hop::Forward(ch, fwd) => {
+                    if let Some(resp) = rt.forwarded(<$client>::new(ch).$method(fwd).await)? {
+                        return Ok(resp);
+                    }
+                }
+            }
+        }
+    }};
+}
+pub(crate) use routed;
+
+/// Where the next attempt of a routed write goes.
+pub enum Hop<Req> {
+    /// This node leads: run it here.
+    Local,
+    /// Forward this request over this channel to the leader.
+    Forward(tonic::transport::Channel, Request<Req>),
+}
+
+/// A write on its way to the leader: run locally when this node leads, otherwise forwarded
+/// to it (once: a forwarded request is never forwarded again). Leadership can move during a
+/// call, so handlers loop over [`Routed::next`]; retries are safe because every write is
+/// idempotent.
+pub struct Routed<Req> {
+    node: Node,
+    /// The request body.
+    pub body: Req,
+    /// The identity to record.
+    pub actor: String,
+    /// When the call must be answered.
+    pub deadline: Instant,
+    forwarded: bool,
+    attempts: u32,
+}
+
+impl<Req: Clone> Routed<Req> {
+    /// Starts routing `req`.
+    pub fn new(node: &Node, req: Request<Req>) -> Self {
+        let deadline = deadline(req.metadata(), node.config.default_deadline);
+        let forwarded = req.metadata().contains_key(FORWARDED_HEADER);
+        let actor = actor(req.metadata());
+        Routed {
+            node: node.clone(),
+            body: req.into_inner(),
+            actor,
+            deadline,
+            forwarded,
+            attempts: 0,
+        }
+    }
+
+    /// Waits for a leader (until the deadline) and says where to run the next attempt.
+    pub async fn next(&mut self) -> Result<Hop<Req>, Status> {
+        if self.attempts > 0 {
+            if Instant::now() >= self.deadline {
+                return Err(ApiError::NoLeader(self.node.config.default_deadline).into());
+            }
+            // Leadership is moving; give the election a moment.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.attempts += 1;
+        match self.node.route(self.deadline).await? {
+            Route::Local => Ok(Hop::Local),
+            Route::Forward { id, addr } => {
+                if self.forwarded {
+                    return Err(ApiError::NotLeader { id, addr }.into());
+                }
+                let mut fwd = Request::new(self.body.clone());
+                fwd.set_timeout(self.deadline.saturating_duration_since(Instant::now()));
+                fwd.metadata_mut()
+                    .insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+                if let Ok(v) = self.actor.parse() {
+                    fwd.metadata_mut().insert(ACTOR_HEADER, v);
+                }
+                Ok(Hop::Forward(self.node.channel(&addr)?, fwd))
+            }
+        }
+    }
+
+    /// Interprets the leader's answer: `Ok(None)` means "leader gone or moved, try again".
+    pub fn forwarded<Resp>(
+        &self,
+        res: Result<Response<Resp>, Status>,
+    ) -> Result<Option<Response<Resp>>, Status> {
+        match res {
+            Ok(r) => Ok(Some(r)),
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < self.deadline => {
+                tracing::debug!(error = %s.message(), "api: forward failed; routing again");
+                Ok(None)
+            }
+            Err(s) => Err(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout("12x"), None);
+    }
+}

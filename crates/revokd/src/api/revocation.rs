@@ -1,0 +1,362 @@
+//! The `revokd.v1.Revocation` service: writes (through the leader), checks, snapshots and
+//! watches.
+
+use std::pin::Pin;
+
+use revokd_core::{validate_jti_query, Applied, Command, InvalidInput, RuleSpec, TokenSpec, MAX_BATCH};
+use revokd_proto::v1 as pb;
+use revokd_proto::v1::revocation_client::RevocationClient;
+use revokd_proto::v1::revocation_server::Revocation;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::convert::{check_result_pb, event_pb, query, rule_kind, rule_pb, token_pb, write_response};
+use super::error::ApiError;
+use super::{deadline, routed};
+use crate::node::{unix_now, Node};
+use crate::storage::WatchItem;
+
+/// Serves `revokd.v1.Revocation`.
+pub struct RevocationService {
+    node: Node,
+}
+
+impl RevocationService {
+    /// A service for `node`.
+    pub fn new(node: Node) -> Self {
+        RevocationService { node }
+    }
+
+    fn max_lifetime(&self) -> i64 {
+        self.node.config.max_token_lifetime.as_secs() as i64
+    }
+
+    fn spec(&self, t: &pb::RevokedTokenSpec, now: i64) -> Result<TokenSpec, InvalidInput> {
+        let spec = TokenSpec {
+            jti: t.jti.clone(),
+            expires_at: t.expires_at,
+            reason: t.reason.clone(),
+            subject: t.subject.clone(),
+        };
+        spec.validate(now, self.max_lifetime())?;
+        Ok(spec)
+    }
+
+    /// Proposes a single-item command and shapes the reply.
+    async fn write_one(&self, cmd: Command, deadline: Instant) -> Result<Option<pb::WriteResponse>, ApiError> {
+        Ok(self
+            .node
+            .propose(cmd, deadline)
+            .await?
+            .map(|applied| single_response(&applied, self.node.id)))
+    }
+
+    /// Waits as the requested consistency demands, then returns nothing: the caller reads.
+    async fn settle(&self, consistency: i32, min_revision: u64, deadline: Instant) -> Result<(), ApiError> {
+        match pb::Consistency::try_from(consistency) {
+            Ok(pb::Consistency::Linearizable) => {
+                let read = self.node.read_index(deadline).await?;
+                self.node.wait_applied(read.max(min_revision), deadline).await
+            }
+            Ok(pb::Consistency::Local | pb::Consistency::Unspecified) => {
+                if min_revision > 0 {
+                    self.node.wait_applied(min_revision, deadline).await?;
+                }
+                Ok(())
+            }
+            Err(_) => Err(ApiError::Invalid(format!("unknown consistency {consistency}"))),
+        }
+    }
+}
+
+fn single_response(applied: &Applied, leader: u64) -> pb::WriteResponse {
+    let outcome = applied.outcomes.first().copied().unwrap_or(revokd_core::Outcome::NotFound);
+    write_response(outcome, applied.revision, leader)
+}
+
+fn validate_query(q: &pb::TokenQuery) -> Result<(), InvalidInput> {
+    validate_jti_query(&q.jti, [&q.sub, &q.azp, &q.kid, &q.iss].iter().any(|s| !s.is_empty()))
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+impl RevocationService {
+    async fn local_revoke(
+        &self,
+        r: &pb::RevokeRequest,
+        by: &str,
+        deadline: Instant,
+    ) -> Result<Option<pb::WriteResponse>, ApiError> {
+        let t = r.token.as_ref().ok_or(InvalidInput::Unspecified("token"))?;
+        let now = unix_now();
+        let cmd = Command::Revoke {
+            tokens: vec![self.spec(t, now)?],
+            now,
+            by: by.to_owned(),
+        };
+        self.write_one(cmd, deadline).await
+    }
+
+    async fn local_revoke_batch(
+        &self,
+        r: &pb::RevokeBatchRequest,
+        by: &str,
+        deadline: Instant,
+    ) -> Result<Option<pb::RevokeBatchResponse>, ApiError> {
+        if r.tokens.is_empty() {
+            return Err(InvalidInput::Empty("tokens").into());
+        }
+        if r.tokens.len() > MAX_BATCH {
+            return Err(InvalidInput::BatchTooLarge {
+                len: r.tokens.len(),
+                max: MAX_BATCH,
+            }
+            .into());
+        }
+        let now = unix_now();
+        let tokens = r
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.spec(t, now).map_err(|e| ApiError::Invalid(format!("tokens[{i}]: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cmd = Command::Revoke {
+            tokens,
+            now,
+            by: by.to_owned(),
+        };
+        let leader = self.node.id;
+        Ok(self.node.propose(cmd, deadline).await?.map(|a| pb::RevokeBatchResponse {
+            revision: a.revision,
+            leader_id: leader,
+            results: a
+                .outcomes
+                .iter()
+                .map(|o| write_response(*o, a.revision, leader))
+                .collect(),
+        }))
+    }
+
+    async fn local_revoke_rule(
+        &self,
+        r: &pb::RevokeRuleRequest,
+        by: &str,
+        deadline: Instant,
+    ) -> Result<Option<pb::WriteResponse>, ApiError> {
+        let now = unix_now();
+        let not_before = if r.not_before == 0 { now } else { r.not_before };
+        let rule = RuleSpec::new(
+            rule_kind(r.kind)?,
+            r.value.clone(),
+            not_before,
+            r.reason.clone(),
+            now,
+            self.max_lifetime(),
+        )?;
+        self.write_one(Command::RevokeRule { rule, by: by.to_owned() }, deadline)
+            .await
+    }
+
+    async fn local_unrevoke(
+        &self,
+        r: &pb::UnrevokeRequest,
+        by: &str,
+        deadline: Instant,
+    ) -> Result<Option<pb::WriteResponse>, ApiError> {
+        revokd_core::validate_jti(&r.jti)?;
+        let cmd = Command::Unrevoke {
+            jti: r.jti.clone(),
+            by: by.to_owned(),
+        };
+        self.write_one(cmd, deadline).await
+    }
+
+    async fn local_remove_rule(
+        &self,
+        r: &pb::RemoveRuleRequest,
+        by: &str,
+        deadline: Instant,
+    ) -> Result<Option<pb::WriteResponse>, ApiError> {
+        let kind = rule_kind(r.kind)?;
+        if r.value.is_empty() {
+            return Err(InvalidInput::Empty("rule value").into());
+        }
+        let cmd = Command::RemoveRule {
+            kind,
+            value: r.value.clone(),
+            by: by.to_owned(),
+        };
+        self.write_one(cmd, deadline).await
+    }
+}
+
+type Client = RevocationClient<tonic::transport::Channel>;
+
+#[tonic::async_trait]
+impl Revocation for RevocationService {
+    async fn revoke(&self, req: Request<pb::RevokeRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        routed!(&self.node, req, |r, by, d| self.local_revoke(r, by, d), Client, revoke)
+    }
+
+    async fn revoke_batch(
+        &self,
+        req: Request<pb::RevokeBatchRequest>,
+    ) -> Result<Response<pb::RevokeBatchResponse>, Status> {
+        routed!(&self.node, req, |r, by, d| self.local_revoke_batch(r, by, d), Client, revoke_batch)
+    }
+
+    async fn revoke_rule(&self, req: Request<pb::RevokeRuleRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        routed!(&self.node, req, |r, by, d| self.local_revoke_rule(r, by, d), Client, revoke_rule)
+    }
+
+    async fn unrevoke(&self, req: Request<pb::UnrevokeRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        routed!(&self.node, req, |r, by, d| self.local_unrevoke(r, by, d), Client, unrevoke)
+    }
+
+    async fn remove_rule(&self, req: Request<pb::RemoveRuleRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        routed!(&self.node, req, |r, by, d| self.local_remove_rule(r, by, d), Client, remove_rule)
+    }
+
+    async fn check(&self, req: Request<pb::CheckRequest>) -> Result<Response<pb::CheckResponse>, Status> {
+        let deadline = deadline(req.metadata(), self.node.config.default_deadline);
+        let r = req.into_inner();
+        let q = r.token.ok_or(ApiError::from(InvalidInput::Unspecified("token")))?;
+        validate_query(&q).map_err(ApiError::from)?;
+        self.settle(r.consistency, r.min_revision, deadline).await?;
+        let st = self.node.sm.read();
+        Ok(Response::new(pb::CheckResponse {
+            result: Some(check_result_pb(st.set.check(&query(&q)))),
+            revision: st.set.revision(),
+        }))
+    }
+
+    async fn check_batch(
+        &self,
+        req: Request<pb::CheckBatchRequest>,
+    ) -> Result<Response<pb::CheckBatchResponse>, Status> {
+        let deadline = deadline(req.metadata(), self.node.config.default_deadline);
+        let r = req.into_inner();
+        if r.tokens.len() > MAX_BATCH {
+            return Err(ApiError::from(InvalidInput::BatchTooLarge {
+                len: r.tokens.len(),
+                max: MAX_BATCH,
+            })
+            .into());
+        }
+        for (i, q) in r.tokens.iter().enumerate() {
+            validate_query(q).map_err(|e| ApiError::Invalid(format!("tokens[{i}]: {e}")))?;
+        }
+        self.settle(r.consistency, r.min_revision, deadline).await?;
+        let st = self.node.sm.read();
+        Ok(Response::new(pb::CheckBatchResponse {
+            results: r.tokens.iter().map(|q| check_result_pb(st.set.check(&query(q)))).collect(),
+            revision: st.set.revision(),
+        }))
+    }
+
+    type SnapshotStream = BoxStream<pb::SnapshotChunk>;
+
+    async fn snapshot(&self, req: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        let chunk = match req.get_ref().chunk_size {
+            0 => 10_000,
+            n => (n as usize).min(100_000),
+        };
+        // Copy under the lock (fast), convert and send outside it.
+        let (revision, tokens, rules) = {
+            let st = self.node.sm.read();
+            let tokens: Vec<_> = st.set.tokens().cloned().collect();
+            let rules: Vec<_> = st.set.rules().map(rule_pb).collect();
+            (st.set.revision(), tokens, rules)
+        };
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let total_tokens = tokens.len() as u64;
+            let total_rules = rules.len() as u64;
+            let mut rules = Some(rules);
+            let mut chunks = tokens.chunks(chunk).peekable();
+            loop {
+                let part = chunks.next();
+                let last = chunks.peek().is_none();
+                let msg = pb::SnapshotChunk {
+                    revision,
+                    tokens: part.unwrap_or_default().iter().map(token_pb).collect(),
+                    rules: rules.take().unwrap_or_default(),
+                    last,
+                    total_tokens,
+                    total_rules,
+                };
+                if tx.send(Ok(msg)).await.is_err() || last {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type WatchStream = BoxStream<pb::WatchResponse>;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let from = req.get_ref().from_revision;
+        let (backlog, live) = self.node.sm.watch_from(from).map_err(|m| ApiError::OutOfRange {
+            from,
+            start: m.window_start,
+        })?;
+        let (tx, rx) = mpsc::channel(256);
+        let sm = self.node.sm.clone();
+        tokio::spawn(async move {
+            let mut last = from;
+            let mut backlog = backlog;
+            let mut live = live;
+            loop {
+                for cs in backlog.drain(..) {
+                    if cs.revision <= last {
+                        continue;
+                    }
+                    last = cs.revision;
+                    let msg = pb::WatchResponse {
+                        revision: cs.revision,
+                        events: cs.events.iter().map(event_pb).collect(),
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
+                match live.recv().await {
+                    Ok(WatchItem::Changes(cs)) => backlog.push(cs),
+                    Ok(WatchItem::Reset(at)) if at > last => {
+                        let e = ApiError::OutOfRange { from: last, start: at };
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                    Ok(WatchItem::Reset(_)) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // This watcher fell behind the live feed: pick up again from the
+                        // window, which keeps far more history than the feed's buffer.
+                        match sm.watch_from(last) {
+                            Ok((b, l)) => {
+                                backlog = b;
+                                live = l;
+                            }
+                            Err(m) => {
+                                let e = ApiError::OutOfRange {
+                                    from: last,
+                                    start: m.window_start,
+                                };
+                                let _ = tx.send(Err(e.into())).await;
+                                return;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        let _ = tx.send(Err(Status::unavailable("revokd: node is shutting down"))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

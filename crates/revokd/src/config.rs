@@ -1,0 +1,380 @@
+//! Node configuration: one documented struct, filled from flags, `REVOKD_*` environment
+//! variables and an optional TOML file (in that order of precedence), and validated before
+//! anything binds.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A validated node configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node's id, unique in the cluster and never reused. Default 1; 0 is invalid.
+    pub id: u64,
+    /// Where the gRPC server (public API and Raft) listens. Default `127.0.0.1:50051`.
+    pub listen: SocketAddr,
+    /// The address other nodes and clients use to reach this node. Default: `listen`.
+    pub advertise: String,
+    /// Directory for the log and snapshots. Default `./revokd-data`.
+    pub data_dir: PathBuf,
+    /// The founding members, id to address. Default: this node alone. Ignored once the node
+    /// has state on disk.
+    pub initial_cluster: BTreeMap<u64, String>,
+    /// Start empty and wait to be added with `AddLearner` instead of founding a cluster.
+    /// Default false.
+    pub join: bool,
+    /// Where Prometheus metrics are served over HTTP (`/metrics`). Default: not served.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log format. Default text.
+    pub log_format: LogFormat,
+    /// Raft heartbeat interval. Default 50 ms.
+    pub heartbeat: Duration,
+    /// Minimum election timeout (the maximum is twice this). Default 300 ms; must exceed
+    /// three heartbeats.
+    pub election_timeout: Duration,
+    /// Build a snapshot and compact the log after this many entries. Default 20,000.
+    pub snapshot_logs: u64,
+    /// The longest lifetime a token may have: revocations further out are refused and rules
+    /// are kept this long. Default 30 days.
+    pub max_token_lifetime: Duration,
+    /// How often the leader proposes a purge of expired entries. Default 10 s.
+    pub purge_interval: Duration,
+    /// How many recent change events each node keeps for `Watch` to resume from.
+    /// Default 100,000.
+    pub watch_window: usize,
+    /// Deadline for a request that carries none. Default 5 s.
+    pub default_deadline: Duration,
+}
+
+/// Command-line flags (each also an environment variable). Unset flags fall back to the
+/// config file, then to the defaults documented on [`Config`].
+#[derive(Debug, Default, Parser)]
+#[command(name = "revokd", version, about = "A node of a Raft-replicated JWT revocation cluster.")]
+pub struct Args {
+    /// Optional TOML file with the same keys as the flags (snake_case).
+    #[arg(long, env = "REVOKD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Node id (unique, never reused). [default: 1]
+    #[arg(long, env = "REVOKD_ID")]
+    pub id: Option<u64>,
+    /// gRPC listen address. [default: 127.0.0.1:50051]
+    #[arg(long, env = "REVOKD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address others reach this node at. [default: the listen address]
+    #[arg(long, env = "REVOKD_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Data directory. [default: ./revokd-data]
+    #[arg(long, env = "REVOKD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Founding members: `1=127.0.0.1:7001,2=127.0.0.1:7002,...`. [default: this node alone]
+    #[arg(long, env = "REVOKD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Wait to be added with AddLearner instead of founding a cluster.
+    #[arg(long, env = "REVOKD_JOIN")]
+    pub join: bool,
+    /// Serve Prometheus metrics on this address (`/metrics`).
+    #[arg(long, env = "REVOKD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log format. [default: text]
+    #[arg(long, env = "REVOKD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Raft heartbeat interval in milliseconds. [default: 50]
+    #[arg(long, env = "REVOKD_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Minimum election timeout in milliseconds. [default: 300]
+    #[arg(long, env = "REVOKD_ELECTION_TIMEOUT_MS")]
+    pub election_timeout_ms: Option<u64>,
+    /// Entries between snapshots. [default: 20000]
+    #[arg(long, env = "REVOKD_SNAPSHOT_LOGS")]
+    pub snapshot_logs: Option<u64>,
+    /// Maximum token lifetime in seconds. [default: 2592000 (30 days)]
+    #[arg(long, env = "REVOKD_MAX_TOKEN_LIFETIME_SECS")]
+    pub max_token_lifetime_secs: Option<u64>,
+    /// Seconds between purges of expired entries. [default: 10]
+    #[arg(long, env = "REVOKD_PURGE_INTERVAL_SECS")]
+    pub purge_interval_secs: Option<u64>,
+    /// Recent change events kept for Watch. [default: 100000]
+    #[arg(long, env = "REVOKD_WATCH_WINDOW")]
+    pub watch_window: Option<usize>,
+    /// Deadline in milliseconds for requests that carry none. [default: 5000]
+    #[arg(long, env = "REVOKD_DEFAULT_DEADLINE_MS")]
+    pub default_deadline_ms: Option<u64>,
+}
+
+/// The TOML file: the same keys as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<u64>,
+    listen: Option<SocketAddr>,
+    advertise: Option<String>,
+    data_dir: Option<PathBuf>,
+    initial_cluster: Option<String>,
+    join: Option<bool>,
+    metrics_listen: Option<SocketAddr>,
+    log_format: Option<LogFormat>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_ms: Option<u64>,
+    snapshot_logs: Option<u64>,
+    max_token_lifetime_secs: Option<u64>,
+    purge_interval_secs: Option<u64>,
+    watch_window: Option<usize>,
+    default_deadline_ms: Option<u64>,
+}
+
+/// A configuration that cannot be used. The message says which setting and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("config: cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this struct.
+    #[error("config: {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A setting is out of range or inconsistent.
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            advertise: "127.0.0.1:50051".into(),
+            data_dir: PathBuf::from("revokd-data"),
+            initial_cluster: BTreeMap::new(),
+            join: false,
+            metrics_listen: None,
+            log_format: LogFormat::Text,
+            heartbeat: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(300),
+            snapshot_logs: 20_000,
+            max_token_lifetime: Duration::from_secs(revokd_core::DEFAULT_MAX_TOKEN_LIFETIME_SECS as u64),
+            purge_interval: Duration::from_secs(10),
+            watch_window: 100_000,
+            default_deadline: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Parses `1=host:port,2=host:port`.
+pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| ConfigError::Invalid(format!("initial-cluster entry {part:?} is not ID=HOST:PORT")))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::Invalid(format!("initial-cluster entry {part:?}: id is not a number")))?;
+        validate_addr(addr.trim())?;
+        if out.insert(id, addr.trim().to_owned()).is_some() {
+            return Err(ConfigError::Invalid(format!("initial-cluster names node {id} twice")));
+        }
+    }
+    Ok(out)
+}
+
+fn validate_addr(addr: &str) -> Result<(), ConfigError> {
+    let ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!("address {addr:?} is not HOST:PORT")))
+    }
+}
+
+impl Config {
+    /// Builds the configuration from flags/env and the optional file, then validates it.
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let listen = args.listen.or(file.listen).unwrap_or(d.listen);
+        let initial = args.initial_cluster.or(file.initial_cluster);
+        let ms = Duration::from_millis;
+        let cfg = Config {
+            id: args.id.or(file.id).unwrap_or(d.id),
+            listen,
+            advertise: args.advertise.or(file.advertise).unwrap_or_else(|| listen.to_string()),
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
+            initial_cluster: match initial {
+                Some(s) => parse_initial_cluster(&s)?,
+                None => BTreeMap::new(),
+            },
+            join: args.join || file.join.unwrap_or(false),
+            metrics_listen: args.metrics_listen.or(file.metrics_listen),
+            log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
+            heartbeat: args.heartbeat_ms.or(file.heartbeat_ms).map(ms).unwrap_or(d.heartbeat),
+            election_timeout: args
+                .election_timeout_ms
+                .or(file.election_timeout_ms)
+                .map(ms)
+                .unwrap_or(d.election_timeout),
+            snapshot_logs: args.snapshot_logs.or(file.snapshot_logs).unwrap_or(d.snapshot_logs),
+            max_token_lifetime: args
+                .max_token_lifetime_secs
+                .or(file.max_token_lifetime_secs)
+                .map(Duration::from_secs)
+                .unwrap_or(d.max_token_lifetime),
+            purge_interval: args
+                .purge_interval_secs
+                .or(file.purge_interval_secs)
+                .map(Duration::from_secs)
+                .unwrap_or(d.purge_interval),
+            watch_window: args.watch_window.or(file.watch_window).unwrap_or(d.watch_window),
+            default_deadline: args
+                .default_deadline_ms
+                .or(file.default_deadline_ms)
+                .map(ms)
+                .unwrap_or(d.default_deadline),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.id == 0 {
+            return bad("id must be at least 1".into());
+        }
+        validate_addr(&self.advertise)?;
+        if !self.initial_cluster.is_empty() {
+            if self.join {
+                return bad("--join and --initial-cluster exclude each other: a joining node is added by AddLearner".into());
+            }
+            match self.initial_cluster.get(&self.id) {
+                None => return bad(format!("initial-cluster does not name this node (id {})", self.id)),
+                Some(addr) if *addr != self.advertise => {
+                    return bad(format!(
+                        "initial-cluster gives node {} the address {addr}, but it advertises {}",
+                        self.id, self.advertise
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if self.heartbeat.is_zero() || self.election_timeout < self.heartbeat * 3 {
+            return bad(format!(
+                "election timeout ({:?}) must be at least three heartbeats ({:?})",
+                self.election_timeout, self.heartbeat
+            ));
+        }
+        if self.snapshot_logs == 0 {
+            return bad("snapshot-logs must be at least 1".into());
+        }
+        if self.max_token_lifetime.is_zero() {
+            return bad("max-token-lifetime-secs must be at least 1".into());
+        }
+        if self.purge_interval.is_zero() {
+            return bad("purge-interval-secs must be at least 1".into());
+        }
+        if self.watch_window == 0 {
+            return bad("watch-window must be at least 1".into());
+        }
+        if self.default_deadline.is_zero() {
+            return bad("default-deadline-ms must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The members to found the cluster with: `initial_cluster`, or this node alone.
+    pub fn founding_members(&self) -> BTreeMap<u64, String> {
+        if self.initial_cluster.is_empty() {
+            BTreeMap::from([(self.id, self.advertise.clone())])
+        } else {
+            self.initial_cluster.clone()
+        }
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_a_single_node_on_50051() {
+        let c = Config::from_args(Args::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.founding_members(), BTreeMap::from([(1, "127.0.0.1:50051".to_string())]));
+    }
+
+    #[test]
+    fn initial_cluster_must_name_this_node_at_its_address() {
+        let args = |ic: &str| Args {
+            id: Some(2),
+            listen: Some("127.0.0.1:7002".parse().unwrap()),
+            initial_cluster: Some(ic.into()),
+            ..Args::default()
+        };
+        assert!(Config::from_args(args("1=127.0.0.1:7001,2=127.0.0.1:7002")).is_ok());
+        let e = Config::from_args(args("1=127.0.0.1:7001,3=127.0.0.1:7003")).unwrap_err();
+        assert!(e.to_string().contains("does not name this node"), "{e}");
+        let e = Config::from_args(args("1=127.0.0.1:7001,2=127.0.0.1:9")).unwrap_err();
+        assert!(e.to_string().contains("advertises"), "{e}");
+        assert!(Config::from_args(args("1=nope")).is_err());
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("revokd.toml");
+        std::fs::write(&path, "id = 3\nlisten = \"127.0.0.1:7003\"\nsnapshot_logs = 7\n").unwrap();
+        let c = Config::from_args(Args {
+            config: Some(path.clone()),
+            snapshot_logs: Some(9),
+            ..Args::default()
+        })
+        .unwrap();
+        assert_eq!((c.id, c.snapshot_logs, c.advertise.as_str()), (3, 9, "127.0.0.1:7003"));
+        std::fs::write(&path, "bogus = 1\n").unwrap();
+        let e = Config::from_args(Args {
+            config: Some(path),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+}

@@ -1,0 +1,186 @@
+//! Prometheus metrics: Raft and state gauges refreshed on scrape, and per-RPC request counts
+//! and latency histograms recorded by a tower layer on the gRPC server.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use openraft::ServerState;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::node::Node;
+
+/// The node's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    term: IntGauge,
+    leader: IntGauge,
+    is_leader: IntGauge,
+    applied: IntGauge,
+    last_log: IntGauge,
+    snapshot: IntGauge,
+    tokens: IntGauge,
+    rules: IntGauge,
+    watch_window_start: IntGauge,
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    registry
+        .register(Box::new(g.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    g
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("revokd_grpc_requests_total", "gRPC requests by method and status code"),
+            &["method", "code"],
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        let latency = HistogramVec::new(
+            HistogramOpts::new("revokd_grpc_request_duration_seconds", "gRPC latency until response headers")
+                .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 18).unwrap_or_default()),
+            &["method"],
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        registry.register(Box::new(requests.clone())).unwrap_or_else(|e| panic!("metric: {e}"));
+        registry.register(Box::new(latency.clone())).unwrap_or_else(|e| panic!("metric: {e}"));
+        Arc::new(Metrics {
+            term: gauge(&registry, "revokd_raft_term", "current Raft term"),
+            leader: gauge(&registry, "revokd_raft_leader_id", "leader id as known to this node (0: none)"),
+            is_leader: gauge(&registry, "revokd_raft_is_leader", "1 when this node is the leader"),
+            applied: gauge(&registry, "revokd_applied_revision", "last applied revision"),
+            last_log: gauge(&registry, "revokd_last_log_revision", "last log index"),
+            snapshot: gauge(&registry, "revokd_snapshot_revision", "revision of the newest snapshot"),
+            tokens: gauge(&registry, "revokd_revoked_tokens", "revoked token ids in the set"),
+            rules: gauge(&registry, "revokd_rules", "rule revocations in the set"),
+            watch_window_start: gauge(&registry, "revokd_watch_window_start", "oldest revision Watch can resume after"),
+            registry,
+            requests,
+            latency,
+        })
+    }
+
+    /// Reads the node's current figures into the gauges and renders the text format.
+    pub fn render(&self, node: &Node) -> String {
+        let m = node.raft.metrics().borrow().clone();
+        self.term.set(m.current_term as i64);
+        self.leader.set(m.current_leader.unwrap_or(0) as i64);
+        self.is_leader.set(i64::from(m.state == ServerState::Leader));
+        self.last_log.set(m.last_log_index.unwrap_or(0) as i64);
+        self.snapshot.set(m.snapshot.map(|l| l.index).unwrap_or(0) as i64);
+        {
+            let st = node.sm.read();
+            self.applied.set(st.set.revision() as i64);
+            self.tokens.set(st.set.token_count() as i64);
+            self.rules.set(st.set.rule_count() as i64);
+        }
+        self.watch_window_start.set(node.sm.window_start() as i64);
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            return format!("# metrics encoding failed: {e}\n");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    fn observe(&self, method: &str, code: &str, started: Instant) {
+        self.requests.with_label_values(&[method, code]).inc();
+        self.latency
+            .with_label_values(&[method])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Serves `/metrics` over HTTP until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    node: Node,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            let node = node.clone();
+            async move { metrics.render(&node) }
+        }),
+    );
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// Tower layer that records every gRPC call in [`Metrics`].
+#[derive(Clone)]
+pub struct MetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl MetricsLayer {
+    /// A layer recording into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        MetricsLayer { metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service [`MetricsLayer`] wraps around the gRPC router.
+#[derive(Clone)]
+pub struct MetricsService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for MetricsService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req.uri().path().rsplit('/').next().unwrap_or("unknown").to_owned();
+        let metrics = self.metrics.clone();
+        let started = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            if let Ok(resp) = &res {
+                // Errors of unary calls travel in the headers (trailers-only responses);
+                // successful calls carry their status in trailers, after the headers.
+                let code = resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("0")
+                    .to_owned();
+                metrics.observe(&method, &code, started);
+            }
+            res
+        })
+    }
+}

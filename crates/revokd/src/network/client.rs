@@ -1,0 +1,121 @@
+//! The sending side of the Raft transport: one lazily connected gRPC channel per peer.
+
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use revokd_proto::v1::raft_client::RaftClient;
+use revokd_proto::v1::RaftPayload;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use super::codec::encode;
+use crate::consensus::typ::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, Node,
+    NodeId, VoteRequest, VoteResponse,
+};
+use crate::consensus::TypeConfig;
+
+/// Largest Raft message accepted or sent (snapshot chunks are 4 MiB; batches up to 10,000).
+pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Creates a [`PeerClient`] per target node.
+#[derive(Clone, Default)]
+pub struct NetworkFactory {}
+
+/// Builds a lazily connecting channel to `addr` (`host:port`).
+pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect_lazy())
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
+        let client = channel(&node.addr, Duration::from_millis(500)).map(|ch| {
+            RaftClient::new(ch)
+                .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE)
+        });
+        if let Err(e) = &client {
+            tracing::error!(target, addr = %node.addr, error = %e, "network: bad peer address");
+        }
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            client: client.ok(),
+        }
+    }
+}
+
+/// Sends Raft RPCs to one peer.
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    client: Option<RaftClient<Channel>>,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, Node, RaftError<NodeId, E>>>;
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(&mut self, what: &'static str, rpc: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    where
+        Req: serde::Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let Some(client) = self.client.as_mut() else {
+            let e = std::io::Error::other(format!("bad address {:?}", self.addr));
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        };
+        let payload = encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut req = tonic::Request::new(payload);
+        req.set_timeout(option.hard_ttl());
+        let resp = match what {
+            "append_entries" => client.append_entries(req).await,
+            "vote" => client.vote(req).await,
+            _ => client.install_snapshot(req).await,
+        };
+        let payload: RaftPayload = match resp {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                return Err(match status.code() {
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                        RPCError::Unreachable(Unreachable::new(&status))
+                    }
+                    _ => RPCError::Network(NetworkError::new(&status)),
+                })
+            }
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            postcard::from_bytes(&payload.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse> {
+        self.call("append_entries", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse, InstallSnapshotError> {
+        self.call("install_snapshot", &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest, option: RPCOption) -> RpcResult<VoteResponse> {
+        self.call("vote", &rpc, &option).await
+    }
+}

@@ -1,0 +1,10 @@
+//! Network: the Raft transport between nodes, as the `revokd.v1.Raft` gRPC service on the
+//! same port as the public API. [`client`] sends openraft's RPCs; [`server`] receives them.
+//! Payloads are openraft's own messages encoded with postcard ([`codec`]).
+
+pub mod client;
+pub mod codec;
+pub mod server;
+
+pub use client::NetworkFactory;
+pub use server::RaftService;

@@ -1,0 +1,172 @@
+//! A running node: the Raft instance, its state machine, and the routing every API call
+//! shares (find the leader, write through it, wait for a revision, read index).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use revokd_core::{Applied, Command};
+use revokd_proto::v1::raft_client::RaftClient;
+use revokd_proto::v1::ReadIndexRequest;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::api::error::{write_failure, ApiError, WriteFailure};
+use crate::config::Config;
+use crate::consensus::typ::{NodeId, Raft};
+use crate::network::client::channel;
+use crate::storage::StateMachineStore;
+
+/// Where a request should run.
+pub enum Route {
+    /// This node is the leader: run it here.
+    Local,
+    /// Forward to the leader at this address.
+    Forward {
+        /// The leader's id.
+        id: NodeId,
+        /// The leader's address.
+        addr: String,
+    },
+}
+
+/// Shared handle to the node's parts.
+#[derive(Clone)]
+pub struct Node {
+    /// This node's id.
+    pub id: NodeId,
+    /// The Raft instance.
+    pub raft: Raft,
+    /// The state machine.
+    pub sm: StateMachineStore,
+    /// The configuration.
+    pub config: Arc<Config>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+/// The current unix time in seconds (the proposer's clock; the state machine never reads one).
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Node {
+    /// Wraps the parts of a started node.
+    pub fn new(raft: Raft, sm: StateMachineStore, config: Arc<Config>) -> Self {
+        Node {
+            id: config.id,
+            raft,
+            sm,
+            config,
+            channels: Arc::default(),
+        }
+    }
+
+    /// A (cached, lazily connected) channel to another node.
+    pub fn channel(&self, addr: &str) -> Result<Channel, ApiError> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ch) = map.get(addr) {
+            return Ok(ch.clone());
+        }
+        let ch = channel(addr, Duration::from_millis(500)).map_err(|e| ApiError::Forward {
+            addr: addr.to_owned(),
+            message: e.to_string(),
+        })?;
+        map.insert(addr.to_owned(), ch.clone());
+        Ok(ch)
+    }
+
+    /// The leader as this node knows it now.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+        Some((id, addr))
+    }
+
+    /// Waits (until `deadline`) for a leader to be known and says where to run a write.
+    pub async fn route(&self, deadline: Instant) -> Result<Route, ApiError> {
+        let started = Instant::now();
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some((id, addr)) = self.leader() {
+                return Ok(if id == self.id { Route::Local } else { Route::Forward { id, addr } });
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ApiError::Stopped("raft metrics closed".into())),
+                Err(_) => return Err(ApiError::NoLeader(started.elapsed())),
+            }
+        }
+    }
+
+    /// Proposes `cmd` on this node, which believes it is the leader. `Ok(None)` means
+    /// leadership moved and the caller should route again.
+    pub async fn propose(&self, cmd: Command, deadline: Instant) -> Result<Option<Applied>, ApiError> {
+        match tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await {
+            Err(_) => Err(ApiError::Deadline(
+                "the write was proposed but not committed in time; it may still be applied".into(),
+            )),
+            Ok(Ok(resp)) => Ok(Some(resp.data)),
+            Ok(Err(e)) => match write_failure(e) {
+                WriteFailure::NotLeader(_) => Ok(None),
+                WriteFailure::Fatal(e) => Err(e),
+            },
+        }
+    }
+
+    /// Waits until this node has applied `revision`.
+    pub async fn wait_applied(&self, revision: u64, deadline: Instant) -> Result<(), ApiError> {
+        let mut rx = self.sm.applied();
+        let res = tokio::time::timeout_at(deadline, rx.wait_for(|applied| *applied >= revision)).await;
+        match res {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ApiError::Stopped("state machine closed".into())),
+            Err(_) => Err(ApiError::Deadline(format!(
+                "revision {revision} not applied on node {} in time (applied {})",
+                self.id,
+                *self.sm.applied().borrow()
+            ))),
+        }
+    }
+
+    /// A read index: once this node has applied the returned revision, its state reflects
+    /// every write acknowledged before this call. Asks the leader when this node is not it.
+    pub async fn read_index(&self, deadline: Instant) -> Result<u64, ApiError> {
+        loop {
+            match self.route(deadline).await? {
+                Route::Local => match self.raft.get_read_log_id().await {
+                    Ok((read, _)) => return Ok(read.map(|l| l.index).unwrap_or(0)),
+                    Err(e) => {
+                        let status = crate::api::error::raft_read_error(e);
+                        if status.code() != tonic::Code::Unavailable || Instant::now() >= deadline {
+                            return Err(ApiError::Forward {
+                                addr: self.config.advertise.clone(),
+                                message: status.message().to_owned(),
+                            });
+                        }
+                    }
+                },
+                Route::Forward { addr, .. } => {
+                    let mut client = RaftClient::new(self.channel(&addr)?);
+                    let mut req = tonic::Request::new(ReadIndexRequest {});
+                    req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                    match client.read_index(req).await {
+                        Ok(r) => return Ok(r.into_inner().read_revision),
+                        Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {}
+                        Err(s) => {
+                            return Err(ApiError::Forward {
+                                addr,
+                                message: s.message().to_owned(),
+                            })
+                        }
+                    }
+                }
+            }
+            // Leadership is moving; give the election a moment.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

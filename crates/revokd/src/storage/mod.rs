@@ -1,0 +1,39 @@
+//! Storage: the Raft log and vote in sled ([`log_store`]) and the state machine with its
+//! snapshots and change window ([`state_machine`]).
+
+pub mod log_store;
+pub mod state_machine;
+
+use std::path::Path;
+
+pub use log_store::LogStore;
+pub use state_machine::{StateMachineStore, WatchItem};
+
+/// Errors opening a node's data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// sled could not open the log.
+    #[error("storage: cannot open the Raft log in {path}: {source}")]
+    Log {
+        /// The directory.
+        path: String,
+        /// The cause.
+        source: sled::Error,
+    },
+    /// The state machine could not be opened.
+    #[error(transparent)]
+    StateMachine(#[from] state_machine::OpenError),
+}
+
+/// Opens the log (`<dir>/log`) and the state machine (`<dir>/snapshots`) of a node.
+pub fn open(dir: &Path, window_events: usize) -> Result<(LogStore, StateMachineStore), StorageError> {
+    let log_dir = dir.join("log");
+    let log_err = |source| StorageError::Log {
+        path: log_dir.display().to_string(),
+        source,
+    };
+    let db = sled::Config::new().path(&log_dir).open().map_err(log_err)?;
+    let log = LogStore::open(db).map_err(log_err)?;
+    let sm = StateMachineStore::open(&dir.join("snapshots"), window_events)?;
+    Ok((log, sm))
+}

@@ -1,0 +1,390 @@
+//! The Raft state machine: the revocation set in memory, snapshots on disk, and the window of
+//! recent changes that `Watch` serves.
+//!
+//! The set is rebuilt at start from the newest snapshot plus the committed log after it
+//! (openraft replays it). Snapshot files are written to a temporary file, synced and renamed,
+//! and carry checksums that are verified before a snapshot is loaded or installed: a corrupt
+//! snapshot stops the node instead of being served.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use revokd_core::{Applied, ChangeSet, RevocationSet};
+use tokio::sync::{broadcast, watch};
+
+use crate::consensus::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
+use crate::consensus::TypeConfig;
+
+const SNAPSHOT_FILE: &str = "current.snap";
+const SNAPSHOT_MAGIC: &[u8; 4] = b"RVKF";
+
+/// What a watcher receives from the live feed.
+#[derive(Clone, Debug)]
+pub enum WatchItem {
+    /// The changes of one revision.
+    Changes(Arc<ChangeSet>),
+    /// A snapshot replaced the state at this revision: changes before it are not available.
+    Reset(u64),
+}
+
+/// Why a watch cannot start at the requested revision.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowMissed {
+    /// The oldest revision a watch can start after.
+    pub window_start: u64,
+}
+
+/// The state behind the lock.
+#[derive(Debug, Default)]
+pub struct SmState {
+    /// The revocation set.
+    pub set: RevocationSet,
+    /// The last applied log id.
+    pub last_applied: Option<LogId>,
+    /// The last applied membership.
+    pub membership: StoredMembership,
+}
+
+/// The bounded window of recent change sets.
+struct Window {
+    /// Every change set with a revision above `start` is in `items`.
+    start: u64,
+    items: VecDeque<Arc<ChangeSet>>,
+    events: usize,
+    max_events: usize,
+}
+
+struct Shared {
+    state: RwLock<SmState>,
+    window: Mutex<Window>,
+    feed: broadcast::Sender<WatchItem>,
+    applied: watch::Sender<u64>,
+    dir: PathBuf,
+    snapshot_seq: AtomicU64,
+}
+
+/// The state machine store. Cheap to clone; clones share the state.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+}
+
+fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_state_machine(AnyError::new(&e)).into()
+}
+
+fn snap_read_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_snapshot(None, AnyError::new(&e)).into()
+}
+
+fn snap_write_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_snapshot(None, AnyError::new(&e)).into()
+}
+
+/// Errors opening the state machine.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The snapshot directory could not be read or created.
+    #[error("storage: snapshot directory {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The snapshot on disk is corrupt; the node refuses to serve from it.
+    #[error("storage: snapshot {path} is unreadable ({reason}); refusing to start. Move the data directory aside and let the node receive a snapshot from the leader.")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl StateMachineStore {
+    /// Opens the state machine in `dir`, loading the newest snapshot if there is one.
+    /// `window_events` bounds the number of recent change events kept for `Watch`.
+    pub fn open(dir: &Path, window_events: usize) -> Result<Self, OpenError> {
+        let io = |source| OpenError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(io)?;
+        let _ = fs::remove_file(dir.join(format!("{SNAPSHOT_FILE}.tmp")));
+        let path = dir.join(SNAPSHOT_FILE);
+        let state = match fs::read(&path) {
+            Ok(bytes) => {
+                let (meta, data) = decode_file(&bytes).map_err(|reason| OpenError::Corrupt {
+                    path: path.clone(),
+                    reason,
+                })?;
+                let set = RevocationSet::decode_snapshot(data).map_err(|e| OpenError::Corrupt {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                SmState {
+                    set,
+                    last_applied: meta.last_log_id,
+                    membership: meta.last_membership,
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SmState::default(),
+            Err(e) => return Err(io(e)),
+        };
+        let revision = state.set.revision();
+        let (feed, _) = broadcast::channel(4096);
+        let (applied, _) = watch::channel(revision);
+        Ok(StateMachineStore {
+            shared: Arc::new(Shared {
+                state: RwLock::new(state),
+                window: Mutex::new(Window {
+                    start: revision,
+                    items: VecDeque::new(),
+                    events: 0,
+                    max_events: window_events.max(1),
+                }),
+                feed,
+                applied,
+                dir: dir.to_path_buf(),
+                snapshot_seq: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Read access to the current state. Hold it briefly: applying waits for it.
+    pub fn read(&self) -> RwLockReadGuard<'_, SmState> {
+        // A poisoned lock means a panic while applying: the state may be half-updated, and
+        // serving from it would be wrong. Fail-stop.
+        self.shared
+            .state
+            .read()
+            .unwrap_or_else(|_| panic!("state machine lock poisoned: a previous apply panicked"))
+    }
+
+    /// The applied revision, updated after every applied batch.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.shared.applied.subscribe()
+    }
+
+    /// The oldest revision a watch can start after.
+    pub fn window_start(&self) -> u64 {
+        self.window().start
+    }
+
+    fn window(&self) -> MutexGuard<'_, Window> {
+        self.shared.window.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a watch after `from`: the buffered change sets above `from` and the live feed
+    /// from there on, with no gap between them.
+    pub fn watch_from(
+        &self,
+        from: u64,
+    ) -> Result<(Vec<Arc<ChangeSet>>, broadcast::Receiver<WatchItem>), WindowMissed> {
+        let window = self.window();
+        if from < window.start {
+            return Err(WindowMissed {
+                window_start: window.start,
+            });
+        }
+        let rx = self.shared.feed.subscribe();
+        let backlog = window
+            .items
+            .iter()
+            .filter(|c| c.revision > from)
+            .cloned()
+            .collect();
+        Ok((backlog, rx))
+    }
+
+    fn publish(&self, changes: Vec<ChangeSet>) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut w = self.window();
+        for cs in changes {
+            let cs = Arc::new(cs);
+            w.events += cs.events.len();
+            w.items.push_back(cs.clone());
+            // No receivers is fine: nobody is watching.
+            let _ = self.shared.feed.send(WatchItem::Changes(cs));
+        }
+        while w.events > w.max_events && w.items.len() > 1 {
+            if let Some(old) = w.items.pop_front() {
+                w.events -= old.events.len();
+                w.start = old.revision;
+            }
+        }
+    }
+
+    fn reset_window(&self, revision: u64) {
+        let mut w = self.window();
+        w.items.clear();
+        w.events = 0;
+        w.start = revision;
+        let _ = self.shared.feed.send(WatchItem::Reset(revision));
+    }
+
+    fn write_snapshot_file(&self, meta: &SnapshotMeta, data: &[u8]) -> std::io::Result<()> {
+        let meta_bytes = postcard::to_stdvec(meta).map_err(std::io::Error::other)?;
+        let tmp = self.shared.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(SNAPSHOT_MAGIC)?;
+        f.write_all(&(meta_bytes.len() as u32).to_le_bytes())?;
+        f.write_all(&crc32fast::hash(&meta_bytes).to_le_bytes())?;
+        f.write_all(&meta_bytes)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, self.shared.dir.join(SNAPSHOT_FILE))?;
+        // Make the rename itself durable.
+        fs::File::open(&self.shared.dir)?.sync_all()
+    }
+
+    async fn persist_snapshot(&self, meta: SnapshotMeta, data: Arc<Vec<u8>>) -> Result<(), StorageError> {
+        let this = self.clone();
+        let m = meta.clone();
+        tokio::task::spawn_blocking(move || this.write_snapshot_file(&m, &data))
+            .await
+            .map_err(snap_write_err)?
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)).into())
+    }
+}
+
+/// Splits a snapshot file into its metadata and the core snapshot bytes.
+fn decode_file(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), String> {
+    if bytes.len() < 12 || &bytes[..4] != SNAPSHOT_MAGIC {
+        return Err("not a revokd snapshot file".into());
+    }
+    let len = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+    let crc = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    let meta_bytes = bytes.get(12..12 + len).ok_or("truncated metadata")?;
+    if crc32fast::hash(meta_bytes) != crc {
+        return Err("metadata checksum mismatch".into());
+    }
+    let meta = postcard::from_bytes(meta_bytes).map_err(|e| format!("metadata: {e}"))?;
+    Ok((meta, &bytes[12 + len..]))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let (data, meta) = {
+            let st = self.read();
+            let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+            let id = match st.last_applied {
+                Some(l) => format!("{}-{}-{}-{seq}", l.leader_id.term, l.leader_id.node_id, l.index),
+                None => format!("0-0-0-{seq}"),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: st.last_applied,
+                last_membership: st.membership.clone(),
+                snapshot_id: id,
+            };
+            (st.set.encode_snapshot(), meta)
+        };
+        let data = Arc::new(data);
+        self.persist_snapshot(meta.clone(), data.clone()).await?;
+        let data = Arc::try_unwrap(data).unwrap_or_else(|d| (*d).clone());
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "storage: snapshot built");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let st = self.read();
+        Ok((st.last_applied, st.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut replies = Vec::new();
+        let mut changes = Vec::new();
+        let revision = {
+            let mut st = self.shared.state.write().map_err(|_| sm_err(std::io::Error::other("state lock poisoned")))?;
+            for entry in entries {
+                let rev = entry.log_id.index;
+                st.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Normal(cmd) => {
+                        let (applied, cs) = st.set.apply(rev, &cmd);
+                        replies.push(applied);
+                        if !cs.events.is_empty() {
+                            changes.push(cs);
+                        }
+                    }
+                    EntryPayload::Membership(m) => {
+                        st.membership = StoredMembership::new(Some(entry.log_id), m);
+                        st.set.advance(rev);
+                        replies.push(Applied { revision: rev, outcomes: Vec::new() });
+                    }
+                    EntryPayload::Blank => {
+                        st.set.advance(rev);
+                        replies.push(Applied { revision: rev, outcomes: Vec::new() });
+                    }
+                }
+            }
+            st.set.revision()
+        };
+        self.publish(changes);
+        self.shared.applied.send_replace(revision);
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        // Verify before touching anything: a corrupt snapshot is an error, not a new state.
+        let set = RevocationSet::decode_snapshot(&data).map_err(|e| {
+            tracing::error!(snapshot = %meta.snapshot_id, error = %e, "storage: refusing corrupt snapshot");
+            StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e)))
+        })?;
+        self.persist_snapshot(meta.clone(), Arc::new(data)).await?;
+        let revision = set.revision();
+        {
+            let mut st = self.shared.state.write().map_err(|_| sm_err(std::io::Error::other("state lock poisoned")))?;
+            st.set = set;
+            st.last_applied = meta.last_log_id;
+            st.membership = meta.last_membership.clone();
+        }
+        self.reset_window(revision);
+        self.shared.applied.send_replace(revision);
+        tracing::info!(snapshot = %meta.snapshot_id, revision, "storage: snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let path = self.shared.dir.join(SNAPSHOT_FILE);
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(snap_read_err(e)),
+        };
+        let (meta, data) = decode_file(&bytes).map_err(|e| snap_read_err(std::io::Error::other(e)))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data.to_vec())),
+        }))
+    }
+}
