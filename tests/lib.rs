@@ -1,1 +1,92 @@
-//! End-to-end test support.
+//! Helpers shared by the end-to-end tests: building requests and retrying writes across
+//! nodes the way a client would.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Result};
+use revokd_proto::v1::{self as pb, revocation_client::RevocationClient};
+use revokd_testkit::channel;
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A token spec that expires `ttl` seconds from now.
+pub fn spec(jti: &str, ttl: i64) -> pb::RevokedTokenSpec {
+    pb::RevokedTokenSpec {
+        jti: jti.into(),
+        expires_at: now() + ttl,
+        reason: "test".into(),
+        subject: "alice".into(),
+    }
+}
+
+/// A `Revoke` request for one token valid for an hour.
+pub fn revoke_req(jti: &str) -> pb::RevokeRequest {
+    pb::RevokeRequest {
+        token: Some(spec(jti, 3600)),
+    }
+}
+
+/// A query for a `jti` alone.
+pub fn jti_query(jti: &str) -> pb::TokenQuery {
+    pb::TokenQuery {
+        jti: jti.into(),
+        ..Default::default()
+    }
+}
+
+/// Revokes `jti` through any of `endpoints`, moving to the next one on failure, until
+/// `timeout`. Returns the acknowledged response.
+pub async fn revoke_anywhere(
+    endpoints: &[String],
+    jti: &str,
+    timeout: Duration,
+) -> Result<pb::WriteResponse> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut i = 0usize;
+    loop {
+        let addr = &endpoints[i % endpoints.len()];
+        let mut req = tonic::Request::new(revoke_req(jti));
+        req.set_timeout(Duration::from_secs(2));
+        match RevocationClient::new(channel(addr)?).revoke(req).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) if tokio::time::Instant::now() < deadline => {
+                let _ = s;
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(s) => bail!("revoke {jti} failed everywhere: {s}"),
+        }
+    }
+}
+
+/// Checks every `jti` on one node at the given consistency; returns those not revoked.
+pub async fn missing_on(
+    addr: &str,
+    jtis: &[String],
+    consistency: pb::Consistency,
+    min_revision: u64,
+) -> Result<Vec<String>> {
+    let mut client = RevocationClient::new(channel(addr)?).max_decoding_message_size(64 << 20);
+    let mut missing = Vec::new();
+    for chunk in jtis.chunks(5_000) {
+        let mut req = tonic::Request::new(pb::CheckBatchRequest {
+            tokens: chunk.iter().map(|j| jti_query(j)).collect(),
+            consistency: consistency as i32,
+            min_revision,
+        });
+        req.set_timeout(Duration::from_secs(10));
+        let resp = client.check_batch(req).await?.into_inner();
+        for (j, r) in chunk.iter().zip(resp.results) {
+            if !r.revoked {
+                missing.push(j.clone());
+            }
+        }
+    }
+    Ok(missing)
+}

@@ -13,8 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        .codec_path("crate::codec::StrictCodec")
         .file_descriptor_set_path(out.join("revokd_descriptor.bin"))
-        .compile_protos(&protos, &[root.clone()])?;
+        .compile_protos(&protos, std::slice::from_ref(&root))?;
     for p in &protos {
         println!("cargo:rerun-if-changed={}", p.display());
     }

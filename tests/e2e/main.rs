@@ -1,1 +1,8 @@
-//! e2e
+//! End-to-end tests: real `revokd` processes over gRPC on loopback, real sled on disk.
+//! All cluster tests compile into this one binary.
+
+mod bad_input;
+mod failover;
+mod membership;
+mod watch;
+mod write_read;

@@ -59,7 +59,9 @@ impl RevocationSet {
         if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
             return Err(SnapshotError::BadMagic);
         }
-        let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let word = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
         let version = word(4);
         if version != VERSION {
             return Err(SnapshotError::UnsupportedVersion(version));
@@ -82,6 +84,10 @@ impl RevocationSet {
             });
         }
         let body: Body = postcard::from_bytes(body)?;
-        Ok(RevocationSet::from_parts(body.revision, body.tokens, body.rules))
+        Ok(RevocationSet::from_parts(
+            body.revision,
+            body.tokens,
+            body.rules,
+        ))
     }
 }

@@ -78,10 +78,23 @@ fn batch_applies_every_item_at_one_revision() {
 #[test]
 fn rules_revoke_tokens_issued_before_not_before() {
     let mut set = RevocationSet::new();
-    let rule = RuleSpec::new(RuleKind::Subject, "alice".into(), 1_000, "logout".into(), 1_000, 3_600)
-        .expect("valid rule");
+    let rule = RuleSpec::new(
+        RuleKind::Subject,
+        "alice".into(),
+        1_000,
+        "logout".into(),
+        1_000,
+        3_600,
+    )
+    .expect("valid rule");
     assert_eq!(rule.drop_at, 4_600);
-    set.apply(2, &Command::RevokeRule { rule, by: "ops".into() });
+    set.apply(
+        2,
+        &Command::RevokeRule {
+            rule,
+            by: "ops".into(),
+        },
+    );
     let token = |iat| TokenQuery {
         jti: "x",
         sub: Some("alice"),
@@ -89,7 +102,11 @@ fn rules_revoke_tokens_issued_before_not_before() {
         ..Default::default()
     };
     assert!(matches!(set.check(&token(Some(999))), Some(Match::Rule(r)) if r.revision == 2));
-    assert_eq!(set.check(&token(Some(1_000))), None, "issued at not_before is valid");
+    assert_eq!(
+        set.check(&token(Some(1_000))),
+        None,
+        "issued at not_before is valid"
+    );
     assert!(set.check(&token(None)).is_some(), "no iat: fail closed");
     let other = TokenQuery {
         jti: "x",
@@ -104,21 +121,55 @@ fn rules_revoke_tokens_issued_before_not_before() {
 fn a_rule_only_moves_forward() {
     let mut set = RevocationSet::new();
     let mk = |nb| RuleSpec::new(RuleKind::Key, "k1".into(), nb, String::new(), 100, 1_000).unwrap();
-    set.apply(1, &Command::RevokeRule { rule: mk(50), by: String::new() });
-    let (a, ev) = set.apply(2, &Command::RevokeRule { rule: mk(40), by: String::new() });
+    set.apply(
+        1,
+        &Command::RevokeRule {
+            rule: mk(50),
+            by: String::new(),
+        },
+    );
+    let (a, ev) = set.apply(
+        2,
+        &Command::RevokeRule {
+            rule: mk(40),
+            by: String::new(),
+        },
+    );
     assert_eq!(a.outcomes, vec![Outcome::AlreadyPresent(1)]);
     assert!(ev.events.is_empty());
-    let (a, _) = set.apply(3, &Command::RevokeRule { rule: mk(60), by: String::new() });
+    let (a, _) = set.apply(
+        3,
+        &Command::RevokeRule {
+            rule: mk(60),
+            by: String::new(),
+        },
+    );
     assert_eq!(a.outcomes, vec![Outcome::Applied(3)]);
-    assert_eq!(set.rule(RuleKind::Key, "k1").map(|r| r.not_before), Some(60));
+    assert_eq!(
+        set.rule(RuleKind::Key, "k1").map(|r| r.not_before),
+        Some(60)
+    );
 }
 
 #[test]
 fn purge_drops_exactly_what_has_expired() {
     let mut set = RevocationSet::new();
-    set.apply(1, &Command::Revoke { tokens: vec![spec("a", 10), spec("b", 20), spec("c", 30)], now: 0, by: String::new() });
+    set.apply(
+        1,
+        &Command::Revoke {
+            tokens: vec![spec("a", 10), spec("b", 20), spec("c", 30)],
+            now: 0,
+            by: String::new(),
+        },
+    );
     let rule = RuleSpec::new(RuleKind::Issuer, "iss".into(), 5, String::new(), 0, 10).unwrap();
-    set.apply(2, &Command::RevokeRule { rule, by: String::new() });
+    set.apply(
+        2,
+        &Command::RevokeRule {
+            rule,
+            by: String::new(),
+        },
+    );
     let (a, ev) = set.apply(3, &Command::Purge { now: 20 });
     assert_eq!(a.outcomes, vec![Outcome::Applied(3)]);
     assert_eq!(
@@ -139,14 +190,33 @@ fn purge_drops_exactly_what_has_expired() {
 #[test]
 fn unrevoke_and_remove_rule_report_not_found() {
     let mut set = RevocationSet::new();
-    let (a, _) = set.apply(1, &Command::Unrevoke { jti: "nope".into(), by: String::new() });
+    let (a, _) = set.apply(
+        1,
+        &Command::Unrevoke {
+            jti: "nope".into(),
+            by: String::new(),
+        },
+    );
     assert_eq!(a.outcomes, vec![Outcome::NotFound]);
     set.apply(2, &revoke("t", 100, 0));
-    let (a, ev) = set.apply(3, &Command::Unrevoke { jti: "t".into(), by: String::new() });
+    let (a, ev) = set.apply(
+        3,
+        &Command::Unrevoke {
+            jti: "t".into(),
+            by: String::new(),
+        },
+    );
     assert_eq!(a.outcomes, vec![Outcome::Applied(3)]);
     assert_eq!(ev.events, vec![Event::Unrevoked { jti: "t".into() }]);
     assert_eq!(set.check(&q("t")), None);
-    let (a, _) = set.apply(4, &Command::RemoveRule { kind: RuleKind::Client, value: "c".into(), by: String::new() });
+    let (a, _) = set.apply(
+        4,
+        &Command::RemoveRule {
+            kind: RuleKind::Client,
+            value: "c".into(),
+            by: String::new(),
+        },
+    );
     assert_eq!(a.outcomes, vec![Outcome::NotFound]);
 }
 
@@ -157,7 +227,10 @@ fn input_limits() {
     let err = spec(&"x".repeat(257), 10).validate(0, 100).unwrap_err();
     assert_eq!(err.to_string(), "jti is 257 bytes; the limit is 256");
     assert!(spec("a", 101).validate(0, 100).is_err());
-    assert!(spec("a", -5).validate(0, 100).is_ok(), "past expiry is a no-op, not an error");
+    assert!(
+        spec("a", -5).validate(0, 100).is_ok(),
+        "past expiry is a no-op, not an error"
+    );
     assert!(RuleSpec::new(RuleKind::Subject, String::new(), 0, String::new(), 0, 10).is_err());
     let mut bad = spec("a", 10);
     bad.reason = "line\nbreak".into();
@@ -173,12 +246,18 @@ fn snapshot_detects_corruption_and_truncation() {
     let mut flipped = bytes.clone();
     let last = flipped.len() - 1;
     flipped[last] ^= 0x40;
-    assert!(matches!(RevocationSet::decode_snapshot(&flipped), Err(SnapshotError::Checksum { .. })));
+    assert!(matches!(
+        RevocationSet::decode_snapshot(&flipped),
+        Err(SnapshotError::Checksum { .. })
+    ));
     assert!(matches!(
         RevocationSet::decode_snapshot(&bytes[..bytes.len() - 3]),
         Err(SnapshotError::Truncated { .. })
     ));
-    assert!(matches!(RevocationSet::decode_snapshot(b"garbage"), Err(SnapshotError::BadMagic)));
+    assert!(matches!(
+        RevocationSet::decode_snapshot(b"garbage"),
+        Err(SnapshotError::BadMagic)
+    ));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -223,7 +302,11 @@ impl Model {
             }
             Command::RevokeRule { rule, .. } => {
                 let key = (rule.kind, rule.value.clone());
-                if self.rules.get(&key).is_none_or(|(nb, _)| *nb < rule.not_before) {
+                if self
+                    .rules
+                    .get(&key)
+                    .is_none_or(|(nb, _)| *nb < rule.not_before)
+                {
                     self.rules.insert(key, (rule.not_before, rule.drop_at));
                 }
             }

@@ -3,6 +3,8 @@
 //! This crate only holds generated code: domain types live in `revokd-core`, and conversions
 //! between the two live at the gRPC edge in the `revokd` node crate.
 
+pub mod codec;
+
 /// `revokd.v1`: the public revocation and cluster API plus the internal Raft transport.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod v1 {

@@ -93,7 +93,9 @@ impl NodeProc {
     }
 
     fn signal(&self, sig: Signal) -> Result<()> {
-        let pid = self.pid().ok_or_else(|| anyhow!("node {} is not running", self.id))?;
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow!("node {} is not running", self.id))?;
         kill(Pid::from_raw(pid as i32), sig).with_context(|| format!("{sig} to node {}", self.id))
     }
 }
@@ -138,7 +140,11 @@ impl ProcessCluster {
             .collect::<Vec<_>>()
             .join(",");
         for (id, addr) in &addrs {
-            c.add_node(*id, addr.clone(), vec!["--initial-cluster".into(), initial.clone()])?;
+            c.add_node(
+                *id,
+                addr.clone(),
+                vec!["--initial-cluster".into(), initial.clone()],
+            )?;
         }
         c.wait_leader(Duration::from_secs(20)).await?;
         Ok(c)
@@ -182,7 +188,10 @@ impl ProcessCluster {
             .open(&node.log)?;
         let child = Command::new(&self.bin)
             .args(&node.args)
-            .env("REVOKD_LOG", std::env::var("REVOKD_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "REVOKD_LOG",
+                std::env::var("REVOKD_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -205,7 +214,9 @@ impl ProcessCluster {
     }
 
     fn node_mut(&mut self, id: u64) -> Result<&mut NodeProc> {
-        self.nodes.get_mut(&id).ok_or_else(|| anyhow!("no node {id}"))
+        self.nodes
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))
     }
 
     /// A node's gRPC address.
@@ -300,7 +311,10 @@ impl ProcessCluster {
 
     /// Restarts a stopped or killed node with the same id, address and data.
     pub fn restart(&mut self, id: u64) -> Result<()> {
-        let mut node = self.nodes.remove(&id).ok_or_else(|| anyhow!("no node {id}"))?;
+        let mut node = self
+            .nodes
+            .remove(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
         let res = if node.child.is_some() {
             Err(anyhow!("node {id} is still running"))
         } else {
@@ -328,7 +342,9 @@ impl ProcessCluster {
 
     /// The last lines of a node's log, for failure messages.
     pub fn log_tail(&self, id: u64, lines: usize) -> String {
-        let Ok(node) = self.node(id) else { return String::new() };
+        let Ok(node) = self.node(id) else {
+            return String::new();
+        };
         let text = std::fs::read_to_string(&node.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")

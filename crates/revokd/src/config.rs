@@ -48,6 +48,9 @@ pub struct Config {
     pub election_timeout: Duration,
     /// Build a snapshot and compact the log after this many entries. Default 20,000.
     pub snapshot_logs: u64,
+    /// Log entries kept behind a snapshot, so a briefly lagging follower catches up from the
+    /// log instead of a full snapshot. Default 1,000; 0 compacts everything a snapshot covers.
+    pub snapshot_keep_logs: u64,
     /// The longest lifetime a token may have: revocations further out are refused and rules
     /// are kept this long. Default 30 days.
     pub max_token_lifetime: Duration,
@@ -63,7 +66,11 @@ pub struct Config {
 /// Command-line flags (each also an environment variable). Unset flags fall back to the
 /// config file, then to the defaults documented on [`Config`].
 #[derive(Debug, Default, Parser)]
-#[command(name = "revokd", version, about = "A node of a Raft-replicated JWT revocation cluster.")]
+#[command(
+    name = "revokd",
+    version,
+    about = "A node of a Raft-replicated JWT revocation cluster."
+)]
 pub struct Args {
     /// Optional TOML file with the same keys as the flags (snake_case).
     #[arg(long, env = "REVOKD_CONFIG")]
@@ -101,6 +108,9 @@ pub struct Args {
     /// Entries between snapshots. [default: 20000]
     #[arg(long, env = "REVOKD_SNAPSHOT_LOGS")]
     pub snapshot_logs: Option<u64>,
+    /// Log entries kept behind a snapshot. [default: 1000]
+    #[arg(long, env = "REVOKD_SNAPSHOT_KEEP_LOGS")]
+    pub snapshot_keep_logs: Option<u64>,
     /// Maximum token lifetime in seconds. [default: 2592000 (30 days)]
     #[arg(long, env = "REVOKD_MAX_TOKEN_LIFETIME_SECS")]
     pub max_token_lifetime_secs: Option<u64>,
@@ -130,6 +140,7 @@ struct FileConfig {
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
     snapshot_logs: Option<u64>,
+    snapshot_keep_logs: Option<u64>,
     max_token_lifetime_secs: Option<u64>,
     purge_interval_secs: Option<u64>,
     watch_window: Option<usize>,
@@ -174,7 +185,10 @@ impl Default for Config {
             heartbeat: Duration::from_millis(50),
             election_timeout: Duration::from_millis(300),
             snapshot_logs: 20_000,
-            max_token_lifetime: Duration::from_secs(revokd_core::DEFAULT_MAX_TOKEN_LIFETIME_SECS as u64),
+            snapshot_keep_logs: 1_000,
+            max_token_lifetime: Duration::from_secs(
+                revokd_core::DEFAULT_MAX_TOKEN_LIFETIME_SECS as u64,
+            ),
             purge_interval: Duration::from_secs(10),
             watch_window: 100_000,
             default_deadline: Duration::from_secs(5),
@@ -186,16 +200,21 @@ impl Default for Config {
 pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
     let mut out = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part
-            .split_once('=')
-            .ok_or_else(|| ConfigError::Invalid(format!("initial-cluster entry {part:?} is not ID=HOST:PORT")))?;
-        let id: u64 = id
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError::Invalid(format!("initial-cluster entry {part:?}: id is not a number")))?;
+        let (id, addr) = part.split_once('=').ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "initial-cluster entry {part:?} is not ID=HOST:PORT"
+            ))
+        })?;
+        let id: u64 = id.trim().parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "initial-cluster entry {part:?}: id is not a number"
+            ))
+        })?;
         validate_addr(addr.trim())?;
         if out.insert(id, addr.trim().to_owned()).is_some() {
-            return Err(ConfigError::Invalid(format!("initial-cluster names node {id} twice")));
+            return Err(ConfigError::Invalid(format!(
+                "initial-cluster names node {id} twice"
+            )));
         }
     }
     Ok(out)
@@ -208,7 +227,9 @@ fn validate_addr(addr: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(ConfigError::Invalid(format!("address {addr:?} is not HOST:PORT")))
+        Err(ConfigError::Invalid(format!(
+            "address {addr:?} is not HOST:PORT"
+        )))
     }
 }
 
@@ -226,7 +247,10 @@ impl Config {
         let cfg = Config {
             id: args.id.or(file.id).unwrap_or(d.id),
             listen,
-            advertise: args.advertise.or(file.advertise).unwrap_or_else(|| listen.to_string()),
+            advertise: args
+                .advertise
+                .or(file.advertise)
+                .unwrap_or_else(|| listen.to_string()),
             data_dir: args.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
             initial_cluster: match initial {
                 Some(s) => parse_initial_cluster(&s)?,
@@ -235,13 +259,24 @@ impl Config {
             join: args.join || file.join.unwrap_or(false),
             metrics_listen: args.metrics_listen.or(file.metrics_listen),
             log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
-            heartbeat: args.heartbeat_ms.or(file.heartbeat_ms).map(ms).unwrap_or(d.heartbeat),
+            heartbeat: args
+                .heartbeat_ms
+                .or(file.heartbeat_ms)
+                .map(ms)
+                .unwrap_or(d.heartbeat),
             election_timeout: args
                 .election_timeout_ms
                 .or(file.election_timeout_ms)
                 .map(ms)
                 .unwrap_or(d.election_timeout),
-            snapshot_logs: args.snapshot_logs.or(file.snapshot_logs).unwrap_or(d.snapshot_logs),
+            snapshot_logs: args
+                .snapshot_logs
+                .or(file.snapshot_logs)
+                .unwrap_or(d.snapshot_logs),
+            snapshot_keep_logs: args
+                .snapshot_keep_logs
+                .or(file.snapshot_keep_logs)
+                .unwrap_or(d.snapshot_keep_logs),
             max_token_lifetime: args
                 .max_token_lifetime_secs
                 .or(file.max_token_lifetime_secs)
@@ -252,7 +287,10 @@ impl Config {
                 .or(file.purge_interval_secs)
                 .map(Duration::from_secs)
                 .unwrap_or(d.purge_interval),
-            watch_window: args.watch_window.or(file.watch_window).unwrap_or(d.watch_window),
+            watch_window: args
+                .watch_window
+                .or(file.watch_window)
+                .unwrap_or(d.watch_window),
             default_deadline: args
                 .default_deadline_ms
                 .or(file.default_deadline_ms)
@@ -275,7 +313,12 @@ impl Config {
                 return bad("--join and --initial-cluster exclude each other: a joining node is added by AddLearner".into());
             }
             match self.initial_cluster.get(&self.id) {
-                None => return bad(format!("initial-cluster does not name this node (id {})", self.id)),
+                None => {
+                    return bad(format!(
+                        "initial-cluster does not name this node (id {})",
+                        self.id
+                    ))
+                }
                 Some(addr) if *addr != self.advertise => {
                     return bad(format!(
                         "initial-cluster gives node {} the address {addr}, but it advertises {}",
@@ -338,7 +381,10 @@ mod tests {
     fn defaults_are_a_single_node_on_50051() {
         let c = Config::from_args(Args::default()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
-        assert_eq!(c.founding_members(), BTreeMap::from([(1, "127.0.0.1:50051".to_string())]));
+        assert_eq!(
+            c.founding_members(),
+            BTreeMap::from([(1, "127.0.0.1:50051".to_string())])
+        );
     }
 
     #[test]
@@ -361,14 +407,21 @@ mod tests {
     fn file_values_apply_and_flags_win() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("revokd.toml");
-        std::fs::write(&path, "id = 3\nlisten = \"127.0.0.1:7003\"\nsnapshot_logs = 7\n").unwrap();
+        std::fs::write(
+            &path,
+            "id = 3\nlisten = \"127.0.0.1:7003\"\nsnapshot_logs = 7\n",
+        )
+        .unwrap();
         let c = Config::from_args(Args {
             config: Some(path.clone()),
             snapshot_logs: Some(9),
             ..Args::default()
         })
         .unwrap();
-        assert_eq!((c.id, c.snapshot_logs, c.advertise.as_str()), (3, 9, "127.0.0.1:7003"));
+        assert_eq!(
+            (c.id, c.snapshot_logs, c.advertise.as_str()),
+            (3, 9, "127.0.0.1:7003")
+        );
         std::fs::write(&path, "bogus = 1\n").unwrap();
         let e = Config::from_args(Args {
             config: Some(path),

@@ -67,7 +67,10 @@ pub enum RunError {
 
 /// Runs a node until `shutdown` resolves, then stops accepting requests, stops Raft and
 /// flushes storage.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
     let config = Arc::new(config);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -92,26 +95,42 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         config.heartbeat.as_millis() as u64,
         config.election_timeout.as_millis() as u64,
         config.snapshot_logs,
+        config.snapshot_keep_logs,
     )
     .map_err(|e| RunError::Raft(e.to_string()))?;
-    let raft = Raft::new(config.id, Arc::new(raft_config), NetworkFactory::default(), log.clone(), sm.clone())
-        .await
-        .map_err(|e| RunError::Raft(e.to_string()))?;
+    let raft = Raft::new(
+        config.id,
+        Arc::new(raft_config),
+        NetworkFactory::default(),
+        log.clone(),
+        sm.clone(),
+    )
+    .await
+    .map_err(|e| RunError::Raft(e.to_string()))?;
     let node = Node::new(raft.clone(), sm, config.clone());
     initialize(&node).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+    }
     let (health, health_svc) = tonic_health::server::health_reporter();
-    health.set_service_status("", ServingStatus::NotServing).await;
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
     tokio::spawn(health_task(node.clone(), health, stop_rx.clone()));
     tokio::spawn(purge_task(node.clone(), stop_rx.clone()));
 
     let metrics = metrics::Metrics::new();
     if let Some(l) = metrics_listener {
-        let (m, n, mut rx) = (metrics.clone(), node.clone(), stop_rx.clone());
+        let (m, n, rx) = (metrics.clone(), node.clone(), stop_rx.clone());
         tracing::info!(addr = %config.metrics_listen.map(|a| a.to_string()).unwrap_or_default(), "metrics: serving /metrics");
         tokio::spawn(async move {
-            if let Err(e) = metrics::serve(l, m, n, async move { let _ = rx.wait_for(|s| *s).await; }).await {
+            if let Err(e) = metrics::serve(l, m, n, wait_stop(rx)).await {
                 tracing::error!(error = %e, "metrics: server failed");
             }
         });
@@ -129,7 +148,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .map_err(|e| RunError::Raft(format!("reflection: {e}")))?;
 
     tracing::info!(id = config.id, listen = %config.listen, advertise = %config.advertise, data_dir = %config.data_dir.display(), "revokd: serving");
-    let served = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .layer(metrics::MetricsLayer::new(metrics))
         .add_service(health_svc)
@@ -140,14 +159,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 .max_decoding_message_size(MAX_API_MESSAGE)
                 .max_encoding_message_size(MAX_API_MESSAGE),
         )
-        .add_service(ClusterServer::new(api::cluster::ClusterService::new(node.clone())))
+        .add_service(ClusterServer::new(api::cluster::ClusterService::new(
+            node.clone(),
+        )))
         .add_service(
             RaftServer::new(RaftService::new(raft.clone()))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), wait_stop(stop_rx.clone()));
+    // Connections that stay open (watchers, peers, idle clients) would hold a graceful
+    // shutdown forever: after the grace period they are closed.
+    let served = tokio::select! {
+        r = server => r,
+        _ = async { wait_stop(stop_rx.clone()).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "revokd: closing connections still open after the grace period");
+            Ok(())
+        }
+    };
 
     tracing::info!("revokd: shutting down");
     let _ = stop_tx.send(true);
@@ -159,6 +188,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
     served?;
     Ok(())
+}
+
+/// How long a stopping node waits for open requests before closing connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+async fn wait_stop(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Founds the cluster on first start (unless joining): every founding node proposes the same
@@ -182,14 +218,20 @@ async fn initialize(node: &Node) -> Result<(), RunError> {
     match node.raft.initialize(members).await {
         Ok(()) => Ok(()),
         // Another founder's membership already reached us: nothing to do.
-        Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+        Err(openraft::error::RaftError::APIError(
+            openraft::error::InitializeError::NotAllowed(_),
+        )) => Ok(()),
         Err(e) => Err(RunError::Raft(e.to_string())),
     }
 }
 
 /// Keeps `grpc.health.v1` SERVING exactly while the node knows a leader and has applied
 /// everything it knows to be committed.
-async fn health_task(node: Node, health: tonic_health::server::HealthReporter, mut stop: watch::Receiver<bool>) {
+async fn health_task(
+    node: Node,
+    health: tonic_health::server::HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut last = None;
     loop {
         let leader = node.raft.metrics().borrow().current_leader;
@@ -201,7 +243,11 @@ async fn health_task(node: Node, health: tonic_health::server::HealthReporter, m
         let applied = *node.sm.applied().borrow();
         let serving = leader.is_some() && applied >= committed;
         if last != Some(serving) {
-            let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+            let status = if serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
             for svc in ["", "revokd.v1.Revocation", "revokd.v1.Cluster"] {
                 health.set_service_status(svc, status).await;
             }

@@ -43,28 +43,62 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("revokd_grpc_requests_total", "gRPC requests by method and status code"),
+            Opts::new(
+                "revokd_grpc_requests_total",
+                "gRPC requests by method and status code",
+            ),
             &["method", "code"],
         )
         .unwrap_or_else(|e| panic!("metric: {e}"));
         let latency = HistogramVec::new(
-            HistogramOpts::new("revokd_grpc_request_duration_seconds", "gRPC latency until response headers")
-                .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 18).unwrap_or_default()),
+            HistogramOpts::new(
+                "revokd_grpc_request_duration_seconds",
+                "gRPC latency until response headers",
+            )
+            .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 18).unwrap_or_default()),
             &["method"],
         )
         .unwrap_or_else(|e| panic!("metric: {e}"));
-        registry.register(Box::new(requests.clone())).unwrap_or_else(|e| panic!("metric: {e}"));
-        registry.register(Box::new(latency.clone())).unwrap_or_else(|e| panic!("metric: {e}"));
+        registry
+            .register(Box::new(requests.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
+        registry
+            .register(Box::new(latency.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
         Arc::new(Metrics {
             term: gauge(&registry, "revokd_raft_term", "current Raft term"),
-            leader: gauge(&registry, "revokd_raft_leader_id", "leader id as known to this node (0: none)"),
-            is_leader: gauge(&registry, "revokd_raft_is_leader", "1 when this node is the leader"),
-            applied: gauge(&registry, "revokd_applied_revision", "last applied revision"),
+            leader: gauge(
+                &registry,
+                "revokd_raft_leader_id",
+                "leader id as known to this node (0: none)",
+            ),
+            is_leader: gauge(
+                &registry,
+                "revokd_raft_is_leader",
+                "1 when this node is the leader",
+            ),
+            applied: gauge(
+                &registry,
+                "revokd_applied_revision",
+                "last applied revision",
+            ),
             last_log: gauge(&registry, "revokd_last_log_revision", "last log index"),
-            snapshot: gauge(&registry, "revokd_snapshot_revision", "revision of the newest snapshot"),
-            tokens: gauge(&registry, "revokd_revoked_tokens", "revoked token ids in the set"),
+            snapshot: gauge(
+                &registry,
+                "revokd_snapshot_revision",
+                "revision of the newest snapshot",
+            ),
+            tokens: gauge(
+                &registry,
+                "revokd_revoked_tokens",
+                "revoked token ids in the set",
+            ),
             rules: gauge(&registry, "revokd_rules", "rule revocations in the set"),
-            watch_window_start: gauge(&registry, "revokd_watch_window_start", "oldest revision Watch can resume after"),
+            watch_window_start: gauge(
+                &registry,
+                "revokd_watch_window_start",
+                "oldest revision Watch can resume after",
+            ),
             registry,
             requests,
             latency,
@@ -76,9 +110,11 @@ impl Metrics {
         let m = node.raft.metrics().borrow().clone();
         self.term.set(m.current_term as i64);
         self.leader.set(m.current_leader.unwrap_or(0) as i64);
-        self.is_leader.set(i64::from(m.state == ServerState::Leader));
+        self.is_leader
+            .set(i64::from(m.state == ServerState::Leader));
         self.last_log.set(m.last_log_index.unwrap_or(0) as i64);
-        self.snapshot.set(m.snapshot.map(|l| l.index).unwrap_or(0) as i64);
+        self.snapshot
+            .set(m.snapshot.map(|l| l.index).unwrap_or(0) as i64);
         {
             let st = node.sm.read();
             self.applied.set(st.set.revision() as i64);
@@ -116,7 +152,9 @@ pub async fn serve(
             async move { metrics.render(&node) }
         }),
     );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Tower layer that records every gRPC call in [`Metrics`].
@@ -163,7 +201,13 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = req.uri().path().rsplit('/').next().unwrap_or("unknown").to_owned();
+        let method = req
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or("unknown")
+            .to_owned();
         let metrics = self.metrics.clone();
         let started = Instant::now();
         let fut = self.inner.call(req);

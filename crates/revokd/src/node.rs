@@ -92,7 +92,11 @@ impl Node {
         let mut rx = self.raft.metrics();
         loop {
             if let Some((id, addr)) = self.leader() {
-                return Ok(if id == self.id { Route::Local } else { Route::Forward { id, addr } });
+                return Ok(if id == self.id {
+                    Route::Local
+                } else {
+                    Route::Forward { id, addr }
+                });
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
@@ -104,7 +108,11 @@ impl Node {
 
     /// Proposes `cmd` on this node, which believes it is the leader. `Ok(None)` means
     /// leadership moved and the caller should route again.
-    pub async fn propose(&self, cmd: Command, deadline: Instant) -> Result<Option<Applied>, ApiError> {
+    pub async fn propose(
+        &self,
+        cmd: Command,
+        deadline: Instant,
+    ) -> Result<Option<Applied>, ApiError> {
         match tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await {
             Err(_) => Err(ApiError::Deadline(
                 "the write was proposed but not committed in time; it may still be applied".into(),
@@ -120,7 +128,8 @@ impl Node {
     /// Waits until this node has applied `revision`.
     pub async fn wait_applied(&self, revision: u64, deadline: Instant) -> Result<(), ApiError> {
         let mut rx = self.sm.applied();
-        let res = tokio::time::timeout_at(deadline, rx.wait_for(|applied| *applied >= revision)).await;
+        let res =
+            tokio::time::timeout_at(deadline, rx.wait_for(|applied| *applied >= revision)).await;
         match res {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(ApiError::Stopped("state machine closed".into())),
@@ -155,7 +164,9 @@ impl Node {
                     req.set_timeout(deadline.saturating_duration_since(Instant::now()));
                     match client.read_index(req).await {
                         Ok(r) => return Ok(r.into_inner().read_revision),
-                        Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {}
+                        Err(s)
+                            if s.code() == tonic::Code::Unavailable
+                                && Instant::now() < deadline => {}
                         Err(s) => {
                             return Err(ApiError::Forward {
                                 addr,

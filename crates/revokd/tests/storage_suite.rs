@@ -12,7 +12,9 @@ use revokd_core::{Command, TokenSpec};
 struct SledBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError> {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = tempfile::tempdir().expect("tempdir");
         let (log, sm) = storage::open(dir.path(), 1_000).expect("open storage");
         Ok((dir, log, sm))
@@ -51,17 +53,28 @@ async fn log_and_snapshot_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (mut log, mut sm) = storage::open(dir.path(), 100).unwrap();
-        let entries: Vec<_> = (1..=5).map(|i| revoke_entry(1, i, &format!("t{i}"))).collect();
+        let entries: Vec<_> = (1..=5)
+            .map(|i| revoke_entry(1, i, &format!("t{i}")))
+            .collect();
         log.blocking_append(entries.clone()).await.unwrap();
         sm.apply(entries).await.unwrap();
-        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
         assert_eq!(snap.meta.last_log_id, Some(log_id(1, 5)));
         log.truncate(log_id(1, 4)).await.unwrap();
         log.flush().await.unwrap();
     }
     let (mut log, mut sm) = storage::open(dir.path(), 100).unwrap();
     let state = log.get_log_state().await.unwrap();
-    assert_eq!(state.last_log_id, Some(log_id(1, 3)), "truncation persisted");
+    assert_eq!(
+        state.last_log_id,
+        Some(log_id(1, 3)),
+        "truncation persisted"
+    );
     let got = log.try_get_log_entries(1..4).await.unwrap();
     assert_eq!(got.len(), 3);
     let (applied, _) = sm.applied_state().await.unwrap();
@@ -78,7 +91,11 @@ async fn corrupt_snapshot_file_is_refused() {
     {
         let (_log, mut sm) = storage::open(dir.path(), 100).unwrap();
         sm.apply(vec![revoke_entry(1, 1, "a")]).await.unwrap();
-        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
     }
     let path = dir.path().join("snapshots/current.snap");
     let mut bytes = std::fs::read(&path).unwrap();
@@ -95,12 +112,19 @@ async fn corrupt_received_snapshot_is_not_installed() {
     let dir = tempfile::tempdir().unwrap();
     let (_log, mut sm) = storage::open(dir.path(), 100).unwrap();
     sm.apply(vec![revoke_entry(1, 1, "keep")]).await.unwrap();
-    let mut snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let mut snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     let mut data = snap.snapshot.into_inner();
     let last = data.len() - 1;
     data[last] ^= 0x01;
     snap.meta.last_log_id = Some(log_id(2, 10));
-    let res = sm.install_snapshot(&snap.meta, Box::new(std::io::Cursor::new(data))).await;
+    let res = sm
+        .install_snapshot(&snap.meta, Box::new(std::io::Cursor::new(data)))
+        .await;
     assert!(res.is_err());
     assert_eq!(sm.read().set.revision(), 1, "state untouched");
     assert!(sm.read().set.token("keep").is_some());

@@ -65,7 +65,8 @@ impl ClusterService {
     ) -> Result<Option<pb::MembershipResponse>, ApiError> {
         match tokio::time::timeout_at(deadline, fut).await {
             Err(_) => Err(ApiError::Deadline(
-                "the membership change did not complete in time; check Status before retrying".into(),
+                "the membership change did not complete in time; check Status before retrying"
+                    .into(),
             )),
             Ok(Ok(resp)) => {
                 let (members, learners) = self.members();
@@ -98,7 +99,10 @@ fn role(s: ServerState) -> pb::Role {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let committed = self
             .node
             .raft
@@ -146,7 +150,9 @@ impl Cluster for ClusterService {
             &self.node,
             req,
             |r, _by, d| self.change(
-                self.node.raft.add_learner(r.node_id, BasicNode::new(&r.address), r.blocking),
+                self.node
+                    .raft
+                    .add_learner(r.node_id, BasicNode::new(&r.address), r.blocking),
                 d
             ),
             Client,
@@ -159,15 +165,18 @@ impl Cluster for ClusterService {
         req: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         if req.get_ref().voters.is_empty() {
-            return Err(ApiError::MembershipArgument("the set of voters must not be empty".into()).into());
+            return Err(
+                ApiError::MembershipArgument("the set of voters must not be empty".into()).into(),
+            );
         }
         routed!(
             &self.node,
             req,
             |r, _by, d| self.change(
-                self.node
-                    .raft
-                    .change_membership(r.voters.iter().copied().collect::<BTreeSet<u64>>(), r.retain),
+                self.node.raft.change_membership(
+                    r.voters.iter().copied().collect::<BTreeSet<u64>>(),
+                    r.retain
+                ),
                 d
             ),
             Client,

@@ -10,7 +10,9 @@ pub fn rule_kind(v: i32) -> Result<RuleKind, InvalidInput> {
         Ok(pb::RuleKind::Client) => Ok(RuleKind::Client),
         Ok(pb::RuleKind::Key) => Ok(RuleKind::Key),
         Ok(pb::RuleKind::Issuer) => Ok(RuleKind::Issuer),
-        _ => Err(InvalidInput::Unspecified("rule kind (SUBJECT, CLIENT, KEY or ISSUER)")),
+        _ => Err(InvalidInput::Unspecified(
+            "rule kind (SUBJECT, CLIENT, KEY or ISSUER)",
+        )),
     }
 }
 
@@ -70,7 +72,11 @@ pub fn check_result_pb(m: Option<Match<'_>>) -> pb::CheckResult {
 /// Borrows a wire query as a core query. Empty strings mean "claim absent".
 pub fn query(q: &pb::TokenQuery) -> TokenQuery<'_> {
     fn opt(s: &str) -> Option<&str> {
-        if s.is_empty() { None } else { Some(s) }
+        if s.is_empty() {
+            None
+        } else {
+            Some(s)
+        }
     }
     TokenQuery {
         jti: &q.jti,
@@ -121,5 +127,7 @@ pub fn event_pb(e: &Event) -> pb::Event {
                 .collect(),
         }),
     };
-    pb::Event { change: Some(change) }
+    pb::Event {
+        change: Some(change),
+    }
 }

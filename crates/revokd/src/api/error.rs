@@ -75,9 +75,10 @@ impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         let code = match &e {
             ApiError::Invalid(_) | ApiError::MembershipArgument(_) => Code::InvalidArgument,
-            ApiError::NoLeader(_) | ApiError::NotLeader { .. } | ApiError::Stopped(_) | ApiError::Forward { .. } => {
-                Code::Unavailable
-            }
+            ApiError::NoLeader(_)
+            | ApiError::NotLeader { .. }
+            | ApiError::Stopped(_)
+            | ApiError::Forward { .. } => Code::Unavailable,
             ApiError::Deadline(_) => Code::DeadlineExceeded,
             ApiError::Membership(_) => Code::FailedPrecondition,
             ApiError::OutOfRange { .. } => Code::OutOfRange,
@@ -105,19 +106,23 @@ pub enum WriteFailure {
 /// Classifies an openraft write error.
 pub fn write_failure(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> WriteFailure {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => WriteFailure::NotLeader(f.leader_id),
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => WriteFailure::Fatal(match c {
-            ChangeMembershipError::LearnerNotFound(l) => ApiError::MembershipArgument(format!(
-                "node {} is neither a member nor a learner; add it with AddLearner first",
-                l.node_id
-            )),
-            ChangeMembershipError::EmptyMembership(_) => {
-                ApiError::MembershipArgument("the set of voters must not be empty".into())
-            }
-            ChangeMembershipError::InProgress(p) => {
-                ApiError::Membership(format!("a membership change is already in progress ({p}); retry when it completes"))
-            }
-        }),
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            WriteFailure::NotLeader(f.leader_id)
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            WriteFailure::Fatal(match c {
+                ChangeMembershipError::LearnerNotFound(l) => ApiError::MembershipArgument(format!(
+                    "node {} is neither a member nor a learner; add it with AddLearner first",
+                    l.node_id
+                )),
+                ChangeMembershipError::EmptyMembership(_) => {
+                    ApiError::MembershipArgument("the set of voters must not be empty".into())
+                }
+                ChangeMembershipError::InProgress(p) => ApiError::Membership(format!(
+                    "a membership change is already in progress ({p}); retry when it completes"
+                )),
+            })
+        }
         RaftError::Fatal(f) => WriteFailure::Fatal(ApiError::Stopped(f.to_string())),
     }
 }
@@ -125,13 +130,15 @@ pub fn write_failure(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> Wr
 /// Maps a failed leadership check (read index) to a status.
 pub fn raft_read_error(e: RaftError<NodeId, CheckIsLeaderError>) -> Status {
     match e {
-        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => match (f.leader_id, f.leader_node) {
-            (Some(id), Some(n)) => ApiError::NotLeader { id, addr: n.addr }.into(),
-            _ => ApiError::NoLeader(Duration::ZERO).into(),
-        },
-        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => {
-            Status::unavailable(format!("revokd: read index: leader could not reach a quorum: {q}"))
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
+            match (f.leader_id, f.leader_node) {
+                (Some(id), Some(n)) => ApiError::NotLeader { id, addr: n.addr }.into(),
+                _ => ApiError::NoLeader(Duration::ZERO).into(),
+            }
         }
+        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => Status::unavailable(
+            format!("revokd: read index: leader could not reach a quorum: {q}"),
+        ),
         RaftError::Fatal(f) => ApiError::Stopped(f.to_string()).into(),
     }
 }

@@ -145,8 +145,10 @@ impl<Req: Clone> Routed<Req> {
                 }
                 let mut fwd = Request::new(self.body.clone());
                 fwd.set_timeout(self.deadline.saturating_duration_since(Instant::now()));
-                fwd.metadata_mut()
-                    .insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+                fwd.metadata_mut().insert(
+                    FORWARDED_HEADER,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
                 if let Ok(v) = self.actor.parse() {
                     fwd.metadata_mut().insert(ACTOR_HEADER, v);
                 }

@@ -3,7 +3,9 @@
 
 use std::pin::Pin;
 
-use revokd_core::{validate_jti_query, Applied, Command, InvalidInput, RuleSpec, TokenSpec, MAX_BATCH};
+use revokd_core::{
+    validate_jti_query, Applied, Command, InvalidInput, RuleSpec, TokenSpec, MAX_BATCH,
+};
 use revokd_proto::v1 as pb;
 use revokd_proto::v1::revocation_client::RevocationClient;
 use revokd_proto::v1::revocation_server::Revocation;
@@ -13,7 +15,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{check_result_pb, event_pb, query, rule_kind, rule_pb, token_pb, write_response};
+use super::convert::{
+    check_result_pb, event_pb, query, rule_kind, rule_pb, token_pb, write_response,
+};
 use super::error::ApiError;
 use super::{deadline, routed};
 use crate::node::{unix_now, Node};
@@ -46,7 +50,11 @@ impl RevocationService {
     }
 
     /// Proposes a single-item command and shapes the reply.
-    async fn write_one(&self, cmd: Command, deadline: Instant) -> Result<Option<pb::WriteResponse>, ApiError> {
+    async fn write_one(
+        &self,
+        cmd: Command,
+        deadline: Instant,
+    ) -> Result<Option<pb::WriteResponse>, ApiError> {
         Ok(self
             .node
             .propose(cmd, deadline)
@@ -55,11 +63,18 @@ impl RevocationService {
     }
 
     /// Waits as the requested consistency demands, then returns nothing: the caller reads.
-    async fn settle(&self, consistency: i32, min_revision: u64, deadline: Instant) -> Result<(), ApiError> {
+    async fn settle(
+        &self,
+        consistency: i32,
+        min_revision: u64,
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
         match pb::Consistency::try_from(consistency) {
             Ok(pb::Consistency::Linearizable) => {
                 let read = self.node.read_index(deadline).await?;
-                self.node.wait_applied(read.max(min_revision), deadline).await
+                self.node
+                    .wait_applied(read.max(min_revision), deadline)
+                    .await
             }
             Ok(pb::Consistency::Local | pb::Consistency::Unspecified) => {
                 if min_revision > 0 {
@@ -67,18 +82,29 @@ impl RevocationService {
                 }
                 Ok(())
             }
-            Err(_) => Err(ApiError::Invalid(format!("unknown consistency {consistency}"))),
+            Err(_) => Err(ApiError::Invalid(format!(
+                "unknown consistency {consistency}"
+            ))),
         }
     }
 }
 
 fn single_response(applied: &Applied, leader: u64) -> pb::WriteResponse {
-    let outcome = applied.outcomes.first().copied().unwrap_or(revokd_core::Outcome::NotFound);
+    let outcome = applied
+        .outcomes
+        .first()
+        .copied()
+        .unwrap_or(revokd_core::Outcome::NotFound);
     write_response(outcome, applied.revision, leader)
 }
 
 fn validate_query(q: &pb::TokenQuery) -> Result<(), InvalidInput> {
-    validate_jti_query(&q.jti, [&q.sub, &q.azp, &q.kid, &q.iss].iter().any(|s| !s.is_empty()))
+    validate_jti_query(
+        &q.jti,
+        [&q.sub, &q.azp, &q.kid, &q.iss]
+            .iter()
+            .any(|s| !s.is_empty()),
+    )
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -121,7 +147,10 @@ impl RevocationService {
             .tokens
             .iter()
             .enumerate()
-            .map(|(i, t)| self.spec(t, now).map_err(|e| ApiError::Invalid(format!("tokens[{i}]: {e}"))))
+            .map(|(i, t)| {
+                self.spec(t, now)
+                    .map_err(|e| ApiError::Invalid(format!("tokens[{i}]: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let cmd = Command::Revoke {
             tokens,
@@ -129,15 +158,19 @@ impl RevocationService {
             by: by.to_owned(),
         };
         let leader = self.node.id;
-        Ok(self.node.propose(cmd, deadline).await?.map(|a| pb::RevokeBatchResponse {
-            revision: a.revision,
-            leader_id: leader,
-            results: a
-                .outcomes
-                .iter()
-                .map(|o| write_response(*o, a.revision, leader))
-                .collect(),
-        }))
+        Ok(self
+            .node
+            .propose(cmd, deadline)
+            .await?
+            .map(|a| pb::RevokeBatchResponse {
+                revision: a.revision,
+                leader_id: leader,
+                results: a
+                    .outcomes
+                    .iter()
+                    .map(|o| write_response(*o, a.revision, leader))
+                    .collect(),
+            }))
     }
 
     async fn local_revoke_rule(
@@ -156,8 +189,14 @@ impl RevocationService {
             now,
             self.max_lifetime(),
         )?;
-        self.write_one(Command::RevokeRule { rule, by: by.to_owned() }, deadline)
-            .await
+        self.write_one(
+            Command::RevokeRule {
+                rule,
+                by: by.to_owned(),
+            },
+            deadline,
+        )
+        .await
     }
 
     async fn local_unrevoke(
@@ -197,33 +236,80 @@ type Client = RevocationClient<tonic::transport::Channel>;
 
 #[tonic::async_trait]
 impl Revocation for RevocationService {
-    async fn revoke(&self, req: Request<pb::RevokeRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        routed!(&self.node, req, |r, by, d| self.local_revoke(r, by, d), Client, revoke)
+    async fn revoke(
+        &self,
+        req: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        routed!(
+            &self.node,
+            req,
+            |r, by, d| self.local_revoke(r, by, d),
+            Client,
+            revoke
+        )
     }
 
     async fn revoke_batch(
         &self,
         req: Request<pb::RevokeBatchRequest>,
     ) -> Result<Response<pb::RevokeBatchResponse>, Status> {
-        routed!(&self.node, req, |r, by, d| self.local_revoke_batch(r, by, d), Client, revoke_batch)
+        routed!(
+            &self.node,
+            req,
+            |r, by, d| self.local_revoke_batch(r, by, d),
+            Client,
+            revoke_batch
+        )
     }
 
-    async fn revoke_rule(&self, req: Request<pb::RevokeRuleRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        routed!(&self.node, req, |r, by, d| self.local_revoke_rule(r, by, d), Client, revoke_rule)
+    async fn revoke_rule(
+        &self,
+        req: Request<pb::RevokeRuleRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        routed!(
+            &self.node,
+            req,
+            |r, by, d| self.local_revoke_rule(r, by, d),
+            Client,
+            revoke_rule
+        )
     }
 
-    async fn unrevoke(&self, req: Request<pb::UnrevokeRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        routed!(&self.node, req, |r, by, d| self.local_unrevoke(r, by, d), Client, unrevoke)
+    async fn unrevoke(
+        &self,
+        req: Request<pb::UnrevokeRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        routed!(
+            &self.node,
+            req,
+            |r, by, d| self.local_unrevoke(r, by, d),
+            Client,
+            unrevoke
+        )
     }
 
-    async fn remove_rule(&self, req: Request<pb::RemoveRuleRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        routed!(&self.node, req, |r, by, d| self.local_remove_rule(r, by, d), Client, remove_rule)
+    async fn remove_rule(
+        &self,
+        req: Request<pb::RemoveRuleRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        routed!(
+            &self.node,
+            req,
+            |r, by, d| self.local_remove_rule(r, by, d),
+            Client,
+            remove_rule
+        )
     }
 
-    async fn check(&self, req: Request<pb::CheckRequest>) -> Result<Response<pb::CheckResponse>, Status> {
+    async fn check(
+        &self,
+        req: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
         let deadline = deadline(req.metadata(), self.node.config.default_deadline);
         let r = req.into_inner();
-        let q = r.token.ok_or(ApiError::from(InvalidInput::Unspecified("token")))?;
+        let q = r
+            .token
+            .ok_or(ApiError::from(InvalidInput::Unspecified("token")))?;
         validate_query(&q).map_err(ApiError::from)?;
         self.settle(r.consistency, r.min_revision, deadline).await?;
         let st = self.node.sm.read();
@@ -252,14 +338,21 @@ impl Revocation for RevocationService {
         self.settle(r.consistency, r.min_revision, deadline).await?;
         let st = self.node.sm.read();
         Ok(Response::new(pb::CheckBatchResponse {
-            results: r.tokens.iter().map(|q| check_result_pb(st.set.check(&query(q)))).collect(),
+            results: r
+                .tokens
+                .iter()
+                .map(|q| check_result_pb(st.set.check(&query(q))))
+                .collect(),
             revision: st.set.revision(),
         }))
     }
 
     type SnapshotStream = BoxStream<pb::SnapshotChunk>;
 
-    async fn snapshot(&self, req: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        req: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
         let chunk = match req.get_ref().chunk_size {
             0 => 10_000,
             n => (n as usize).min(100_000),
@@ -298,12 +391,19 @@ impl Revocation for RevocationService {
 
     type WatchStream = BoxStream<pb::WatchResponse>;
 
-    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let from = req.get_ref().from_revision;
-        let (backlog, live) = self.node.sm.watch_from(from).map_err(|m| ApiError::OutOfRange {
-            from,
-            start: m.window_start,
-        })?;
+        let (backlog, live) = self
+            .node
+            .sm
+            .watch_from(from)
+            .map_err(|m| ApiError::OutOfRange {
+                from,
+                start: m.window_start,
+            })?;
         let (tx, rx) = mpsc::channel(256);
         let sm = self.node.sm.clone();
         tokio::spawn(async move {
@@ -327,7 +427,10 @@ impl Revocation for RevocationService {
                 match live.recv().await {
                     Ok(WatchItem::Changes(cs)) => backlog.push(cs),
                     Ok(WatchItem::Reset(at)) if at > last => {
-                        let e = ApiError::OutOfRange { from: last, start: at };
+                        let e = ApiError::OutOfRange {
+                            from: last,
+                            start: at,
+                        };
                         let _ = tx.send(Err(e.into())).await;
                         return;
                     }
@@ -351,7 +454,9 @@ impl Revocation for RevocationService {
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => {
-                        let _ = tx.send(Err(Status::unavailable("revokd: node is shutting down"))).await;
+                        let _ = tx
+                            .send(Err(Status::unavailable("revokd: node is shutting down")))
+                            .await;
                         return;
                     }
                 }

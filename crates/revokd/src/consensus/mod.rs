@@ -73,6 +73,7 @@ pub fn raft_config(
     heartbeat_ms: u64,
     election_timeout_ms: u64,
     snapshot_logs: u64,
+    snapshot_keep_logs: u64,
 ) -> Result<openraft::Config, openraft::ConfigError> {
     openraft::Config {
         cluster_name: "revokd".into(),
@@ -80,9 +81,7 @@ pub fn raft_config(
         election_timeout_min: election_timeout_ms,
         election_timeout_max: election_timeout_ms * 2,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
-        // Keep some log behind the snapshot so a briefly lagging follower catches up from the
-        // log instead of a full snapshot.
-        max_in_snapshot_log_to_keep: 1_000,
+        max_in_snapshot_log_to_keep: snapshot_keep_logs,
         max_payload_entries: 1_000,
         snapshot_max_chunk_size: 4 * 1024 * 1024,
         ..Default::default()

@@ -2,17 +2,19 @@
 
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use revokd_proto::v1::raft_client::RaftClient;
 use revokd_proto::v1::RaftPayload;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
-use super::codec::encode;
+use super::codec::{decode_raw, encode};
 use crate::consensus::typ::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, Node,
-    NodeId, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    Node, NodeId, VoteRequest, VoteResponse,
 };
 use crate::consensus::TypeConfig;
 
@@ -60,10 +62,24 @@ pub struct PeerClient {
     client: Option<RaftClient<Channel>>,
 }
 
-type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, Node, RaftError<NodeId, E>>>;
+/// Which Raft RPC to send.
+#[derive(Clone, Copy)]
+enum Rpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, Node, RaftError<NodeId, E>>>;
 
 impl PeerClient {
-    async fn call<Req, Resp, E>(&mut self, what: &'static str, rpc: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    async fn call<Req, Resp, E>(
+        &mut self,
+        kind: Rpc,
+        rpc: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
     where
         Req: serde::Serialize,
         Resp: DeserializeOwned,
@@ -76,24 +92,24 @@ impl PeerClient {
         let payload = encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut req = tonic::Request::new(payload);
         req.set_timeout(option.hard_ttl());
-        let resp = match what {
-            "append_entries" => client.append_entries(req).await,
-            "vote" => client.vote(req).await,
-            _ => client.install_snapshot(req).await,
+        let resp = match kind {
+            Rpc::AppendEntries => client.append_entries(req).await,
+            Rpc::Vote => client.vote(req).await,
+            Rpc::InstallSnapshot => client.install_snapshot(req).await,
         };
         let payload: RaftPayload = match resp {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 return Err(match status.code() {
-                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-                        RPCError::Unreachable(Unreachable::new(&status))
-                    }
+                    tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&status)),
                     _ => RPCError::Network(NetworkError::new(&status)),
                 })
             }
         };
         let result: Result<Resp, RaftError<NodeId, E>> =
-            postcard::from_bytes(&payload.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            decode_raw(&payload.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -104,7 +120,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse> {
-        self.call("append_entries", &rpc, &option).await
+        self.call(Rpc::AppendEntries, &rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -112,10 +128,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse, InstallSnapshotError> {
-        self.call("install_snapshot", &rpc, &option).await
+        self.call(Rpc::InstallSnapshot, &rpc, &option).await
     }
 
     async fn vote(&mut self, rpc: VoteRequest, option: RPCOption) -> RpcResult<VoteResponse> {
-        self.call("vote", &rpc, &option).await
+        self.call(Rpc::Vote, &rpc, &option).await
     }
 }

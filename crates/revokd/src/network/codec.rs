@@ -1,19 +1,56 @@
-//! Encoding of openraft messages inside `RaftPayload`.
+//! Encoding of openraft messages inside `RaftPayload`: a CRC-32 of the body, then the body
+//! in postcard. The checksum turns corrupted or foreign bytes into a clear error instead of
+//! a message that happens to decode.
 
 use revokd_proto::v1::RaftPayload;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// Encodes a message.
-pub fn encode<T: Serialize>(value: &T) -> Result<RaftPayload, postcard::Error> {
-    Ok(RaftPayload {
-        data: postcard::to_stdvec(value)?,
-    })
+/// Why a payload could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// Shorter than the checksum.
+    #[error("{0} bytes is too short for a checksummed message")]
+    TooShort(usize),
+    /// The checksum does not match.
+    #[error("checksum mismatch")]
+    Checksum,
+    /// The body does not decode as the expected message.
+    #[error("{0}")]
+    Body(#[from] postcard::Error),
+    /// Bytes are left over after the message.
+    #[error("{0} trailing bytes")]
+    Trailing(usize),
 }
 
-/// Decodes a message, naming what was expected in the error.
+/// Encodes a message.
+pub fn encode<T: Serialize>(value: &T) -> Result<RaftPayload, postcard::Error> {
+    let body = postcard::to_stdvec(value)?;
+    let mut data = Vec::with_capacity(body.len() + 4);
+    data.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    data.extend_from_slice(&body);
+    Ok(RaftPayload { data })
+}
+
+/// Decodes a message, verifying its checksum.
+pub fn decode_raw<T: DeserializeOwned>(data: &[u8]) -> Result<T, CodecError> {
+    if data.len() < 4 {
+        return Err(CodecError::TooShort(data.len()));
+    }
+    let (crc, body) = data.split_at(4);
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        return Err(CodecError::Checksum);
+    }
+    let (value, rest) = postcard::take_from_bytes(body)?;
+    if !rest.is_empty() {
+        return Err(CodecError::Trailing(rest.len()));
+    }
+    Ok(value)
+}
+
+/// Decodes a request, answering INVALID_ARGUMENT that names what was expected.
 pub fn decode<T: DeserializeOwned>(payload: &RaftPayload, what: &str) -> Result<T, tonic::Status> {
-    postcard::from_bytes(&payload.data).map_err(|e| {
+    decode_raw(&payload.data).map_err(|e| {
         tonic::Status::invalid_argument(format!(
             "raft: malformed {what} payload ({} bytes): {e}",
             payload.data.len()

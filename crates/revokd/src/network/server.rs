@@ -27,7 +27,10 @@ fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftPayload>, Status
 
 #[tonic::async_trait]
 impl RaftApi for RaftService {
-    async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc: AppendEntriesRequest = decode(req.get_ref(), "AppendEntries")?;
         reply(&self.raft.append_entries(rpc).await)
     }
@@ -37,12 +40,18 @@ impl RaftApi for RaftService {
         reply(&self.raft.vote(rpc).await)
     }
 
-    async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc: InstallSnapshotRequest = decode(req.get_ref(), "InstallSnapshot")?;
         reply(&self.raft.install_snapshot(rpc).await)
     }
 
-    async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+    async fn read_index(
+        &self,
+        _req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
         match self.raft.get_read_log_id().await {
             Ok((read, _applied)) => Ok(Response::new(ReadIndexResponse {
                 read_revision: read.map(|l| l.index).unwrap_or(0),

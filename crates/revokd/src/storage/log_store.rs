@@ -34,7 +34,11 @@ struct Inner {
     meta: sled::Tree,
 }
 
-fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+fn io_err(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError {
     StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
 }
 
@@ -56,7 +60,10 @@ impl LogStore {
         })
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
         match self.inner.meta.get(key).map_err(read_err)? {
             None => Ok(None),
             Some(v) => postcard::from_bytes(&v).map(Some).map_err(read_err),
@@ -128,8 +135,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.put_meta(VOTE, vote)
-            .map_err(|_| io_err(ErrorSubject::Vote, ErrorVerb::Write, std::io::Error::other("vote")))?;
+        self.put_meta(VOTE, vote).map_err(|_| {
+            io_err(
+                ErrorSubject::Vote,
+                ErrorVerb::Write,
+                std::io::Error::other("vote"),
+            )
+        })?;
         // A vote must survive a crash before it is reported: otherwise a node could vote twice
         // in one term.
         self.flush().await
@@ -149,7 +161,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -161,7 +177,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.inner.logs.apply_batch(batch).map_err(write_err)?;
         let flushed = self.flush().await;
-        let report = flushed.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
+        let report = flushed
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| std::io::Error::other(e.to_string()));
         callback.log_io_completed(report);
         flushed
     }

@@ -26,7 +26,10 @@ pub enum StorageError {
 }
 
 /// Opens the log (`<dir>/log`) and the state machine (`<dir>/snapshots`) of a node.
-pub fn open(dir: &Path, window_events: usize) -> Result<(LogStore, StateMachineStore), StorageError> {
+pub fn open(
+    dir: &Path,
+    window_events: usize,
+) -> Result<(LogStore, StateMachineStore), StorageError> {
     let log_dir = dir.join("log");
     let log_err = |source| StorageError::Log {
         path: log_dir.display().to_string(),

@@ -247,13 +247,19 @@ impl StateMachineStore {
         fs::File::open(&self.shared.dir)?.sync_all()
     }
 
-    async fn persist_snapshot(&self, meta: SnapshotMeta, data: Arc<Vec<u8>>) -> Result<(), StorageError> {
+    async fn persist_snapshot(
+        &self,
+        meta: SnapshotMeta,
+        data: Arc<Vec<u8>>,
+    ) -> Result<(), StorageError> {
         let this = self.clone();
         let m = meta.clone();
         tokio::task::spawn_blocking(move || this.write_snapshot_file(&m, &data))
             .await
             .map_err(snap_write_err)?
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)).into())
+            .map_err(|e| {
+                StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)).into()
+            })
     }
 }
 
@@ -278,7 +284,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             let st = self.read();
             let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
             let id = match st.last_applied {
-                Some(l) => format!("{}-{}-{}-{seq}", l.leader_id.term, l.leader_id.node_id, l.index),
+                Some(l) => format!(
+                    "{}-{}-{}-{seq}",
+                    l.leader_id.term, l.leader_id.node_id, l.index
+                ),
                 None => format!("0-0-0-{seq}"),
             };
             let meta = SnapshotMeta {
@@ -315,7 +324,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut replies = Vec::new();
         let mut changes = Vec::new();
         let revision = {
-            let mut st = self.shared.state.write().map_err(|_| sm_err(std::io::Error::other("state lock poisoned")))?;
+            let mut st = self
+                .shared
+                .state
+                .write()
+                .map_err(|_| sm_err(std::io::Error::other("state lock poisoned")))?;
             for entry in entries {
                 let rev = entry.log_id.index;
                 st.last_applied = Some(entry.log_id);
@@ -330,11 +343,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Membership(m) => {
                         st.membership = StoredMembership::new(Some(entry.log_id), m);
                         st.set.advance(rev);
-                        replies.push(Applied { revision: rev, outcomes: Vec::new() });
+                        replies.push(Applied {
+                            revision: rev,
+                            outcomes: Vec::new(),
+                        });
                     }
                     EntryPayload::Blank => {
                         st.set.advance(rev);
-                        replies.push(Applied { revision: rev, outcomes: Vec::new() });
+                        replies.push(Applied {
+                            revision: rev,
+                            outcomes: Vec::new(),
+                        });
                     }
                 }
             }
@@ -353,7 +372,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         // Verify before touching anything: a corrupt snapshot is an error, not a new state.
         let set = RevocationSet::decode_snapshot(&data).map_err(|e| {
@@ -363,7 +386,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.persist_snapshot(meta.clone(), Arc::new(data)).await?;
         let revision = set.revision();
         {
-            let mut st = self.shared.state.write().map_err(|_| sm_err(std::io::Error::other("state lock poisoned")))?;
+            let mut st = self
+                .shared
+                .state
+                .write()
+                .map_err(|_| sm_err(std::io::Error::other("state lock poisoned")))?;
             st.set = set;
             st.last_applied = meta.last_log_id;
             st.membership = meta.last_membership.clone();
@@ -381,7 +408,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(snap_read_err(e)),
         };
-        let (meta, data) = decode_file(&bytes).map_err(|e| snap_read_err(std::io::Error::other(e)))?;
+        let (meta, data) =
+            decode_file(&bytes).map_err(|e| snap_read_err(std::io::Error::other(e)))?;
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data.to_vec())),

@@ -1,0 +1,90 @@
+//! Durability across leader failure: nothing acknowledged is lost.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use revokd_e2e::{missing_on, revoke_anywhere};
+use revokd_proto::v1 as pb;
+use revokd_testkit::{eventually, ProcessCluster};
+use tokio::sync::Mutex;
+
+/// Several clients revoke continuously; the leader is `kill -9`ed mid-stream and restarted.
+/// Every revoke that was acknowledged must be on all three nodes afterwards.
+#[tokio::test]
+async fn kill_leader_during_revokes_loses_nothing() -> Result<()> {
+    let mut c = ProcessCluster::start(3).await?;
+    let endpoints = c.endpoints();
+    let acked: Arc<Mutex<Vec<(String, u64, Instant)>>> = Arc::default();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (endpoints, acked, stop) = (endpoints.clone(), acked.clone(), stop.clone());
+        // Each writer starts on a different node, so some writes go through followers.
+        let mut endpoints = endpoints;
+        endpoints.rotate_left(w % 3);
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let jti = format!("w{w}-{i}");
+                tokio::select! {
+                    r = revoke_anywhere(&endpoints, &jti, Duration::from_secs(10)) => {
+                        if let Ok(resp) = r {
+                            acked.lock().await.push((jti, resp.revision, Instant::now()));
+                        }
+                    }
+                    _ = stop.notified() => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let leader = c.wait_leader(Duration::from_secs(5)).await?;
+    let before = acked.lock().await.len();
+    let killed_at = Instant::now();
+    c.kill(leader)?;
+    let new_leader = c.wait_leader(Duration::from_secs(10)).await?;
+    assert_ne!(new_leader, leader);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.restart(leader)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.notify_waiters();
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().await.clone();
+    let failover = acked
+        .iter()
+        .filter(|(_, _, t)| *t > killed_at)
+        .map(|(_, _, t)| t.duration_since(killed_at))
+        .min();
+    println!(
+        "acknowledged {} revokes ({} before the kill); first ack after killing leader {leader}: {failover:?}",
+        acked.len(),
+        before
+    );
+    assert!(
+        acked.len() > before,
+        "writes must continue after the leader is killed"
+    );
+    let max_rev = acked.iter().map(|a| a.1).max().unwrap_or(0);
+    let jtis: Vec<String> = acked.into_iter().map(|a| a.0).collect();
+    c.wait_leader(Duration::from_secs(10)).await?;
+    for id in [1, 2, 3] {
+        let addr = c.addr(id)?;
+        let missing = eventually(Duration::from_secs(15), || async {
+            let m = missing_on(&addr, &jtis, pb::Consistency::Local, max_rev).await?;
+            anyhow::ensure!(
+                m.is_empty(),
+                "node {id} is missing {} acknowledged revokes, e.g. {:?}",
+                m.len(),
+                &m[..m.len().min(5)]
+            );
+            Ok(m)
+        })
+        .await;
+        if let Err(e) = missing {
+            panic!("{e:#}\nnode {id} log:\n{}", c.log_tail(id, 30));
+        }
+    }
+    Ok(())
+}

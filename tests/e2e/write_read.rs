@@ -1,0 +1,313 @@
+//! Writes through any node, reads at each consistency, idempotency, rules, purge, restart.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use revokd_e2e::{jti_query, now, revoke_req, spec};
+use revokd_proto::v1::{self as pb, check_result::Matched};
+use revokd_testkit::{eventually, ClusterOptions, ProcessCluster};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+
+#[tokio::test]
+async fn revoke_through_follower_is_linearizably_visible_on_every_node() -> Result<()> {
+    let c = ProcessCluster::start(3).await?;
+    let leader = c.wait_leader(Duration::from_secs(10)).await?;
+    let follower = *c
+        .nodes
+        .keys()
+        .find(|id| **id != leader)
+        .context("a follower")?;
+    let resp = c
+        .revocation(follower)?
+        .revoke(revoke_req("stolen-1"))
+        .await?
+        .into_inner();
+    assert_eq!(resp.outcome, pb::WriteOutcome::Applied as i32);
+    assert_eq!(
+        resp.leader_id, leader,
+        "the follower forwarded to the leader"
+    );
+    assert!(resp.revision > 0);
+    for id in c.nodes.keys() {
+        let r = c
+            .revocation(*id)?
+            .check(pb::CheckRequest {
+                token: Some(jti_query("stolen-1")),
+                consistency: pb::Consistency::Linearizable as i32,
+                min_revision: 0,
+            })
+            .await?
+            .into_inner();
+        let result = r.result.context("result")?;
+        assert!(result.revoked, "node {id} must see the acknowledged revoke");
+        assert!(
+            r.revision >= resp.revision,
+            "node {id} answered at {} < {}",
+            r.revision,
+            resp.revision
+        );
+        match result.matched {
+            Some(Matched::Token(t)) => {
+                assert_eq!(
+                    (t.jti.as_str(), t.revision, t.reason.as_str()),
+                    ("stolen-1", resp.revision, "test")
+                )
+            }
+            other => panic!("expected a token match, got {other:?}"),
+        }
+        // Read-your-writes on the local state.
+        let local = c
+            .revocation(*id)?
+            .check(pb::CheckRequest {
+                token: Some(jti_query("stolen-1")),
+                consistency: pb::Consistency::Local as i32,
+                min_revision: resp.revision,
+            })
+            .await?
+            .into_inner();
+        assert!(local.result.context("result")?.revoked);
+        let never = c
+            .revocation(*id)?
+            .check(pb::CheckRequest {
+                token: Some(jti_query("never-revoked")),
+                consistency: pb::Consistency::Linearizable as i32,
+                min_revision: 0,
+            })
+            .await?
+            .into_inner();
+        assert!(!never.result.context("result")?.revoked);
+    }
+    // Health reports SERVING once a leader is known and applied.
+    for id in c.nodes.keys() {
+        let mut h = HealthClient::new(revokd_testkit::channel(&c.addr(*id)?)?);
+        let status = eventually(Duration::from_secs(5), || {
+            let mut h = h.clone();
+            async move {
+                let s = h
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await?
+                    .into_inner()
+                    .status;
+                ensure!(s == ServingStatus::Serving as i32, "status {s}");
+                Ok(s)
+            }
+        })
+        .await?;
+        assert_eq!(status, ServingStatus::Serving as i32);
+        let _ = h
+            .check(HealthCheckRequest {
+                service: "revokd.v1.Revocation".into(),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn writes_are_idempotent_and_say_what_they_did() -> Result<()> {
+    let c = ProcessCluster::start(3).await?;
+    let mut api = c.revocation(1)?;
+    let first = api.revoke(revoke_req("dup")).await?.into_inner();
+    let again = api.revoke(revoke_req("dup")).await?.into_inner();
+    assert_eq!(again.outcome, pb::WriteOutcome::AlreadyPresent as i32);
+    assert_eq!(
+        again.revision, first.revision,
+        "a retry reports the original revision"
+    );
+
+    let expired = api
+        .revoke(pb::RevokeRequest {
+            token: Some(spec("old", -10)),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(expired.outcome, pb::WriteOutcome::AlreadyExpired as i32);
+
+    let missing = api
+        .unrevoke(pb::UnrevokeRequest { jti: "nope".into() })
+        .await?
+        .into_inner();
+    assert_eq!(missing.outcome, pb::WriteOutcome::NotFound as i32);
+
+    // A batch is one log entry: every item shares its revision.
+    let batch = api
+        .revoke_batch(pb::RevokeBatchRequest {
+            tokens: (0..100)
+                .map(|i| spec(&format!("b{i}"), 600))
+                .chain([spec("dup", 600)])
+                .collect(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(batch.results.len(), 101);
+    assert!(batch.results[..100]
+        .iter()
+        .all(|r| r.revision == batch.revision && r.outcome == pb::WriteOutcome::Applied as i32));
+    assert_eq!(
+        batch.results[100].outcome,
+        pb::WriteOutcome::AlreadyPresent as i32
+    );
+    assert_eq!(batch.results[100].revision, first.revision);
+
+    // "Log out everywhere" for alice: tokens issued before now are revoked, later ones not.
+    let t = now();
+    let rule = api
+        .revoke_rule(pb::RevokeRuleRequest {
+            kind: pb::RuleKind::Subject as i32,
+            value: "alice".into(),
+            not_before: t,
+            reason: "password reset".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(rule.outcome, pb::WriteOutcome::Applied as i32);
+    let q = |iat| pb::TokenQuery {
+        jti: "fresh".into(),
+        sub: "alice".into(),
+        iat: Some(iat),
+        ..Default::default()
+    };
+    let checks = api
+        .check_batch(pb::CheckBatchRequest {
+            tokens: vec![
+                q(t - 60),
+                q(t + 1),
+                pb::TokenQuery {
+                    sub: "bob".into(),
+                    iat: Some(t - 60),
+                    ..Default::default()
+                },
+            ],
+            consistency: pb::Consistency::Linearizable as i32,
+            min_revision: 0,
+        })
+        .await?
+        .into_inner();
+    assert!(checks.results[0].revoked);
+    assert!(
+        matches!(&checks.results[0].matched, Some(Matched::Rule(r)) if r.value == "alice" && r.revision == rule.revision)
+    );
+    assert!(
+        !checks.results[1].revoked,
+        "a token issued after the rule is valid"
+    );
+    assert!(!checks.results[2].revoked);
+
+    let removed = api
+        .remove_rule(pb::RemoveRuleRequest {
+            kind: pb::RuleKind::Subject as i32,
+            value: "alice".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(removed.outcome, pb::WriteOutcome::Applied as i32);
+    let un = api
+        .unrevoke(pb::UnrevokeRequest { jti: "dup".into() })
+        .await?
+        .into_inner();
+    assert_eq!(un.outcome, pb::WriteOutcome::Applied as i32);
+
+    let status = c.status(2).await?;
+    eventually(Duration::from_secs(5), || async {
+        let s = c.status(3).await?;
+        ensure!(
+            s.applied_revision >= un.revision,
+            "node 3 at {}",
+            s.applied_revision
+        );
+        ensure!(
+            s.revoked_tokens == 100 && s.rules == 0,
+            "node 3 has {} tokens, {} rules",
+            s.revoked_tokens,
+            s.rules
+        );
+        Ok(())
+    })
+    .await?;
+    assert_eq!(status.members.len(), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn purge_drops_expired_entries_on_every_node() -> Result<()> {
+    let c = ProcessCluster::start_with(
+        3,
+        ClusterOptions {
+            extra_args: vec!["--purge-interval-secs".into(), "1".into()],
+        },
+    )
+    .await?;
+    let mut api = c.revocation(1)?;
+    let mut watch = api
+        .watch(pb::WatchRequest { from_revision: 0 })
+        .await?
+        .into_inner();
+    api.revoke(pb::RevokeRequest {
+        token: Some(spec("short", 2)),
+    })
+    .await?;
+    api.revoke(pb::RevokeRequest {
+        token: Some(spec("long", 3600)),
+    })
+    .await?;
+    let purged = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(msg) = watch.message().await? {
+            for e in msg.events {
+                if let Some(pb::event::Change::Purged(p)) = e.change {
+                    return Ok::<_, anyhow::Error>((msg.revision, p));
+                }
+            }
+        }
+        anyhow::bail!("watch ended")
+    })
+    .await??;
+    assert_eq!(purged.1.jtis, vec!["short".to_string()]);
+    for id in c.nodes.keys() {
+        eventually(Duration::from_secs(5), || async {
+            let s = c.status(*id).await?;
+            ensure!(
+                s.applied_revision >= purged.0 && s.revoked_tokens == 1,
+                "node {id}: {s:?}"
+            );
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_restarted_cluster_keeps_its_state() -> Result<()> {
+    let mut c = ProcessCluster::start(3).await?;
+    let ack = c
+        .revocation(1)?
+        .revoke(revoke_req("persisted"))
+        .await?
+        .into_inner();
+    for id in [1, 2, 3] {
+        c.stop(id)?;
+    }
+    for id in [3, 1, 2] {
+        c.restart(id)?;
+    }
+    c.wait_leader(Duration::from_secs(20)).await?;
+    for id in [1, 2, 3] {
+        let r = c
+            .revocation(id)?
+            .check(pb::CheckRequest {
+                token: Some(jti_query("persisted")),
+                consistency: pb::Consistency::Linearizable as i32,
+                min_revision: ack.revision,
+            })
+            .await?
+            .into_inner();
+        assert!(
+            r.result.context("result")?.revoked,
+            "node {id} lost an acknowledged revoke"
+        );
+    }
+    Ok(())
+}
