@@ -47,6 +47,21 @@ pub enum Command {
         /// The leader's clock (unix seconds).
         now: i64,
     },
+    /// Several commands applied in order in one log entry, at one revision: how the leader
+    /// amortizes consensus and fsync cost over concurrent requests.
+    Batch(Vec<Command>),
+}
+
+impl Command {
+    /// How many outcomes applying this command yields (one per token of a revoke, one for
+    /// any other command, the sum for a batch).
+    pub fn outcome_count(&self) -> usize {
+        match self {
+            Command::Revoke { tokens, .. } => tokens.len(),
+            Command::Batch(cmds) => cmds.iter().map(Command::outcome_count).sum(),
+            _ => 1,
+        }
+    }
 }
 
 /// What applying a command did to one item.

@@ -105,24 +105,33 @@ impl RevocationSet {
     pub fn apply(&mut self, revision: u64, cmd: &Command) -> (Applied, ChangeSet) {
         self.advance(revision);
         let mut events = Vec::new();
-        let outcomes = match cmd {
-            Command::Revoke { tokens, now, by } => tokens
-                .iter()
-                .map(|t| self.revoke(revision, t, *now, by, &mut events))
-                .collect(),
-            Command::RevokeRule { rule, by } => {
-                vec![self.add_rule(revision, rule, by, &mut events)]
-            }
-            Command::Unrevoke { jti, .. } => vec![self.unrevoke(revision, jti, &mut events)],
-            Command::RemoveRule { kind, value, .. } => {
-                vec![self.remove_rule(revision, *kind, value, &mut events)]
-            }
-            Command::Purge { now } => vec![self.purge(revision, *now, &mut events)],
-        };
+        let mut outcomes = Vec::with_capacity(cmd.outcome_count());
+        self.apply_into(revision, cmd, &mut outcomes, &mut events);
         (
             Applied { revision, outcomes },
             ChangeSet { revision, events },
         )
+    }
+
+    fn apply_into(&mut self, revision: u64, cmd: &Command, outcomes: &mut Vec<Outcome>, events: &mut Vec<Event>) {
+        match cmd {
+            Command::Revoke { tokens, now, by } => {
+                for t in tokens {
+                    outcomes.push(self.revoke(revision, t, *now, by, events));
+                }
+            }
+            Command::RevokeRule { rule, by } => outcomes.push(self.add_rule(revision, rule, by, events)),
+            Command::Unrevoke { jti, .. } => outcomes.push(self.unrevoke(revision, jti, events)),
+            Command::RemoveRule { kind, value, .. } => {
+                outcomes.push(self.remove_rule(revision, *kind, value, events))
+            }
+            Command::Purge { now } => outcomes.push(self.purge(revision, *now, events)),
+            Command::Batch(cmds) => {
+                for c in cmds {
+                    self.apply_into(revision, c, outcomes, events);
+                }
+            }
+        }
     }
 
     fn revoke(

@@ -221,6 +221,24 @@ fn unrevoke_and_remove_rule_report_not_found() {
 }
 
 #[test]
+fn a_batch_applies_in_order_at_one_revision() {
+    let mut set = RevocationSet::new();
+    let cmd = Command::Batch(vec![
+        revoke("x", 100, 0),
+        Command::Unrevoke { jti: "x".into(), by: String::new() },
+        Command::Revoke { tokens: vec![spec("y", 100), spec("z", 100)], now: 0, by: String::new() },
+    ]);
+    assert_eq!(cmd.outcome_count(), 4);
+    let (a, ev) = set.apply(5, &cmd);
+    assert_eq!(
+        a.outcomes,
+        vec![Outcome::Applied(5), Outcome::Applied(5), Outcome::Applied(5), Outcome::Applied(5)]
+    );
+    assert_eq!(ev.events.len(), 4);
+    assert!(set.token("x").is_none() && set.token("z").is_some());
+}
+
+#[test]
 fn input_limits() {
     assert!(spec("", 10).validate(0, 100).is_err());
     assert!(spec(&"x".repeat(256), 10).validate(0, 100).is_ok());
@@ -264,6 +282,13 @@ fn snapshot_detects_corruption_and_truncation() {
 // Property tests
 
 fn arb_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        8 => arb_single(),
+        1 => prop::collection::vec(arb_single(), 0..4).prop_map(Command::Batch),
+    ]
+}
+
+fn arb_single() -> impl Strategy<Value = Command> {
     let jti = prop::sample::select(vec!["a", "b", "c", "d", "e", "f"]).prop_map(String::from);
     let kind = prop::sample::select(RuleKind::ALL.to_vec());
     let value = prop::sample::select(vec!["u1", "u2", "u3"]).prop_map(String::from);
@@ -319,6 +344,11 @@ impl Model {
             Command::Purge { now } => {
                 self.tokens.retain(|_, (exp, _)| *exp > *now);
                 self.rules.retain(|_, (_, drop)| *drop > *now);
+            }
+            Command::Batch(cmds) => {
+                for c in cmds {
+                    self.apply(rev, c);
+                }
             }
         }
     }

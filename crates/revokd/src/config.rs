@@ -43,7 +43,7 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Raft heartbeat interval. Default 50 ms.
     pub heartbeat: Duration,
-    /// Minimum election timeout (the maximum is twice this). Default 300 ms; must exceed
+    /// Minimum election timeout (the maximum is twice this). Default 200 ms; must exceed
     /// three heartbeats.
     pub election_timeout: Duration,
     /// Build a snapshot and compact the log after this many entries. Default 20,000.
@@ -102,7 +102,7 @@ pub struct Args {
     /// Raft heartbeat interval in milliseconds. [default: 50]
     #[arg(long, env = "REVOKD_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
-    /// Minimum election timeout in milliseconds. [default: 300]
+    /// Minimum election timeout in milliseconds. [default: 200]
     #[arg(long, env = "REVOKD_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
     /// Entries between snapshots. [default: 20000]
@@ -183,7 +183,7 @@ impl Default for Config {
             metrics_listen: None,
             log_format: LogFormat::Text,
             heartbeat: Duration::from_millis(50),
-            election_timeout: Duration::from_millis(300),
+            election_timeout: Duration::from_millis(200),
             snapshot_logs: 20_000,
             snapshot_keep_logs: 1_000,
             max_token_lifetime: Duration::from_secs(

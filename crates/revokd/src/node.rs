@@ -11,7 +11,8 @@ use revokd_proto::v1::ReadIndexRequest;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::api::error::{write_failure, ApiError, WriteFailure};
+use crate::api::error::ApiError;
+use crate::consensus::proposer::{ProposeError, Proposer};
 use crate::config::Config;
 use crate::consensus::typ::{NodeId, Raft};
 use crate::network::client::channel;
@@ -41,6 +42,7 @@ pub struct Node {
     pub sm: StateMachineStore,
     /// The configuration.
     pub config: Arc<Config>,
+    proposer: Proposer,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
@@ -57,6 +59,7 @@ impl Node {
     pub fn new(raft: Raft, sm: StateMachineStore, config: Arc<Config>) -> Self {
         Node {
             id: config.id,
+            proposer: Proposer::start(raft.clone(), 4, revokd_core::MAX_BATCH),
             raft,
             sm,
             config,
@@ -113,15 +116,13 @@ impl Node {
         cmd: Command,
         deadline: Instant,
     ) -> Result<Option<Applied>, ApiError> {
-        match tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await {
+        match tokio::time::timeout_at(deadline, self.proposer.propose(cmd)).await {
             Err(_) => Err(ApiError::Deadline(
                 "the write was proposed but not committed in time; it may still be applied".into(),
             )),
-            Ok(Ok(resp)) => Ok(Some(resp.data)),
-            Ok(Err(e)) => match write_failure(e) {
-                WriteFailure::NotLeader(_) => Ok(None),
-                WriteFailure::Fatal(e) => Err(e),
-            },
+            Ok(Ok(applied)) => Ok(Some(applied)),
+            Ok(Err(ProposeError::NotLeader)) => Ok(None),
+            Ok(Err(ProposeError::Failed(e))) => Err(e),
         }
     }
 

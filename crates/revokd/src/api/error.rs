@@ -15,7 +15,7 @@ pub const LEADER_ADDR_HEADER: &str = "x-revokd-leader";
 pub const LEADER_ID_HEADER: &str = "x-revokd-leader-id";
 
 /// Why a request failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// A request field is out of bounds.
     #[error("revokd: invalid argument: {0}")]

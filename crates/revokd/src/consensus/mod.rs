@@ -1,8 +1,11 @@
 //! Consensus: the openraft type configuration, short aliases for its generic types, and the
 //! Raft timing configuration.
 //!
-//! The Raft log, vote and state machine live in [`crate::storage`]; the transport between
+//! [`proposer`] batches concurrent writes into log entries. The Raft log, vote and state
+//! machine live in [`crate::storage`]; the transport between
 //! nodes lives in [`crate::network`].
+
+pub mod proposer;
 
 use std::io::Cursor;
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use revokd_proto::v1::raft_client::RaftClient;
@@ -78,6 +78,7 @@ impl PeerClient {
         &mut self,
         kind: Rpc,
         rpc: &Req,
+        entries_hint: Option<u64>,
         option: &RPCOption,
     ) -> RpcResult<Resp, E>
     where
@@ -90,6 +91,13 @@ impl PeerClient {
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         };
         let payload = encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if payload.data.len() > MAX_RAFT_MESSAGE {
+            // openraft retries with fewer entries per message.
+            let entries = entries_hint.unwrap_or(1);
+            if entries > 1 {
+                return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2)));
+            }
+        }
         let mut req = tonic::Request::new(payload);
         req.set_timeout(option.hard_ttl());
         let resp = match kind {
@@ -120,7 +128,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse> {
-        self.call(Rpc::AppendEntries, &rpc, &option).await
+        let n = rpc.entries.len() as u64;
+        self.call(Rpc::AppendEntries, &rpc, Some(n), &option).await
     }
 
     async fn install_snapshot(
@@ -128,10 +137,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse, InstallSnapshotError> {
-        self.call(Rpc::InstallSnapshot, &rpc, &option).await
+        self.call(Rpc::InstallSnapshot, &rpc, None, &option).await
     }
 
     async fn vote(&mut self, rpc: VoteRequest, option: RPCOption) -> RpcResult<VoteResponse> {
-        self.call(Rpc::Vote, &rpc, &option).await
+        self.call(Rpc::Vote, &rpc, None, &option).await
     }
 }

@@ -2,9 +2,12 @@
 //!
 //! sled buffers writes in user space, so nothing is reported persisted before
 //! `flush_async` returns: an append is acknowledged to openraft (and so counts toward a
-//! quorum) only once it is on disk. Concurrent proposals reach us already batched by openraft,
-//! and sled coalesces concurrent flushes, so durability costs one fsync per batch, not per
-//! request (group commit).
+//! quorum) only once it is on disk.
+//!
+//! Group commit: `append` only writes the entries into sled's buffers and hands openraft's
+//! completion callback to a flusher task. While one flush is on its way to disk, later appends
+//! queue up; the next flush then covers all of them at once, and their callbacks fire in
+//! order. Durability costs one fsync per group, not one per request.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -28,6 +31,8 @@ pub struct LogStore {
 
 struct Inner {
     db: sled::Db,
+    /// Completion callbacks waiting for the next flush, in append order.
+    flusher: tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
     /// Log entries keyed by big-endian index, so key order is log order.
     logs: sled::Tree,
     /// Vote, committed log id, last purged log id.
@@ -55,8 +60,20 @@ impl LogStore {
     pub fn open(db: sled::Db) -> Result<Self, sled::Error> {
         let logs = db.open_tree("raft_log")?;
         let meta = db.open_tree("raft_meta")?;
+        let (flusher, pending) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("revokd-log-flush".into())
+            .spawn({
+                let db = db.clone();
+                move || flush_loop(db, pending)
+            })?;
         Ok(LogStore {
-            inner: Arc::new(Inner { db, logs, meta }),
+            inner: Arc::new(Inner {
+                db,
+                flusher,
+                logs,
+                meta,
+            }),
         })
     }
 
@@ -84,6 +101,28 @@ impl LogStore {
 
     fn decode(v: &[u8]) -> Result<Entry, StorageError> {
         postcard::from_bytes(v).map_err(read_err)
+    }
+}
+
+/// Flushes sled whenever appends are waiting, then completes every callback that was queued
+/// before the flush started. Runs on its own thread: fsync blocks.
+fn flush_loop(db: sled::Db, mut pending: tokio::sync::mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+    while let Some(first) = pending.blocking_recv() {
+        let mut group = vec![first];
+        while let Ok(next) = pending.try_recv() {
+            group.push(next);
+        }
+        let result = db.flush();
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "storage: log flush failed; the node cannot make progress");
+        }
+        for cb in group {
+            let r = match &result {
+                Ok(_) => Ok(()),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            cb.log_io_completed(r);
+        }
     }
 }
 
@@ -176,13 +215,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.insert(&key(entry.log_id.index), bytes);
         }
         self.inner.logs.apply_batch(batch).map_err(write_err)?;
-        let flushed = self.flush().await;
-        let report = flushed
-            .as_ref()
-            .map(|_| ())
-            .map_err(|e| std::io::Error::other(e.to_string()));
-        callback.log_io_completed(report);
-        flushed
+        // Reported persisted by the flusher once the next flush covers these entries.
+        self.inner
+            .flusher
+            .send(callback)
+            .map_err(|_| write_err(std::io::Error::other("log flusher stopped")))?;
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -1,0 +1,413 @@
+//! `revokd-bench`: measures a real 3-node revokd cluster (separate processes, loopback gRPC,
+//! sled on disk) on this machine and prints a Markdown report:
+//!
+//! - durable `Revoke` throughput and latency at 1, 50 and 200 concurrent clients;
+//! - `Check` throughput, LOCAL vs LINEARIZABLE;
+//! - failover: `kill -9` of the leader to the next acknowledged revoke;
+//! - memory and disk per revoked entry at N entries (default 1M, loaded with `RevokeBatch`);
+//! - restart time of a node and of the whole cluster holding those entries.
+//!
+//! Every figure is measured in the same run, so ratios between them are meaningful even on a
+//! shared machine.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use revokd_proto::v1::{self as pb, revocation_client::RevocationClient};
+use revokd_testkit::{channel, eventually, ClusterOptions, ProcessCluster};
+use tonic::transport::Channel;
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmark a real 3-node revokd cluster on this machine.")]
+struct Args {
+    /// Seconds per throughput measurement.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Entries loaded for the memory, disk and restart figures.
+    #[arg(long, default_value_t = 1_000_000)]
+    entries: usize,
+    /// Failover trials.
+    #[arg(long, default_value_t = 3)]
+    failovers: usize,
+    /// Concurrency levels for durable writes.
+    #[arg(long, value_delimiter = ',', default_value = "1,50,200")]
+    write_clients: Vec<usize>,
+    /// Concurrent clients for checks.
+    #[arg(long, default_value_t = 50)]
+    check_clients: usize,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+/// One measured row.
+#[derive(serde::Serialize, Clone, Debug)]
+struct Row {
+    what: String,
+    ops: u64,
+    errors: u64,
+    secs: f64,
+    per_sec: f64,
+    p50_us: u64,
+    p99_us: u64,
+    max_us: u64,
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn client(ch: &Channel) -> RevocationClient<Channel> {
+    RevocationClient::new(ch.clone()).max_encoding_message_size(64 << 20).max_decoding_message_size(64 << 20)
+}
+
+/// Runs `clients` tasks for `dur`, each calling `op(task, i)` in a loop; returns the row.
+async fn closed_loop<F, Fut>(what: String, clients: usize, dur: Duration, op: F) -> Row
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let end = start + dur;
+    let mut tasks = Vec::new();
+    for t in 0..clients {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = hist();
+            let mut errors = 0u64;
+            let mut i = 0u64;
+            while Instant::now() < end {
+                let t0 = Instant::now();
+                if op(t, i).await {
+                    let _ = h.record(t0.elapsed().as_micros().max(1) as u64);
+                } else {
+                    errors += 1;
+                }
+                i += 1;
+            }
+            (h, errors)
+        }));
+    }
+    let mut h = hist();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((th, e)) = t.await {
+            let _ = h.add(th);
+            errors += e;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Row {
+        what,
+        ops: h.len(),
+        errors,
+        secs,
+        per_sec: h.len() as f64 / secs,
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        max_us: h.max(),
+    }
+}
+
+fn rss_bytes(pid: u32) -> Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS")?;
+    Ok(kb * 1024)
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// A 36-character id shaped like a UUID, unique per `n`.
+fn uuidish(n: u64) -> String {
+    format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", n >> 16, n & 0xffff, n % 0xfff, (n * 7) % 0xfff, n.wrapping_mul(2_654_435_761))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned()))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb / 1024 / 1024)
+        .unwrap_or(0);
+    format!("{cores} cores ({cpu}), {mem} GiB RAM")
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let dur = Duration::from_secs(args.duration_secs);
+    eprintln!("starting a 3-node cluster...");
+    let mut c = ProcessCluster::start_with(3, ClusterOptions::default()).await?;
+    let leader = c.wait_leader(Duration::from_secs(10)).await?;
+    let mut rows = Vec::new();
+
+    // Durable writes through the leader, as a client that follows the leader hint does.
+    let pool: Vec<Channel> = (0..8).map(|_| channel(&c.addr(leader).unwrap_or_default())).collect::<Result<_>>()?;
+    let pool = Arc::new(pool);
+    for &clients in &args.write_clients {
+        eprintln!("durable revokes, {clients} clients...");
+        let pool = pool.clone();
+        let row = closed_loop(format!("Revoke, {clients} clients"), clients, dur, move |t, i| {
+            let mut api = client(&pool[t % pool.len()]);
+            async move {
+                let req = pb::RevokeRequest {
+                    token: Some(pb::RevokedTokenSpec {
+                        jti: format!("w{clients}-{t}-{i}"),
+                        expires_at: now() + 3600,
+                        reason: String::new(),
+                        subject: String::new(),
+                    }),
+                };
+                api.revoke(req).await.is_ok()
+            }
+        })
+        .await;
+        eprintln!("  {row:?}");
+        rows.push(row);
+    }
+
+    // Checks spread over all three nodes.
+    let nodes: Vec<Channel> = c.endpoints().iter().map(|a| channel(a)).collect::<Result<_>>()?;
+    let nodes = Arc::new(nodes);
+    for (name, consistency) in [("LOCAL", pb::Consistency::Local), ("LINEARIZABLE", pb::Consistency::Linearizable)] {
+        eprintln!("checks {name}...");
+        let nodes = nodes.clone();
+        let clients = args.check_clients;
+        let row = closed_loop(format!("Check {name}, {clients} clients, all nodes"), clients, dur, move |t, i| {
+            let mut api = client(&nodes[(t + i as usize) % nodes.len()]);
+            async move {
+                let req = pb::CheckRequest {
+                    token: Some(pb::TokenQuery { jti: format!("w50-{t}-{i}"), ..Default::default() }),
+                    consistency: consistency as i32,
+                    min_revision: 0,
+                };
+                api.check(req).await.is_ok()
+            }
+        })
+        .await;
+        eprintln!("  {row:?}");
+        rows.push(row);
+    }
+
+    // Failover: kill -9 the leader while one client writes; time to the first acknowledged
+    // revoke that was sent after the kill.
+    let mut failovers = Vec::new();
+    for trial in 0..args.failovers {
+        let leader = c.wait_leader(Duration::from_secs(20)).await?;
+        let survivors: Vec<String> = c.nodes.values().filter(|n| n.id != leader).map(|n| n.addr.clone()).collect();
+        let killed = Instant::now();
+        c.kill(leader)?;
+        let mut i = 0u64;
+        let took = loop {
+            let addr = &survivors[i as usize % survivors.len()];
+            let mut api = client(&channel(addr)?);
+            let mut req = tonic::Request::new(pb::RevokeRequest {
+                token: Some(pb::RevokedTokenSpec {
+                    jti: format!("failover-{trial}-{i}"),
+                    expires_at: now() + 3600,
+                    reason: String::new(),
+                    subject: String::new(),
+                }),
+            });
+            req.set_timeout(Duration::from_millis(500));
+            if api.revoke(req).await.is_ok() {
+                break killed.elapsed();
+            }
+            i += 1;
+            anyhow::ensure!(killed.elapsed() < Duration::from_secs(30), "no write acknowledged 30 s after the kill");
+        };
+        eprintln!("failover {trial}: killed leader {leader}, next ack after {took:?}");
+        failovers.push(took);
+        c.restart(leader)?;
+        c.wait_leader(Duration::from_secs(20)).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // Memory and disk per entry.
+    let leader = c.wait_leader(Duration::from_secs(10)).await?;
+    let ids: Vec<u64> = c.nodes.keys().copied().collect();
+    let before: Vec<(u64, u64)> = ids
+        .iter()
+        .map(|id| {
+            let n = &c.nodes[id];
+            (rss_bytes(n.pid().unwrap_or(0)).unwrap_or(0), dir_bytes(&n.data_dir))
+        })
+        .collect();
+    eprintln!("loading {} entries with RevokeBatch...", args.entries);
+    let mut api = client(&channel(&c.addr(leader)?)?);
+    let load_start = Instant::now();
+    let mut loaded = 0usize;
+    let mut last_rev = 0;
+    while loaded < args.entries {
+        let n = (args.entries - loaded).min(10_000);
+        let tokens = (loaded..loaded + n)
+            .map(|k| pb::RevokedTokenSpec {
+                jti: uuidish(k as u64),
+                expires_at: now() + 7 * 24 * 3600,
+                reason: String::new(),
+                subject: String::new(),
+            })
+            .collect();
+        let mut req = tonic::Request::new(pb::RevokeBatchRequest { tokens });
+        req.set_timeout(Duration::from_secs(30));
+        last_rev = api.revoke_batch(req).await?.into_inner().revision;
+        loaded += n;
+    }
+    let load_secs = load_start.elapsed().as_secs_f64();
+    for id in &ids {
+        eventually(Duration::from_secs(60), || async {
+            let s = c.status(*id).await?;
+            anyhow::ensure!(s.applied_revision >= last_rev, "node {id} at {}", s.applied_revision);
+            Ok(())
+        })
+        .await?;
+        let mut cl = c.cluster(*id)?;
+        let mut req = tonic::Request::new(pb::TriggerSnapshotRequest {});
+        req.set_timeout(Duration::from_secs(60));
+        cl.trigger_snapshot(req).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut mem_rows = Vec::new();
+    for (k, id) in ids.iter().enumerate() {
+        let n = &c.nodes[id];
+        let rss = rss_bytes(n.pid().unwrap_or(0)).unwrap_or(0);
+        let disk = dir_bytes(&n.data_dir);
+        mem_rows.push((
+            *id,
+            rss.saturating_sub(before[k].0) as f64 / args.entries as f64,
+            disk.saturating_sub(before[k].1) as f64 / args.entries as f64,
+            rss,
+            disk,
+        ));
+    }
+
+    // Restart: kill -9 a follower, restart it, time until it serves at the cluster's revision.
+    let follower = *ids.iter().find(|id| **id != leader).context("follower")?;
+    let target = c.status(leader).await?.commit_revision;
+    c.kill(follower)?;
+    let t0 = Instant::now();
+    c.restart(follower)?;
+    eventually(Duration::from_secs(120), || async {
+        let s = c.status(follower).await?;
+        anyhow::ensure!(s.applied_revision >= target && s.leader_id != 0, "at {}", s.applied_revision);
+        Ok(())
+    })
+    .await?;
+    let node_restart = t0.elapsed();
+    // Whole cluster: SIGTERM all, start all, time until a leader serves a linearizable check.
+    for id in &ids {
+        c.stop(*id)?;
+    }
+    let t0 = Instant::now();
+    for id in &ids {
+        c.restart(*id)?;
+    }
+    let leader = c.wait_leader(Duration::from_secs(120)).await?;
+    let mut api = client(&channel(&c.addr(leader)?)?);
+    eventually(Duration::from_secs(120), || {
+        let mut api = api.clone();
+        async move {
+            let r = api
+                .check(pb::CheckRequest {
+                    token: Some(pb::TokenQuery { jti: uuidish(0), ..Default::default() }),
+                    consistency: pb::Consistency::Linearizable as i32,
+                    min_revision: last_rev,
+                })
+                .await?
+                .into_inner();
+            anyhow::ensure!(r.result.is_some_and(|r| r.revoked), "not yet");
+            Ok(())
+        }
+    })
+    .await?;
+    let cluster_restart = t0.elapsed();
+    let _ = &mut api;
+
+    // Report.
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Machine: {}. Date: {}. Command: `revokd-bench --duration-secs {} --entries {}`.\n\n",
+        machine(),
+        String::from_utf8(std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output()?.stdout)?.trim(),
+        args.duration_secs,
+        args.entries
+    ));
+    out.push_str("| workload | ops | errors | ops/s | p50 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    for r in &rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms |\n",
+            r.what,
+            r.ops,
+            r.errors,
+            r.per_sec,
+            r.p50_us as f64 / 1000.0,
+            r.p99_us as f64 / 1000.0,
+            r.max_us as f64 / 1000.0
+        ));
+    }
+    let fo: Vec<String> = failovers.iter().map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0)).collect();
+    out.push_str(&format!("\nFailover (kill -9 leader → next acknowledged revoke): {}\n\n", fo.join(", ")));
+    out.push_str(&format!(
+        "Loaded {} entries (36-char ids) with RevokeBatch of 10,000 in {:.1} s ({:.0} entries/s).\n\n",
+        args.entries,
+        load_secs,
+        args.entries as f64 / load_secs
+    ));
+    out.push_str("| node | RSS after | RSS / entry | data dir after | disk / entry |\n|---|---:|---:|---:|---:|\n");
+    for (id, rss_pe, disk_pe, rss, disk) in &mem_rows {
+        out.push_str(&format!(
+            "| {id} | {:.0} MiB | {rss_pe:.0} B | {:.0} MiB | {disk_pe:.0} B |\n",
+            *rss as f64 / 1048576.0,
+            *disk as f64 / 1048576.0
+        ));
+    }
+    out.push_str(&format!(
+        "\nRestart with {} entries: one node (kill -9, restart, serving at the cluster's revision) {:.2} s; whole cluster (SIGTERM all, start all, first linearizable check) {:.2} s.\n",
+        args.entries,
+        node_restart.as_secs_f64(),
+        cluster_restart.as_secs_f64()
+    ));
+    println!("{out}");
+    if let Some(path) = args.json {
+        let json = serde_json::json!({
+            "rows": rows,
+            "failover_ms": failovers.iter().map(|d| d.as_millis() as u64).collect::<Vec<_>>(),
+            "load_entries_per_sec": args.entries as f64 / load_secs,
+            "memory": mem_rows.iter().map(|(id, rss_pe, disk_pe, rss, disk)| serde_json::json!({
+                "node": id, "rss_bytes_per_entry": rss_pe, "disk_bytes_per_entry": disk_pe, "rss": rss, "disk": disk
+            })).collect::<Vec<_>>(),
+            "node_restart_secs": node_restart.as_secs_f64(),
+            "cluster_restart_secs": cluster_restart.as_secs_f64(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! The proposer: coalesces concurrent writes into one Raft log entry.
+//!
+//! Each log entry costs a replication round and an fsync on a quorum, whatever it carries.
+//! While up to `max_in_flight` entries are on their way, new requests wait in a queue; the
+//! next entry then carries all of them as one [`Command::Batch`]. A lone client still gets a
+//! one-command entry at once, so batching adds no latency when there is nothing to batch.
+
+use std::sync::Arc;
+
+use revokd_core::{Applied, Command};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::api::error::{write_failure, ApiError, WriteFailure};
+use crate::consensus::typ::Raft;
+
+/// Most queued requests before callers wait (backpressure).
+const QUEUE: usize = 16_384;
+
+/// Why a proposal was not applied.
+#[derive(Debug, Clone)]
+pub enum ProposeError {
+    /// This node is not (or no longer) the leader.
+    NotLeader,
+    /// A final error.
+    Failed(ApiError),
+}
+
+struct Pending {
+    cmd: Command,
+    reply: oneshot::Sender<Result<Applied, ProposeError>>,
+}
+
+/// Handle to the batching task. Cheap to clone.
+#[derive(Clone)]
+pub struct Proposer {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Proposer {
+    /// Starts the batching task for `raft`: at most `max_in_flight` entries outstanding, at
+    /// most `max_items` outcomes (tokens) per entry.
+    pub fn start(raft: Raft, max_in_flight: usize, max_items: usize) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(raft, rx, max_in_flight.max(1), max_items.max(1)));
+        Proposer { tx }
+    }
+
+    /// Proposes `cmd` and waits until it is committed and applied.
+    pub async fn propose(&self, cmd: Command) -> Result<Applied, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        let stopped = || ProposeError::Failed(ApiError::Stopped("proposer stopped".into()));
+        self.tx.send(Pending { cmd, reply }).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_in_flight: usize, max_items: usize) {
+    let slots = Arc::new(Semaphore::new(max_in_flight));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let Some(first) = rx.recv().await else { return };
+        let mut items = first.cmd.outcome_count();
+        let mut batch = vec![first];
+        while items < max_items {
+            match rx.try_recv() {
+                Ok(p) => {
+                    items += p.cmd.outcome_count();
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let (cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+            let counts: Vec<usize> = cmds.iter().map(Command::outcome_count).collect();
+            let cmd = if cmds.len() == 1 {
+                cmds.into_iter().next().unwrap_or(Command::Batch(Vec::new()))
+            } else {
+                Command::Batch(cmds)
+            };
+            match raft.client_write(cmd).await {
+                Ok(resp) => {
+                    let revision = resp.data.revision;
+                    let mut outcomes = resp.data.outcomes.into_iter();
+                    for (reply, n) in replies.into_iter().zip(counts) {
+                        let _ = reply.send(Ok(Applied {
+                            revision,
+                            outcomes: outcomes.by_ref().take(n).collect(),
+                        }));
+                    }
+                }
+                Err(e) => {
+                    let err = match write_failure(e) {
+                        WriteFailure::NotLeader(_) => ProposeError::NotLeader,
+                        WriteFailure::Fatal(e) => ProposeError::Failed(e),
+                    };
+                    for reply in replies {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
