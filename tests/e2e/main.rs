@@ -4,5 +4,6 @@
 mod bad_input;
 mod failover;
 mod membership;
+mod ops;
 mod watch;
 mod write_read;

@@ -62,11 +62,16 @@ fn hist() -> Histogram<u64> {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn client(ch: &Channel) -> RevocationClient<Channel> {
-    RevocationClient::new(ch.clone()).max_encoding_message_size(64 << 20).max_decoding_message_size(64 << 20)
+    RevocationClient::new(ch.clone())
+        .max_encoding_message_size(64 << 20)
+        .max_decoding_message_size(64 << 20)
 }
 
 /// Runs `clients` tasks for `dur`, each calling `op(task, i)` in a loop; returns the row.
@@ -130,7 +135,9 @@ fn rss_bytes(pid: u32) -> Result<u64> {
 }
 
 fn dir_bytes(p: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
     rd.flatten()
         .map(|e| match e.metadata() {
             Ok(m) if m.is_dir() => dir_bytes(&e.path()),
@@ -142,18 +149,35 @@ fn dir_bytes(p: &Path) -> u64 {
 
 /// A 36-character id shaped like a UUID, unique per `n`.
 fn uuidish(n: u64) -> String {
-    format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", n >> 16, n & 0xffff, n % 0xfff, (n * 7) % 0xfff, n.wrapping_mul(2_654_435_761))
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        n >> 16,
+        n & 0xffff,
+        n % 0xfff,
+        (n * 7) % 0xfff,
+        n.wrapping_mul(2_654_435_761)
+    )
 }
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
         .and_then(|kb| kb.parse::<u64>().ok())
         .map(|kb| kb / 1024 / 1024)
         .unwrap_or(0);
@@ -170,48 +194,70 @@ async fn main() -> Result<()> {
     let mut rows = Vec::new();
 
     // Durable writes through the leader, as a client that follows the leader hint does.
-    let pool: Vec<Channel> = (0..8).map(|_| channel(&c.addr(leader).unwrap_or_default())).collect::<Result<_>>()?;
+    let pool: Vec<Channel> = (0..8)
+        .map(|_| channel(&c.addr(leader).unwrap_or_default()))
+        .collect::<Result<_>>()?;
     let pool = Arc::new(pool);
     for &clients in &args.write_clients {
         eprintln!("durable revokes, {clients} clients...");
         let pool = pool.clone();
-        let row = closed_loop(format!("Revoke, {clients} clients"), clients, dur, move |t, i| {
-            let mut api = client(&pool[t % pool.len()]);
-            async move {
-                let req = pb::RevokeRequest {
-                    token: Some(pb::RevokedTokenSpec {
-                        jti: format!("w{clients}-{t}-{i}"),
-                        expires_at: now() + 3600,
-                        reason: String::new(),
-                        subject: String::new(),
-                    }),
-                };
-                api.revoke(req).await.is_ok()
-            }
-        })
+        let row = closed_loop(
+            format!("Revoke, {clients} clients"),
+            clients,
+            dur,
+            move |t, i| {
+                let mut api = client(&pool[t % pool.len()]);
+                async move {
+                    let req = pb::RevokeRequest {
+                        token: Some(pb::RevokedTokenSpec {
+                            jti: format!("w{clients}-{t}-{i}"),
+                            expires_at: now() + 3600,
+                            reason: String::new(),
+                            subject: String::new(),
+                        }),
+                    };
+                    api.revoke(req).await.is_ok()
+                }
+            },
+        )
         .await;
         eprintln!("  {row:?}");
         rows.push(row);
     }
 
     // Checks spread over all three nodes.
-    let nodes: Vec<Channel> = c.endpoints().iter().map(|a| channel(a)).collect::<Result<_>>()?;
+    let nodes: Vec<Channel> = c
+        .endpoints()
+        .iter()
+        .map(|a| channel(a))
+        .collect::<Result<_>>()?;
     let nodes = Arc::new(nodes);
-    for (name, consistency) in [("LOCAL", pb::Consistency::Local), ("LINEARIZABLE", pb::Consistency::Linearizable)] {
+    for (name, consistency) in [
+        ("LOCAL", pb::Consistency::Local),
+        ("LINEARIZABLE", pb::Consistency::Linearizable),
+    ] {
         eprintln!("checks {name}...");
         let nodes = nodes.clone();
         let clients = args.check_clients;
-        let row = closed_loop(format!("Check {name}, {clients} clients, all nodes"), clients, dur, move |t, i| {
-            let mut api = client(&nodes[(t + i as usize) % nodes.len()]);
-            async move {
-                let req = pb::CheckRequest {
-                    token: Some(pb::TokenQuery { jti: format!("w50-{t}-{i}"), ..Default::default() }),
-                    consistency: consistency as i32,
-                    min_revision: 0,
-                };
-                api.check(req).await.is_ok()
-            }
-        })
+        let row = closed_loop(
+            format!("Check {name}, {clients} clients, all nodes"),
+            clients,
+            dur,
+            move |t, i| {
+                let mut api = client(&nodes[(t + i as usize) % nodes.len()]);
+                async move {
+                    let req = pb::CheckRequest {
+                        token: Some(pb::TokenQuery {
+                            jti: format!("w50-{t}-{i}"),
+                            ..Default::default()
+                        }),
+                        consistency: consistency as i32,
+                        min_revision: 0,
+                    };
+                    api.check(req).await.is_ok()
+                }
+            },
+        )
         .await;
         eprintln!("  {row:?}");
         rows.push(row);
@@ -222,7 +268,12 @@ async fn main() -> Result<()> {
     let mut failovers = Vec::new();
     for trial in 0..args.failovers {
         let leader = c.wait_leader(Duration::from_secs(20)).await?;
-        let survivors: Vec<String> = c.nodes.values().filter(|n| n.id != leader).map(|n| n.addr.clone()).collect();
+        let survivors: Vec<String> = c
+            .nodes
+            .values()
+            .filter(|n| n.id != leader)
+            .map(|n| n.addr.clone())
+            .collect();
         let killed = Instant::now();
         c.kill(leader)?;
         let mut i = 0u64;
@@ -242,7 +293,10 @@ async fn main() -> Result<()> {
                 break killed.elapsed();
             }
             i += 1;
-            anyhow::ensure!(killed.elapsed() < Duration::from_secs(30), "no write acknowledged 30 s after the kill");
+            anyhow::ensure!(
+                killed.elapsed() < Duration::from_secs(30),
+                "no write acknowledged 30 s after the kill"
+            );
         };
         eprintln!("failover {trial}: killed leader {leader}, next ack after {took:?}");
         failovers.push(took);
@@ -258,7 +312,10 @@ async fn main() -> Result<()> {
         .iter()
         .map(|id| {
             let n = &c.nodes[id];
-            (rss_bytes(n.pid().unwrap_or(0)).unwrap_or(0), dir_bytes(&n.data_dir))
+            (
+                rss_bytes(n.pid().unwrap_or(0)).unwrap_or(0),
+                dir_bytes(&n.data_dir),
+            )
         })
         .collect();
     eprintln!("loading {} entries with RevokeBatch...", args.entries);
@@ -285,7 +342,11 @@ async fn main() -> Result<()> {
     for id in &ids {
         eventually(Duration::from_secs(60), || async {
             let s = c.status(*id).await?;
-            anyhow::ensure!(s.applied_revision >= last_rev, "node {id} at {}", s.applied_revision);
+            anyhow::ensure!(
+                s.applied_revision >= last_rev,
+                "node {id} at {}",
+                s.applied_revision
+            );
             Ok(())
         })
         .await?;
@@ -317,7 +378,11 @@ async fn main() -> Result<()> {
     c.restart(follower)?;
     eventually(Duration::from_secs(120), || async {
         let s = c.status(follower).await?;
-        anyhow::ensure!(s.applied_revision >= target && s.leader_id != 0, "at {}", s.applied_revision);
+        anyhow::ensure!(
+            s.applied_revision >= target && s.leader_id != 0,
+            "at {}",
+            s.applied_revision
+        );
         Ok(())
     })
     .await?;
@@ -337,7 +402,10 @@ async fn main() -> Result<()> {
         async move {
             let r = api
                 .check(pb::CheckRequest {
-                    token: Some(pb::TokenQuery { jti: uuidish(0), ..Default::default() }),
+                    token: Some(pb::TokenQuery {
+                        jti: uuidish(0),
+                        ..Default::default()
+                    }),
                     consistency: pb::Consistency::Linearizable as i32,
                     min_revision: last_rev,
                 })
@@ -356,7 +424,14 @@ async fn main() -> Result<()> {
     out.push_str(&format!(
         "Machine: {}. Date: {}. Command: `revokd-bench --duration-secs {} --entries {}`.\n\n",
         machine(),
-        String::from_utf8(std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output()?.stdout)?.trim(),
+        String::from_utf8(
+            std::process::Command::new("date")
+                .arg("-u")
+                .arg("+%Y-%m-%d %H:%M UTC")
+                .output()?
+                .stdout
+        )?
+        .trim(),
         args.duration_secs,
         args.entries
     ));
@@ -373,8 +448,14 @@ async fn main() -> Result<()> {
             r.max_us as f64 / 1000.0
         ));
     }
-    let fo: Vec<String> = failovers.iter().map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0)).collect();
-    out.push_str(&format!("\nFailover (kill -9 leader → next acknowledged revoke): {}\n\n", fo.join(", ")));
+    let fo: Vec<String> = failovers
+        .iter()
+        .map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
+        .collect();
+    out.push_str(&format!(
+        "\nFailover (kill -9 leader → next acknowledged revoke): {}\n\n",
+        fo.join(", ")
+    ));
     out.push_str(&format!(
         "Loaded {} entries (36-char ids) with RevokeBatch of 10,000 in {:.1} s ({:.0} entries/s).\n\n",
         args.entries,

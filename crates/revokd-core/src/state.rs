@@ -113,14 +113,22 @@ impl RevocationSet {
         )
     }
 
-    fn apply_into(&mut self, revision: u64, cmd: &Command, outcomes: &mut Vec<Outcome>, events: &mut Vec<Event>) {
+    fn apply_into(
+        &mut self,
+        revision: u64,
+        cmd: &Command,
+        outcomes: &mut Vec<Outcome>,
+        events: &mut Vec<Event>,
+    ) {
         match cmd {
             Command::Revoke { tokens, now, by } => {
                 for t in tokens {
                     outcomes.push(self.revoke(revision, t, *now, by, events));
                 }
             }
-            Command::RevokeRule { rule, by } => outcomes.push(self.add_rule(revision, rule, by, events)),
+            Command::RevokeRule { rule, by } => {
+                outcomes.push(self.add_rule(revision, rule, by, events))
+            }
             Command::Unrevoke { jti, .. } => outcomes.push(self.unrevoke(revision, jti, events)),
             Command::RemoveRule { kind, value, .. } => {
                 outcomes.push(self.remove_rule(revision, *kind, value, events))

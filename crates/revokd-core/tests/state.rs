@@ -225,14 +225,26 @@ fn a_batch_applies_in_order_at_one_revision() {
     let mut set = RevocationSet::new();
     let cmd = Command::Batch(vec![
         revoke("x", 100, 0),
-        Command::Unrevoke { jti: "x".into(), by: String::new() },
-        Command::Revoke { tokens: vec![spec("y", 100), spec("z", 100)], now: 0, by: String::new() },
+        Command::Unrevoke {
+            jti: "x".into(),
+            by: String::new(),
+        },
+        Command::Revoke {
+            tokens: vec![spec("y", 100), spec("z", 100)],
+            now: 0,
+            by: String::new(),
+        },
     ]);
     assert_eq!(cmd.outcome_count(), 4);
     let (a, ev) = set.apply(5, &cmd);
     assert_eq!(
         a.outcomes,
-        vec![Outcome::Applied(5), Outcome::Applied(5), Outcome::Applied(5), Outcome::Applied(5)]
+        vec![
+            Outcome::Applied(5),
+            Outcome::Applied(5),
+            Outcome::Applied(5),
+            Outcome::Applied(5)
+        ]
     );
     assert_eq!(ev.events.len(), 4);
     assert!(set.token("x").is_none() && set.token("z").is_some());

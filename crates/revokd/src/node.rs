@@ -12,8 +12,8 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::api::error::ApiError;
-use crate::consensus::proposer::{ProposeError, Proposer};
 use crate::config::Config;
+use crate::consensus::proposer::{ProposeError, Proposer};
 use crate::consensus::typ::{NodeId, Raft};
 use crate::network::client::channel;
 use crate::storage::StateMachineStore;

@@ -49,7 +49,10 @@ impl Proposer {
     pub async fn propose(&self, cmd: Command) -> Result<Applied, ProposeError> {
         let (reply, rx) = oneshot::channel();
         let stopped = || ProposeError::Failed(ApiError::Stopped("proposer stopped".into()));
-        self.tx.send(Pending { cmd, reply }).await.map_err(|_| stopped())?;
+        self.tx
+            .send(Pending { cmd, reply })
+            .await
+            .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 }
@@ -57,7 +60,9 @@ impl Proposer {
 async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_in_flight: usize, max_items: usize) {
     let slots = Arc::new(Semaphore::new(max_in_flight));
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let Some(first) = rx.recv().await else { return };
         let mut items = first.cmd.outcome_count();
         let mut batch = vec![first];
@@ -73,10 +78,13 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_in_flight: usize, 
         let raft = raft.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let (cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+            let (cmds, replies): (Vec<Command>, Vec<_>) =
+                batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
             let counts: Vec<usize> = cmds.iter().map(Command::outcome_count).collect();
             let cmd = if cmds.len() == 1 {
-                cmds.into_iter().next().unwrap_or(Command::Batch(Vec::new()))
+                cmds.into_iter()
+                    .next()
+                    .unwrap_or(Command::Batch(Vec::new()))
             } else {
                 Command::Batch(cmds)
             };

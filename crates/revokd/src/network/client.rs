@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use revokd_proto::v1::raft_client::RaftClient;
@@ -95,7 +96,9 @@ impl PeerClient {
             // openraft retries with fewer entries per message.
             let entries = entries_hint.unwrap_or(1);
             if entries > 1 {
-                return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2)));
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(entries / 2),
+                ));
             }
         }
         let mut req = tonic::Request::new(payload);

@@ -106,7 +106,10 @@ impl LogStore {
 
 /// Flushes sled whenever appends are waiting, then completes every callback that was queued
 /// before the flush started. Runs on its own thread: fsync blocks.
-fn flush_loop(db: sled::Db, mut pending: tokio::sync::mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+fn flush_loop(
+    db: sled::Db,
+    mut pending: tokio::sync::mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>,
+) {
     while let Some(first) = pending.blocking_recv() {
         let mut group = vec![first];
         while let Ok(next) = pending.try_recv() {

@@ -35,7 +35,13 @@ pub fn open(
         path: log_dir.display().to_string(),
         source,
     };
-    let db = sled::Config::new().path(&log_dir).open().map_err(log_err)?;
+    // Every append is flushed by the log store itself (group commit); sled's own periodic
+    // flusher would only compete with it.
+    let db = sled::Config::new()
+        .path(&log_dir)
+        .flush_every_ms(None)
+        .open()
+        .map_err(log_err)?;
     let log = LogStore::open(db).map_err(log_err)?;
     let sm = StateMachineStore::open(&dir.join("snapshots"), window_events)?;
     Ok((log, sm))

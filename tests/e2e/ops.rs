@@ -1,0 +1,83 @@
+//! Operations: Prometheus metrics over HTTP, gRPC reflection (what grpcurl uses), SIGTERM.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use revokd_e2e::revoke_req;
+use revokd_testkit::{channel, free_port, ClusterOptions, ProcessCluster};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+async fn http_get(addr: &str, path: &str) -> Result<String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await?;
+    Ok(body)
+}
+
+#[tokio::test]
+async fn metrics_and_reflection_are_served() -> Result<()> {
+    let metrics_addr = format!("127.0.0.1:{}", free_port()?);
+    let c = ProcessCluster::start_with(
+        1,
+        ClusterOptions {
+            extra_args: vec!["--metrics-listen".into(), metrics_addr.clone()],
+        },
+    )
+    .await?;
+    c.revocation(1)?.revoke(revoke_req("m1")).await?;
+    c.revocation(1)?.revoke(revoke_req("m2")).await?;
+    let text = http_get(&metrics_addr, "/metrics").await?;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for needle in [
+        "revokd_raft_is_leader 1",
+        "revokd_revoked_tokens 2",
+        "revokd_raft_term ",
+        "revokd_applied_revision ",
+        "revokd_grpc_requests_total{code=\"0\",method=\"Revoke\"} 2",
+        "revokd_grpc_request_duration_seconds_bucket{method=\"Revoke\"",
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle:?}:\n{text}");
+    }
+
+    // Reflection lists our services and serves their descriptors.
+    let mut refl = ServerReflectionClient::new(channel(&c.addr(1)?)?);
+    let reqs = [
+        MessageRequest::ListServices(String::new()),
+        MessageRequest::FileContainingSymbol("revokd.v1.Revocation".into()),
+    ]
+    .map(|m| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    });
+    let mut stream = refl
+        .server_reflection_info(tokio_stream::iter(reqs))
+        .await?
+        .into_inner();
+    let listed = stream.message().await?.context("list reply")?;
+    let Some(MessageResponse::ListServicesResponse(list)) = listed.message_response else {
+        anyhow::bail!("unexpected reply {listed:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for svc in [
+        "revokd.v1.Revocation",
+        "revokd.v1.Cluster",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.iter().any(|n| n == svc), "{svc} not in {names:?}");
+    }
+    let file = stream.message().await?.context("descriptor reply")?;
+    assert!(
+        matches!(file.message_response, Some(MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()),
+        "{file:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    Ok(())
+}
