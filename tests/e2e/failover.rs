@@ -88,3 +88,38 @@ async fn kill_leader_during_revokes_loses_nothing() -> Result<()> {
     }
     Ok(())
 }
+
+/// Without a quorum a write fails within its deadline with a status that says why, instead
+/// of hanging; once the quorum is back, writes go through again.
+#[tokio::test]
+async fn without_quorum_writes_fail_in_time_then_recover() -> Result<()> {
+    let mut c = ProcessCluster::start(3).await?;
+    c.kill(2)?;
+    c.kill(3)?;
+    let mut api = c.revocation(1)?;
+    let mut req = tonic::Request::new(revokd_e2e::revoke_req("no-quorum"));
+    req.set_timeout(Duration::from_secs(1));
+    let started = Instant::now();
+    let err = api
+        .revoke(req)
+        .await
+        .expect_err("no quorum: the write cannot be acknowledged");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered within the deadline"
+    );
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+        ),
+        "{err}"
+    );
+    assert!(err.message().starts_with("revokd: "), "{err}");
+    c.restart(2)?;
+    c.restart(3)?;
+    c.wait_leader(Duration::from_secs(20)).await?;
+    let ok = revoke_anywhere(&c.endpoints(), "quorum-back", Duration::from_secs(10)).await?;
+    assert!(ok.revision > 0);
+    Ok(())
+}

@@ -118,6 +118,27 @@ pub async fn run(
             let _ = stop_tx.send(true);
         });
     }
+    // Fail-stop: if Raft stops on its own (a storage error, a corrupt snapshot), the node
+    // stops serving instead of answering from a state it can no longer keep.
+    let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    {
+        let (mut metrics, stop_tx, stop_rx, fatal) = (
+            raft.metrics(),
+            stop_tx.clone(),
+            stop_rx.clone(),
+            fatal.clone(),
+        );
+        tokio::spawn(async move {
+            let Ok(m) = metrics.wait_for(|m| m.running_state.is_err()).await else {
+                return;
+            };
+            if let (Err(e), false) = (&m.running_state, *stop_rx.borrow()) {
+                tracing::error!(error = %e, "raft: fatal error; stopping the node");
+                *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                let _ = stop_tx.send(true);
+            }
+        });
+    }
     let (health, health_svc) = tonic_health::server::health_reporter();
     health
         .set_service_status("", ServingStatus::NotServing)
@@ -187,6 +208,9 @@ pub async fn run(
         tracing::error!(error = %e, "storage: final flush failed");
     }
     served?;
+    if let Some(e) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(RunError::Raft(format!("stopped after a fatal error: {e}")));
+    }
     Ok(())
 }
 

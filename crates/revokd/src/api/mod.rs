@@ -42,7 +42,8 @@ pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
-/// The instant by which a request must be answered.
+/// The instant by which a request must be answered: the caller's deadline less a small
+/// margin, so the caller receives the node's explanation rather than its own timeout.
 pub fn deadline(meta: &MetadataMap, default: Duration) -> Instant {
     let d = meta
         .get("grpc-timeout")
@@ -50,7 +51,8 @@ pub fn deadline(meta: &MetadataMap, default: Duration) -> Instant {
         .and_then(parse_grpc_timeout)
         .unwrap_or(default)
         .min(MAX_DEADLINE);
-    Instant::now() + d
+    let margin = (d / 10).min(Duration::from_millis(100));
+    Instant::now() + d.saturating_sub(margin)
 }
 
 /// The identity to record with a write.

@@ -33,6 +33,9 @@ struct Inner {
     db: sled::Db,
     /// Completion callbacks waiting for the next flush, in append order.
     flusher: tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+    /// The flusher thread, joined on drop so the database is closed (and its lock released)
+    /// when the store is.
+    flush_thread: Option<std::thread::JoinHandle<()>>,
     /// Log entries keyed by big-endian index, so key order is log order.
     logs: sled::Tree,
     /// Vote, committed log id, last purged log id.
@@ -61,7 +64,7 @@ impl LogStore {
         let logs = db.open_tree("raft_log")?;
         let meta = db.open_tree("raft_meta")?;
         let (flusher, pending) = tokio::sync::mpsc::unbounded_channel();
-        std::thread::Builder::new()
+        let flush_thread = std::thread::Builder::new()
             .name("revokd-log-flush".into())
             .spawn({
                 let db = db.clone();
@@ -71,6 +74,7 @@ impl LogStore {
             inner: Arc::new(Inner {
                 db,
                 flusher,
+                flush_thread: Some(flush_thread),
                 logs,
                 meta,
             }),
@@ -101,6 +105,17 @@ impl LogStore {
 
     fn decode(v: &[u8]) -> Result<Entry, StorageError> {
         postcard::from_bytes(v).map_err(read_err)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue ends the flusher after it has flushed what is pending.
+        let (closed, _) = tokio::sync::mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.flusher, closed));
+        if let Some(t) = self.flush_thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
