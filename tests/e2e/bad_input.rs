@@ -77,6 +77,19 @@ async fn bad_input_gets_clear_errors_and_the_node_keeps_serving() -> Result<()> 
         Code::InvalidArgument,
         "10001 tokens; the limit is 10000",
     );
+    let heavy = pb::RevokeBatchRequest {
+        tokens: (0..3_000)
+            .map(|i| pb::RevokedTokenSpec {
+                reason: "r".repeat(1000),
+                ..spec(&format!("h{i}"), 60)
+            })
+            .collect(),
+    };
+    expect_status(
+        api.revoke_batch(heavy).await,
+        Code::InvalidArgument,
+        "bytes of token data",
+    );
     let one_bad = pb::RevokeBatchRequest {
         tokens: vec![spec("fine", 60), spec("", 60)],
     };

@@ -39,6 +39,9 @@ struct Args {
     /// Concurrent clients for checks.
     #[arg(long, default_value_t = 50)]
     check_clients: usize,
+    /// Extra flags for every node, e.g. `--node-args=--heartbeat-ms=50,--election-timeout-ms=200`.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    node_args: Vec<String>,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -189,7 +192,7 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let dur = Duration::from_secs(args.duration_secs);
     eprintln!("starting a 3-node cluster...");
-    let mut c = ProcessCluster::start_with(3, ClusterOptions::default()).await?;
+    let mut c = ProcessCluster::start_with(3, ClusterOptions::args(args.node_args.clone())).await?;
     let leader = c.wait_leader(Duration::from_secs(10)).await?;
     let mut rows = Vec::new();
 
@@ -335,7 +338,12 @@ async fn main() -> Result<()> {
             .collect();
         let mut req = tonic::Request::new(pb::RevokeBatchRequest { tokens });
         req.set_timeout(Duration::from_secs(30));
-        last_rev = api.revoke_batch(req).await?.into_inner().revision;
+        last_rev = api
+            .revoke_batch(req)
+            .await
+            .with_context(|| format!("RevokeBatch after {loaded} entries"))?
+            .into_inner()
+            .revision;
         loaded += n;
     }
     let load_secs = load_start.elapsed().as_secs_f64();
@@ -353,7 +361,11 @@ async fn main() -> Result<()> {
         let mut cl = c.cluster(*id)?;
         let mut req = tonic::Request::new(pb::TriggerSnapshotRequest {});
         req.set_timeout(Duration::from_secs(60));
-        cl.trigger_snapshot(req).await?;
+        let t = Instant::now();
+        cl.trigger_snapshot(req)
+            .await
+            .with_context(|| format!("TriggerSnapshot on node {id}"))?;
+        eprintln!("snapshot on node {id}: {:?}", t.elapsed());
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut mem_rows = Vec::new();
@@ -396,7 +408,7 @@ async fn main() -> Result<()> {
         c.restart(*id)?;
     }
     let leader = c.wait_leader(Duration::from_secs(120)).await?;
-    let mut api = client(&channel(&c.addr(leader)?)?);
+    let api = client(&channel(&c.addr(leader)?)?);
     eventually(Duration::from_secs(120), || {
         let mut api = api.clone();
         async move {
@@ -417,12 +429,11 @@ async fn main() -> Result<()> {
     })
     .await?;
     let cluster_restart = t0.elapsed();
-    let _ = &mut api;
 
     // Report.
     let mut out = String::new();
     out.push_str(&format!(
-        "Machine: {}. Date: {}. Command: `revokd-bench --duration-secs {} --entries {}`.\n\n",
+        "Machine: {}. Date: {}. Command: `{}`.\n\n",
         machine(),
         String::from_utf8(
             std::process::Command::new("date")
@@ -432,8 +443,7 @@ async fn main() -> Result<()> {
                 .stdout
         )?
         .trim(),
-        args.duration_secs,
-        args.entries
+        std::env::args().collect::<Vec<_>>().join(" ")
     ));
     out.push_str("| workload | ops | errors | ops/s | p50 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|\n");
     for r in &rows {

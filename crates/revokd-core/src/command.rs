@@ -53,6 +53,26 @@ pub enum Command {
 }
 
 impl Command {
+    /// Approximate encoded size in bytes: what a log entry carrying it costs to replicate.
+    pub fn approx_size(&self) -> usize {
+        match self {
+            Command::Revoke { tokens, by, .. } => {
+                by.len()
+                    + tokens
+                        .iter()
+                        .map(|t| t.jti.len() + t.reason.len() + t.subject.len() + 16)
+                        .sum::<usize>()
+            }
+            Command::RevokeRule { rule, by } => {
+                by.len() + rule.value.len() + rule.reason.len() + 32
+            }
+            Command::Unrevoke { jti, by } => jti.len() + by.len() + 8,
+            Command::RemoveRule { value, by, .. } => value.len() + by.len() + 8,
+            Command::Purge { .. } => 16,
+            Command::Batch(cmds) => cmds.iter().map(Command::approx_size).sum::<usize>() + 8,
+        }
+    }
+
     /// How many outcomes applying this command yields (one per token of a revoke, one for
     /// any other command, the sum for a batch).
     pub fn outcome_count(&self) -> usize {

@@ -39,6 +39,14 @@ pub enum InvalidInput {
         /// The limit.
         max: usize,
     },
+    /// A batch holds too much data.
+    #[error("batch holds {len} bytes of token data; the limit is {max}: split it")]
+    BatchTooBig {
+        /// Bytes given.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// An enum field has no meaningful value.
     #[error("{0} must be set")]
     Unspecified(&'static str),

@@ -13,6 +13,9 @@ pub const MAX_JTI_LEN: usize = 256;
 pub const MAX_TEXT_LEN: usize = 1024;
 /// Most token ids in one `RevokeBatch`.
 pub const MAX_BATCH: usize = 10_000;
+/// Most bytes of token data (ids, reasons, subjects) in one `RevokeBatch`: one log entry must
+/// replicate within a Raft heartbeat interval.
+pub const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// Default maximum token lifetime: 30 days. Rules are kept this long, and no revocation may
 /// reach further into the future.
 pub const DEFAULT_MAX_TOKEN_LIFETIME_SECS: i64 = 30 * 24 * 3600;

@@ -107,6 +107,15 @@ pub struct ClusterOptions {
     pub extra_args: Vec<String>,
 }
 
+impl ClusterOptions {
+    /// Options with these extra flags.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(args: I) -> Self {
+        ClusterOptions {
+            extra_args: args.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
 /// A cluster of real `revokd` processes on loopback.
 pub struct ProcessCluster {
     dir: tempfile::TempDir,

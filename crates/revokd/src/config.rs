@@ -41,10 +41,11 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Log format. Default text.
     pub log_format: LogFormat,
-    /// Raft heartbeat interval. Default 50 ms.
+    /// Raft heartbeat interval, which is also the time openraft allows one AppendEntries
+    /// (send, store, flush). Default 100 ms.
     pub heartbeat: Duration,
-    /// Minimum election timeout (the maximum is twice this). Default 200 ms; must exceed
-    /// three heartbeats.
+    /// Minimum election timeout (the maximum is a third more). Default 300 ms; must be at
+    /// least three heartbeats.
     pub election_timeout: Duration,
     /// Build a snapshot and compact the log after this many entries. Default 20,000.
     pub snapshot_logs: u64,
@@ -99,10 +100,10 @@ pub struct Args {
     /// Log format. [default: text]
     #[arg(long, env = "REVOKD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Raft heartbeat interval in milliseconds. [default: 50]
+    /// Raft heartbeat interval in milliseconds. [default: 100]
     #[arg(long, env = "REVOKD_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
-    /// Minimum election timeout in milliseconds. [default: 200]
+    /// Minimum election timeout in milliseconds. [default: 300]
     #[arg(long, env = "REVOKD_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
     /// Entries between snapshots. [default: 20000]
@@ -182,8 +183,8 @@ impl Default for Config {
             join: false,
             metrics_listen: None,
             log_format: LogFormat::Text,
-            heartbeat: Duration::from_millis(50),
-            election_timeout: Duration::from_millis(200),
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(300),
             snapshot_logs: 20_000,
             snapshot_keep_logs: 1_000,
             max_token_lifetime: Duration::from_secs(

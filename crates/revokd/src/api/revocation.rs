@@ -5,6 +5,7 @@ use std::pin::Pin;
 
 use revokd_core::{
     validate_jti_query, Applied, Command, InvalidInput, RuleSpec, TokenSpec, MAX_BATCH,
+    MAX_BATCH_BYTES,
 };
 use revokd_proto::v1 as pb;
 use revokd_proto::v1::revocation_client::RevocationClient;
@@ -157,6 +158,13 @@ impl RevocationService {
             now,
             by: by.to_owned(),
         };
+        if cmd.approx_size() > MAX_BATCH_BYTES {
+            return Err(InvalidInput::BatchTooBig {
+                len: cmd.approx_size(),
+                max: MAX_BATCH_BYTES,
+            }
+            .into());
+        }
         let leader = self.node.id;
         Ok(self
             .node

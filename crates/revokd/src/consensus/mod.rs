@@ -82,7 +82,11 @@ pub fn raft_config(
         cluster_name: "revokd".into(),
         heartbeat_interval: heartbeat_ms,
         election_timeout_min: election_timeout_ms,
-        election_timeout_max: election_timeout_ms * 2,
+        // openraft's leader lease equals the maximum election timeout: a voter refuses other
+        // candidates until it expires. A narrow range lets the first candidate after a leader
+        // dies win in one round (failover well under a second) while keeping enough spread to
+        // avoid split votes.
+        election_timeout_max: election_timeout_ms + election_timeout_ms / 3,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
         max_in_snapshot_log_to_keep: snapshot_keep_logs,
         max_payload_entries: 1_000,

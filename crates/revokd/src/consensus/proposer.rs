@@ -15,6 +15,9 @@ use crate::consensus::typ::Raft;
 
 /// Most queued requests before callers wait (backpressure).
 const QUEUE: usize = 16_384;
+/// Most bytes of commands coalesced into one entry: a log entry must replicate within a
+/// heartbeat interval.
+const MAX_ENTRY_BYTES: usize = 512 * 1024;
 
 /// Why a proposal was not applied.
 #[derive(Debug, Clone)]
@@ -65,11 +68,13 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_in_flight: usize, 
         };
         let Some(first) = rx.recv().await else { return };
         let mut items = first.cmd.outcome_count();
+        let mut bytes = first.cmd.approx_size();
         let mut batch = vec![first];
-        while items < max_items {
+        while items < max_items && bytes < MAX_ENTRY_BYTES {
             match rx.try_recv() {
                 Ok(p) => {
                     items += p.cmd.outcome_count();
+                    bytes += p.cmd.approx_size();
                     batch.push(p);
                 }
                 Err(_) => break,

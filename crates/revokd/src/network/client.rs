@@ -19,8 +19,11 @@ use crate::consensus::typ::{
 };
 use crate::consensus::TypeConfig;
 
-/// Largest Raft message accepted or sent (snapshot chunks are 4 MiB; batches up to 10,000).
+/// Largest Raft message accepted (snapshot chunks are 4 MiB).
 pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
+/// AppendEntries messages above this size are split (when they carry more than one entry):
+/// openraft gives each one a heartbeat interval to be sent, stored and flushed.
+pub const APPEND_BUDGET: usize = 1024 * 1024;
 
 /// Creates a [`PeerClient`] per target node.
 #[derive(Clone, Default)]
