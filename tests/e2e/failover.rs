@@ -9,13 +9,22 @@ use revokd_proto::v1 as pb;
 use revokd_testkit::{eventually, ProcessCluster};
 use tokio::sync::Mutex;
 
+/// An acknowledged revoke: its id, revision, when it was sent and when it was acknowledged.
+#[derive(Clone)]
+struct Ack {
+    jti: String,
+    revision: u64,
+    sent: Instant,
+    acked: Instant,
+}
+
 /// Several clients revoke continuously; the leader is `kill -9`ed mid-stream and restarted.
 /// Every revoke that was acknowledged must be on all three nodes afterwards.
 #[tokio::test]
 async fn kill_leader_during_revokes_loses_nothing() -> Result<()> {
     let mut c = ProcessCluster::start(3).await?;
     let endpoints = c.endpoints();
-    let acked: Arc<Mutex<Vec<(String, u64, Instant, Instant)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<Ack>>> = Arc::default();
     let stop = Arc::new(tokio::sync::Notify::new());
     let mut writers = Vec::new();
     for w in 0..4 {
@@ -30,7 +39,7 @@ async fn kill_leader_during_revokes_loses_nothing() -> Result<()> {
                 tokio::select! {
                     r = revoke_anywhere(&endpoints, &jti, Duration::from_secs(10)) => {
                         if let Ok(resp) = r {
-                            acked.lock().await.push((jti, resp.revision, sent, Instant::now()));
+                            acked.lock().await.push(Ack { jti, revision: resp.revision, sent, acked: Instant::now() });
                         }
                     }
                     _ = stop.notified() => return,
@@ -56,8 +65,8 @@ async fn kill_leader_during_revokes_loses_nothing() -> Result<()> {
     // Failover: from the kill to the first acknowledgement of a revoke sent after it.
     let failover = acked
         .iter()
-        .filter(|(_, _, sent, _)| *sent > killed_at)
-        .map(|(_, _, _, acked)| acked.duration_since(killed_at))
+        .filter(|a| a.sent > killed_at)
+        .map(|a| a.acked.duration_since(killed_at))
         .min();
     println!(
         "acknowledged {} revokes ({} before the kill); failover after killing leader {leader}: {failover:?}",
@@ -68,8 +77,8 @@ async fn kill_leader_during_revokes_loses_nothing() -> Result<()> {
         acked.len() > before,
         "writes must continue after the leader is killed"
     );
-    let max_rev = acked.iter().map(|a| a.1).max().unwrap_or(0);
-    let jtis: Vec<String> = acked.into_iter().map(|a| a.0).collect();
+    let max_rev = acked.iter().map(|a| a.revision).max().unwrap_or(0);
+    let jtis: Vec<String> = acked.into_iter().map(|a| a.jti).collect();
     c.wait_leader(Duration::from_secs(10)).await?;
     for id in [1, 2, 3] {
         let addr = c.addr(id)?;
