@@ -42,6 +42,10 @@ struct Args {
     /// Extra flags for every node, e.g. `--node-args=--heartbeat-ms=50,--election-timeout-ms=200`.
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     node_args: Vec<String>,
+    /// Before the main cluster, measure the same writes on a cluster started with
+    /// `--batch-max-tokens 1` (one request per log entry), for a side-by-side ratio.
+    #[arg(long)]
+    compare_unbatched: bool,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -126,6 +130,41 @@ where
     }
 }
 
+/// Durable writes through the leader at `addr`, as a client that follows the leader hint
+/// does, at each concurrency level.
+async fn write_rows(addr: &str, levels: &[usize], dur: Duration, label: &str) -> Result<Vec<Row>> {
+    let pool: Vec<Channel> = (0..8).map(|_| channel(addr)).collect::<Result<_>>()?;
+    let pool = Arc::new(pool);
+    let mut rows = Vec::new();
+    for &clients in levels {
+        eprintln!("durable revokes, {clients} clients{label}...");
+        let pool = pool.clone();
+        let row = closed_loop(
+            format!("Revoke, {clients} clients{label}"),
+            clients,
+            dur,
+            move |t, i| {
+                let mut api = client(&pool[t % pool.len()]);
+                async move {
+                    let req = pb::RevokeRequest {
+                        token: Some(pb::RevokedTokenSpec {
+                            jti: format!("w{clients}-{t}-{i}"),
+                            expires_at: now() + 3600,
+                            reason: String::new(),
+                            subject: String::new(),
+                        }),
+                    };
+                    api.revoke(req).await.is_ok()
+                }
+            },
+        )
+        .await;
+        eprintln!("  {row:?}");
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
 fn rss_bytes(pid: u32) -> Result<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: u64 = s
@@ -191,42 +230,27 @@ fn machine() -> String {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let dur = Duration::from_secs(args.duration_secs);
+    let mut rows = Vec::new();
+    if args.compare_unbatched {
+        eprintln!("starting a 3-node cluster without batching...");
+        let mut node_args = args.node_args.clone();
+        node_args.extend(["--batch-max-tokens".to_string(), "1".to_string()]);
+        let c = ProcessCluster::start_with(3, ClusterOptions::args(node_args)).await?;
+        let leader = c.wait_leader(Duration::from_secs(10)).await?;
+        rows.extend(
+            write_rows(
+                &c.addr(leader)?,
+                &args.write_clients,
+                dur,
+                " (batching off)",
+            )
+            .await?,
+        );
+    }
     eprintln!("starting a 3-node cluster...");
     let mut c = ProcessCluster::start_with(3, ClusterOptions::args(args.node_args.clone())).await?;
     let leader = c.wait_leader(Duration::from_secs(10)).await?;
-    let mut rows = Vec::new();
-
-    // Durable writes through the leader, as a client that follows the leader hint does.
-    let pool: Vec<Channel> = (0..8)
-        .map(|_| channel(&c.addr(leader).unwrap_or_default()))
-        .collect::<Result<_>>()?;
-    let pool = Arc::new(pool);
-    for &clients in &args.write_clients {
-        eprintln!("durable revokes, {clients} clients...");
-        let pool = pool.clone();
-        let row = closed_loop(
-            format!("Revoke, {clients} clients"),
-            clients,
-            dur,
-            move |t, i| {
-                let mut api = client(&pool[t % pool.len()]);
-                async move {
-                    let req = pb::RevokeRequest {
-                        token: Some(pb::RevokedTokenSpec {
-                            jti: format!("w{clients}-{t}-{i}"),
-                            expires_at: now() + 3600,
-                            reason: String::new(),
-                            subject: String::new(),
-                        }),
-                    };
-                    api.revoke(req).await.is_ok()
-                }
-            },
-        )
-        .await;
-        eprintln!("  {row:?}");
-        rows.push(row);
-    }
+    rows.extend(write_rows(&c.addr(leader)?, &args.write_clients, dur, "").await?);
 
     // Checks spread over all three nodes.
     let nodes: Vec<Channel> = c

@@ -62,6 +62,9 @@ pub struct Config {
     pub watch_window: usize,
     /// Deadline for a request that carries none. Default 5 s.
     pub default_deadline: Duration,
+    /// Most tokens the leader coalesces from concurrent requests into one log entry.
+    /// Default 10,000; 1 puts every request in its own entry (for comparison).
+    pub batch_max_tokens: usize,
 }
 
 /// Command-line flags (each also an environment variable). Unset flags fall back to the
@@ -124,6 +127,9 @@ pub struct Args {
     /// Deadline in milliseconds for requests that carry none. [default: 5000]
     #[arg(long, env = "REVOKD_DEFAULT_DEADLINE_MS")]
     pub default_deadline_ms: Option<u64>,
+    /// Most tokens coalesced into one log entry; 1 disables batching. [default: 10000]
+    #[arg(long, env = "REVOKD_BATCH_MAX_TOKENS")]
+    pub batch_max_tokens: Option<usize>,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -146,6 +152,7 @@ struct FileConfig {
     purge_interval_secs: Option<u64>,
     watch_window: Option<usize>,
     default_deadline_ms: Option<u64>,
+    batch_max_tokens: Option<usize>,
 }
 
 /// A configuration that cannot be used. The message says which setting and why.
@@ -193,6 +200,7 @@ impl Default for Config {
             purge_interval: Duration::from_secs(10),
             watch_window: 100_000,
             default_deadline: Duration::from_secs(5),
+            batch_max_tokens: revokd_core::MAX_BATCH,
         }
     }
 }
@@ -297,6 +305,10 @@ impl Config {
                 .or(file.default_deadline_ms)
                 .map(ms)
                 .unwrap_or(d.default_deadline),
+            batch_max_tokens: args
+                .batch_max_tokens
+                .or(file.batch_max_tokens)
+                .unwrap_or(d.batch_max_tokens),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -346,6 +358,9 @@ impl Config {
         }
         if self.watch_window == 0 {
             return bad("watch-window must be at least 1".into());
+        }
+        if self.batch_max_tokens == 0 {
+            return bad("batch-max-tokens must be at least 1".into());
         }
         if self.default_deadline.is_zero() {
             return bad("default-deadline-ms must be at least 1".into());

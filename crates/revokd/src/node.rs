@@ -59,7 +59,7 @@ impl Node {
     pub fn new(raft: Raft, sm: StateMachineStore, config: Arc<Config>) -> Self {
         Node {
             id: config.id,
-            proposer: Proposer::start(raft.clone(), 4, revokd_core::MAX_BATCH),
+            proposer: Proposer::start(raft.clone(), 4, config.batch_max_tokens),
             raft,
             sm,
             config,

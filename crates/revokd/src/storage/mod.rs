@@ -36,10 +36,12 @@ pub fn open(
         source,
     };
     // Every append is flushed by the log store itself (group commit); sled's own periodic
-    // flusher would only compete with it.
+    // flusher would only compete with it. Only recent entries are read back (to replicate
+    // them), so a small page cache suffices: sled's default is 1 GiB.
     let db = sled::Config::new()
         .path(&log_dir)
         .flush_every_ms(None)
+        .cache_capacity(64 * 1024 * 1024)
         .open()
         .map_err(log_err)?;
     let log = LogStore::open(db).map_err(log_err)?;
