@@ -43,7 +43,15 @@ pub struct Node {
     /// The configuration.
     pub config: Arc<Config>,
     proposer: Proposer,
+    read_waiters: Arc<Mutex<ReadWaiters>>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+/// Linearizable reads waiting for a read index, and whether a round is under way.
+#[derive(Default)]
+struct ReadWaiters {
+    waiting: Vec<tokio::sync::oneshot::Sender<Result<u64, ApiError>>>,
+    running: bool,
 }
 
 /// The current unix time in seconds (the proposer's clock; the state machine never reads one).
@@ -60,6 +68,7 @@ impl Node {
         Node {
             id: config.id,
             proposer: Proposer::start(raft.clone(), 4, config.batch_max_tokens),
+            read_waiters: Arc::default(),
             raft,
             sm,
             config,
@@ -144,7 +153,48 @@ impl Node {
 
     /// A read index: once this node has applied the returned revision, its state reflects
     /// every write acknowledged before this call. Asks the leader when this node is not it.
+    ///
+    /// Concurrent callers share rounds: a round that starts after a caller arrived gives an
+    /// index valid for it, so every caller waiting when a round starts is answered by that
+    /// round, and one leadership confirmation serves many reads.
     pub async fn read_index(&self, deadline: Instant) -> Result<u64, ApiError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut w = self.read_waiters.lock().unwrap_or_else(|p| p.into_inner());
+            w.waiting.push(tx);
+            !std::mem::replace(&mut w.running, true)
+        };
+        if start {
+            let node = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    let waiting = {
+                        let mut w = node.read_waiters.lock().unwrap_or_else(|p| p.into_inner());
+                        if w.waiting.is_empty() {
+                            w.running = false;
+                            return;
+                        }
+                        std::mem::take(&mut w.waiting)
+                    };
+                    let round_deadline = Instant::now() + node.config.default_deadline;
+                    let res = node.read_index_round(round_deadline).await;
+                    for tx in waiting {
+                        let _ = tx.send(res.clone());
+                    }
+                }
+            });
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(_)) => Err(ApiError::Stopped("read index round dropped".into())),
+            Err(_) => Err(ApiError::Deadline(
+                "no read index from the leader in time".into(),
+            )),
+        }
+    }
+
+    /// One read-index round: a leadership confirmation by a quorum.
+    async fn read_index_round(&self, deadline: Instant) -> Result<u64, ApiError> {
         loop {
             match self.route(deadline).await? {
                 Route::Local => match self.raft.get_read_log_id().await {
