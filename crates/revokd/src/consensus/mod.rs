@@ -89,7 +89,9 @@ pub fn raft_config(
         election_timeout_max: election_timeout_ms + election_timeout_ms / 3,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
         max_in_snapshot_log_to_keep: snapshot_keep_logs,
-        max_payload_entries: 1_000,
+        // Entries can carry up to 10,000 tokens each: a catching-up follower gets a few at a
+        // time (the network layer splits further by size).
+        max_payload_entries: 64,
         snapshot_max_chunk_size: 4 * 1024 * 1024,
         ..Default::default()
     }

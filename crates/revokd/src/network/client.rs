@@ -7,6 +7,7 @@ use openraft::error::{
     Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::EntryPayload;
 use revokd_proto::v1::raft_client::RaftClient;
 use revokd_proto::v1::RaftPayload;
 use serde::de::DeserializeOwned;
@@ -82,7 +83,7 @@ impl PeerClient {
         &mut self,
         kind: Rpc,
         rpc: &Req,
-        entries_hint: Option<u64>,
+        entries_hint: Option<(u64, usize)>,
         option: &RPCOption,
     ) -> RpcResult<Resp, E>
     where
@@ -94,16 +95,18 @@ impl PeerClient {
             let e = std::io::Error::other(format!("bad address {:?}", self.addr));
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         };
-        let payload = encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        if payload.data.len() > MAX_RAFT_MESSAGE {
-            // openraft retries with fewer entries per message.
-            let entries = entries_hint.unwrap_or(1);
-            if entries > 1 {
+        if let Some((entries, bytes)) = entries_hint.filter(|(n, _)| *n > 1) {
+            if bytes > APPEND_BUDGET {
+                // Checked on an estimate, before encoding: encoding a huge message alone can
+                // outlast openraft's per-message timeout. openraft retries at once with fewer
+                // entries per message.
+                let fit = (entries as usize * APPEND_BUDGET / bytes).max(1);
                 return Err(RPCError::PayloadTooLarge(
-                    PayloadTooLarge::new_entries_hint(entries / 2),
+                    PayloadTooLarge::new_entries_hint(fit as u64),
                 ));
             }
         }
+        let payload = encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut req = tonic::Request::new(payload);
         req.set_timeout(option.hard_ttl());
         let resp = match kind {
@@ -134,8 +137,17 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse> {
+        let bytes = rpc
+            .entries
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Normal(cmd) => cmd.approx_size(),
+                _ => 256,
+            })
+            .sum();
         let n = rpc.entries.len() as u64;
-        self.call(Rpc::AppendEntries, &rpc, Some(n), &option).await
+        self.call(Rpc::AppendEntries, &rpc, Some((n, bytes)), &option)
+            .await
     }
 
     async fn install_snapshot(
