@@ -68,8 +68,10 @@ pub struct Config {
 }
 
 /// Command-line flags (each also an environment variable). Unset flags fall back to the
-/// config file, then to the defaults documented on [`Config`].
-#[derive(Debug, Default, Parser)]
+/// config file, then to the defaults documented on [`Config`]. The TOML file has the same
+/// keys (snake_case), so it deserializes into this struct too.
+#[derive(Debug, Default, Parser, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[command(
     name = "revokd",
     version,
@@ -78,6 +80,7 @@ pub struct Config {
 pub struct Args {
     /// Optional TOML file with the same keys as the flags (snake_case).
     #[arg(long, env = "REVOKD_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Node id (unique, never reused). [default: 1]
     #[arg(long, env = "REVOKD_ID")]
@@ -130,29 +133,6 @@ pub struct Args {
     /// Most tokens coalesced into one log entry; 1 disables batching. [default: 10000]
     #[arg(long, env = "REVOKD_BATCH_MAX_TOKENS")]
     pub batch_max_tokens: Option<usize>,
-}
-
-/// The TOML file: the same keys as the flags.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    id: Option<u64>,
-    listen: Option<SocketAddr>,
-    advertise: Option<String>,
-    data_dir: Option<PathBuf>,
-    initial_cluster: Option<String>,
-    join: Option<bool>,
-    metrics_listen: Option<SocketAddr>,
-    log_format: Option<LogFormat>,
-    heartbeat_ms: Option<u64>,
-    election_timeout_ms: Option<u64>,
-    snapshot_logs: Option<u64>,
-    snapshot_keep_logs: Option<u64>,
-    max_token_lifetime_secs: Option<u64>,
-    purge_interval_secs: Option<u64>,
-    watch_window: Option<usize>,
-    default_deadline_ms: Option<u64>,
-    batch_max_tokens: Option<usize>,
 }
 
 /// A configuration that cannot be used. The message says which setting and why.
@@ -247,68 +227,47 @@ impl Config {
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
         let file = match &args.config {
             Some(path) => load_file(path)?,
-            None => FileConfig::default(),
+            None => Args::default(),
         };
         let d = Config::default();
-        let listen = args.listen.or(file.listen).unwrap_or(d.listen);
-        let initial = args.initial_cluster.or(file.initial_cluster);
+        // A flag (or its environment variable) wins over the file.
+        macro_rules! layered {
+            ($field:ident) => {
+                args.$field.or(file.$field)
+            };
+        }
         let ms = Duration::from_millis;
+        let secs = Duration::from_secs;
+        let listen = layered!(listen).unwrap_or(d.listen);
         let cfg = Config {
-            id: args.id.or(file.id).unwrap_or(d.id),
+            id: layered!(id).unwrap_or(d.id),
             listen,
-            advertise: args
-                .advertise
-                .or(file.advertise)
-                .unwrap_or_else(|| listen.to_string()),
-            data_dir: args.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
-            initial_cluster: match initial {
+            advertise: layered!(advertise).unwrap_or_else(|| listen.to_string()),
+            data_dir: layered!(data_dir).unwrap_or(d.data_dir),
+            initial_cluster: match layered!(initial_cluster) {
                 Some(s) => parse_initial_cluster(&s)?,
                 None => BTreeMap::new(),
             },
-            join: args.join || file.join.unwrap_or(false),
-            metrics_listen: args.metrics_listen.or(file.metrics_listen),
-            log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
-            heartbeat: args
-                .heartbeat_ms
-                .or(file.heartbeat_ms)
-                .map(ms)
-                .unwrap_or(d.heartbeat),
-            election_timeout: args
-                .election_timeout_ms
-                .or(file.election_timeout_ms)
+            join: args.join || file.join,
+            metrics_listen: layered!(metrics_listen),
+            log_format: layered!(log_format).unwrap_or(d.log_format),
+            heartbeat: layered!(heartbeat_ms).map(ms).unwrap_or(d.heartbeat),
+            election_timeout: layered!(election_timeout_ms)
                 .map(ms)
                 .unwrap_or(d.election_timeout),
-            snapshot_logs: args
-                .snapshot_logs
-                .or(file.snapshot_logs)
-                .unwrap_or(d.snapshot_logs),
-            snapshot_keep_logs: args
-                .snapshot_keep_logs
-                .or(file.snapshot_keep_logs)
-                .unwrap_or(d.snapshot_keep_logs),
-            max_token_lifetime: args
-                .max_token_lifetime_secs
-                .or(file.max_token_lifetime_secs)
-                .map(Duration::from_secs)
+            snapshot_logs: layered!(snapshot_logs).unwrap_or(d.snapshot_logs),
+            snapshot_keep_logs: layered!(snapshot_keep_logs).unwrap_or(d.snapshot_keep_logs),
+            max_token_lifetime: layered!(max_token_lifetime_secs)
+                .map(secs)
                 .unwrap_or(d.max_token_lifetime),
-            purge_interval: args
-                .purge_interval_secs
-                .or(file.purge_interval_secs)
-                .map(Duration::from_secs)
+            purge_interval: layered!(purge_interval_secs)
+                .map(secs)
                 .unwrap_or(d.purge_interval),
-            watch_window: args
-                .watch_window
-                .or(file.watch_window)
-                .unwrap_or(d.watch_window),
-            default_deadline: args
-                .default_deadline_ms
-                .or(file.default_deadline_ms)
+            watch_window: layered!(watch_window).unwrap_or(d.watch_window),
+            default_deadline: layered!(default_deadline_ms)
                 .map(ms)
                 .unwrap_or(d.default_deadline),
-            batch_max_tokens: args
-                .batch_max_tokens
-                .or(file.batch_max_tokens)
-                .unwrap_or(d.batch_max_tokens),
+            batch_max_tokens: layered!(batch_max_tokens).unwrap_or(d.batch_max_tokens),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -378,7 +337,7 @@ impl Config {
     }
 }
 
-fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+fn load_file(path: &Path) -> Result<Args, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -417,6 +376,20 @@ mod tests {
         let e = Config::from_args(args("1=127.0.0.1:7001,2=127.0.0.1:9")).unwrap_err();
         assert!(e.to_string().contains("advertises"), "{e}");
         assert!(Config::from_args(args("1=nope")).is_err());
+    }
+
+    #[test]
+    fn the_shipped_example_file_is_valid() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/revokd.toml");
+        let c = Config::from_args(Args {
+            config: Some(path),
+            ..Args::default()
+        })
+        .unwrap();
+        assert_eq!(c.initial_cluster.len(), 3);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.heartbeat, Duration::from_millis(100));
     }
 
     #[test]
