@@ -44,7 +44,10 @@ async fn watch_resumes_on_another_node_without_gap_or_duplicate() -> Result<()> 
     // Bootstrap from node 2: snapshot, then watch from its revision.
     let mut snap = c
         .revocation(2)?
-        .snapshot(pb::SnapshotRequest { chunk_size: 0 })
+        .snapshot(pb::SnapshotRequest {
+            chunk_size: 0,
+            min_revision: 0,
+        })
         .await?
         .into_inner();
     let first = snap.message().await?.context("a snapshot chunk")?;
@@ -98,8 +101,13 @@ async fn watch_older_than_the_window_is_out_of_range_and_snapshot_recovers() -> 
     )
     .await?;
     let mut api = c.revocation(1)?;
+    let mut last = 0;
     for i in 0..40 {
-        api.revoke(revoke_req(&format!("t{i}"))).await?;
+        last = api
+            .revoke(revoke_req(&format!("t{i}")))
+            .await?
+            .into_inner()
+            .revision;
     }
     let err = match api.watch(pb::WatchRequest { from_revision: 1 }).await {
         Err(s) => s,
@@ -112,8 +120,12 @@ async fn watch_older_than_the_window_is_out_of_range_and_snapshot_recovers() -> 
         err.message()
     );
     // Re-bootstrap: a chunked snapshot holds every token, and watching from its revision works.
+    // Node 1 may be a follower a little behind the leader: ask for read-your-writes.
     let mut snap = api
-        .snapshot(pb::SnapshotRequest { chunk_size: 7 })
+        .snapshot(pb::SnapshotRequest {
+            chunk_size: 7,
+            min_revision: last,
+        })
         .await?
         .into_inner();
     let mut tokens = BTreeSet::new();

@@ -361,6 +361,12 @@ impl Revocation for RevocationService {
         &self,
         req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let deadline = deadline(req.metadata(), self.node.config.default_deadline);
+        if req.get_ref().min_revision > 0 {
+            self.node
+                .wait_applied(req.get_ref().min_revision, deadline)
+                .await?;
+        }
         let chunk = match req.get_ref().chunk_size {
             0 => 10_000,
             n => (n as usize).min(100_000),

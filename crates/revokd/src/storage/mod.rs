@@ -25,6 +25,23 @@ pub enum StorageError {
     StateMachine(#[from] state_machine::OpenError),
 }
 
+/// Opens sled, waiting up to two seconds for its file lock: a store closed a moment ago in
+/// this process can still hold it while sled's I/O threads wind down. Another process using
+/// the same directory keeps it, and the error then says so.
+fn open_with_retry(config: &sled::Config) -> Result<sled::Db, sled::Error> {
+    let mut attempts = 0;
+    loop {
+        match config.open() {
+            // sled reports a held lock only as an I/O error with this text.
+            Err(e) if attempts < 20 && e.to_string().contains("could not acquire lock") => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Opens the log (`<dir>/log`) and the state machine (`<dir>/snapshots`) of a node.
 pub fn open(
     dir: &Path,
@@ -38,12 +55,11 @@ pub fn open(
     // Every append is flushed by the log store itself (group commit); sled's own periodic
     // flusher would only compete with it. Only recent entries are read back (to replicate
     // them), so a small page cache suffices: sled's default is 1 GiB.
-    let db = sled::Config::new()
+    let config = sled::Config::new()
         .path(&log_dir)
         .flush_every_ms(None)
-        .cache_capacity(64 * 1024 * 1024)
-        .open()
-        .map_err(log_err)?;
+        .cache_capacity(64 * 1024 * 1024);
+    let db = open_with_retry(&config).map_err(log_err)?;
     let log = LogStore::open(db).map_err(log_err)?;
     let sm = StateMachineStore::open(&dir.join("snapshots"), window_events)?;
     Ok((log, sm))
