@@ -8,13 +8,13 @@
 #
 # Environment: REVOKD_CLUSTER_DIR (default ./.cluster) holds data, logs and PIDs;
 # REVOKD_BASE_PORT (default 7001): node i listens on BASE+i-1 and serves metrics on
-# BASE+100+i-1.
+# BASE+100+i-1; REVOKD_BIN: use this binary instead of building target/release/revokd.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=${REVOKD_CLUSTER_DIR:-$root/.cluster}
 base=${REVOKD_BASE_PORT:-7001}
-bin=$root/target/release/revokd
+bin=${REVOKD_BIN:-$root/target/release/revokd}
 
 up() {
     local n=${1:-3}
@@ -22,7 +22,9 @@ up() {
         echo "a cluster is already recorded in $dir; run '$0 down' first" >&2
         exit 1
     fi
-    (cd "$root" && cargo build --release -p revokd --quiet)
+    if [ -z "${REVOKD_BIN:-}" ]; then
+        (cd "$root" && cargo build --release -p revokd --quiet)
+    fi
     mkdir -p "$dir"
     local initial=""
     for i in $(seq 1 "$n"); do

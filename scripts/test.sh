@@ -14,7 +14,8 @@ echo "== benchmark smoke run"
 
 echo "== scripts/cluster.sh up/down"
 smoke_dir=$(mktemp -d)
-REVOKD_CLUSTER_DIR=$smoke_dir REVOKD_BASE_PORT=17401 scripts/cluster.sh up 3
+# The binary built above (a `-p revokd` build would compile it again with other features).
+REVOKD_BIN=$PWD/target/release/revokd REVOKD_CLUSTER_DIR=$smoke_dir REVOKD_BASE_PORT=17401 scripts/cluster.sh up 3
 REVOKD_CLUSTER_DIR=$smoke_dir REVOKD_BASE_PORT=17401 scripts/cluster.sh down
 rm -rf "$smoke_dir"
 echo "all tests passed"

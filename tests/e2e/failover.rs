@@ -134,3 +134,39 @@ async fn without_quorum_writes_fail_in_time_then_recover() -> Result<()> {
     assert!(ok.revision > 0);
     Ok(())
 }
+
+/// Fail-stop: a node whose snapshot is damaged on disk refuses to start, says why, and the
+/// rest of the cluster keeps serving.
+#[tokio::test]
+async fn a_node_with_a_corrupt_snapshot_refuses_to_start() -> Result<()> {
+    let mut c = ProcessCluster::start(3).await?;
+    let ack = revoke_anywhere(&c.endpoints(), "before-corruption", Duration::from_secs(5)).await?;
+    let mut req = tonic::Request::new(pb::TriggerSnapshotRequest {});
+    req.set_timeout(Duration::from_secs(10));
+    let snap = c.cluster(2)?.trigger_snapshot(req).await?.into_inner();
+    assert!(snap.snapshot_revision >= ack.revision);
+    c.stop(2)?;
+    let file = c.nodes[&2].data_dir.join("snapshots/current.snap");
+    let mut bytes = std::fs::read(&file)?;
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x5a;
+    std::fs::write(&file, bytes)?;
+    c.restart(2)?;
+    let status = c.wait_exit(2, Duration::from_secs(10)).await?;
+    let status = status.expect("the node must stop on its own");
+    assert!(!status.success(), "{status}");
+    let log = c.log_tail(2, 5);
+    assert!(
+        log.contains("refusing to start") && log.contains("checksum"),
+        "{log}"
+    );
+    // The other two still form a quorum.
+    let ok = revoke_anywhere(
+        &[c.addr(1)?, c.addr(3)?],
+        "after-corruption",
+        Duration::from_secs(10),
+    )
+    .await?;
+    assert!(ok.revision > ack.revision);
+    Ok(())
+}

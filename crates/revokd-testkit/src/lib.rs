@@ -333,6 +333,31 @@ impl ProcessCluster {
         res
     }
 
+    /// Waits up to `timeout` for a node's process to exit by itself and returns its status;
+    /// `None` if it is still running.
+    pub async fn wait_exit(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<Option<std::process::ExitStatus>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let node = self.node_mut(id)?;
+        loop {
+            let child = node
+                .child
+                .as_mut()
+                .ok_or_else(|| anyhow!("node {id} is not running"))?;
+            if let Some(status) = child.try_wait()? {
+                node.child = None;
+                return Ok(Some(status));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGSTOP a node.
     pub fn pause(&mut self, id: u64) -> Result<()> {
         let node = self.node_mut(id)?;
