@@ -90,3 +90,12 @@ pub async fn missing_on(
     }
     Ok(missing)
 }
+
+/// A `Check` of one `jti` at a consistency, optionally after `min_revision`.
+pub fn check_req(jti: &str, consistency: pb::Consistency, min_revision: u64) -> pb::CheckRequest {
+    pb::CheckRequest {
+        token: Some(jti_query(jti)),
+        consistency: consistency as i32,
+        min_revision,
+    }
+}

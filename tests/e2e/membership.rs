@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use revokd_e2e::{jti_query, missing_on, revoke_anywhere, spec};
+use revokd_e2e::{check_req, missing_on, revoke_anywhere, spec};
 use revokd_proto::v1 as pb;
 use revokd_testkit::{eventually, ClusterOptions, ProcessCluster};
 use tokio::sync::Mutex;
@@ -67,11 +67,7 @@ async fn a_new_learner_receives_a_snapshot_and_catches_up() -> Result<()> {
     assert_eq!(s.revoked_tokens, 120);
     let r = c
         .revocation(4)?
-        .check(pb::CheckRequest {
-            token: Some(jti_query("t0")),
-            consistency: pb::Consistency::Local as i32,
-            min_revision: 0,
-        })
+        .check(check_req("t0", pb::Consistency::Local, 0))
         .await?
         .into_inner();
     assert!(r.result.is_some_and(|r| r.revoked));

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use revokd_e2e::{jti_query, now, revoke_req, spec};
+use revokd_e2e::{check_req, now, revoke_req, spec};
 use revokd_proto::v1::{self as pb, check_result::Matched};
 use revokd_testkit::{eventually, ClusterOptions, ProcessCluster};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -32,11 +32,7 @@ async fn revoke_through_follower_is_linearizably_visible_on_every_node() -> Resu
     for id in c.nodes.keys() {
         let r = c
             .revocation(*id)?
-            .check(pb::CheckRequest {
-                token: Some(jti_query("stolen-1")),
-                consistency: pb::Consistency::Linearizable as i32,
-                min_revision: 0,
-            })
+            .check(check_req("stolen-1", pb::Consistency::Linearizable, 0))
             .await?
             .into_inner();
         let result = r.result.context("result")?;
@@ -59,21 +55,13 @@ async fn revoke_through_follower_is_linearizably_visible_on_every_node() -> Resu
         // Read-your-writes on the local state.
         let local = c
             .revocation(*id)?
-            .check(pb::CheckRequest {
-                token: Some(jti_query("stolen-1")),
-                consistency: pb::Consistency::Local as i32,
-                min_revision: resp.revision,
-            })
+            .check(check_req("stolen-1", pb::Consistency::Local, resp.revision))
             .await?
             .into_inner();
         assert!(local.result.context("result")?.revoked);
         let never = c
             .revocation(*id)?
-            .check(pb::CheckRequest {
-                token: Some(jti_query("never-revoked")),
-                consistency: pb::Consistency::Linearizable as i32,
-                min_revision: 0,
-            })
+            .check(check_req("never-revoked", pb::Consistency::Linearizable, 0))
             .await?
             .into_inner();
         assert!(!never.result.context("result")?.revoked);
@@ -297,11 +285,11 @@ async fn a_restarted_cluster_keeps_its_state() -> Result<()> {
     for id in [1, 2, 3] {
         let r = c
             .revocation(id)?
-            .check(pb::CheckRequest {
-                token: Some(jti_query("persisted")),
-                consistency: pb::Consistency::Linearizable as i32,
-                min_revision: ack.revision,
-            })
+            .check(check_req(
+                "persisted",
+                pb::Consistency::Linearizable,
+                ack.revision,
+            ))
             .await?
             .into_inner();
         assert!(
@@ -336,11 +324,11 @@ async fn a_restarted_cluster_with_large_batches_serves_again() -> Result<()> {
     }
     c.wait_leader(Duration::from_secs(20)).await?;
     for id in [1, 2, 3] {
-        let mut req = tonic::Request::new(pb::CheckRequest {
-            token: Some(jti_query("99-09999-0123456789abcdef0123456789")),
-            consistency: pb::Consistency::Linearizable as i32,
-            min_revision: last,
-        });
+        let mut req = tonic::Request::new(check_req(
+            "99-09999-0123456789abcdef0123456789",
+            pb::Consistency::Linearizable,
+            last,
+        ));
         req.set_timeout(Duration::from_secs(20));
         let r = c.revocation(id)?.check(req).await?.into_inner();
         assert!(r.result.context("result")?.revoked, "node {id}");

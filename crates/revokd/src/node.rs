@@ -199,15 +199,12 @@ impl Node {
             match self.route(deadline).await? {
                 Route::Local => match self.raft.get_read_log_id().await {
                     Ok((read, _)) => return Ok(read.map(|l| l.index).unwrap_or(0)),
-                    Err(e) => {
-                        let status = crate::api::error::raft_read_error(e);
-                        if status.code() != tonic::Code::Unavailable || Instant::now() >= deadline {
-                            return Err(ApiError::Forward {
-                                addr: self.config.advertise.clone(),
-                                message: status.message().to_owned(),
-                            });
-                        }
-                    }
+                    Err(e) => match crate::api::error::read_index_error(e) {
+                        e @ ApiError::Stopped(_) => return Err(e),
+                        e if Instant::now() >= deadline => return Err(e),
+                        // Leadership is moving or a quorum is briefly out of reach: retry.
+                        _ => {}
+                    },
                 },
                 Route::Forward { addr, .. } => {
                     let mut client = RaftClient::new(self.channel(&addr)?);

@@ -32,6 +32,9 @@ pub enum ApiError {
         /// The leader's address.
         addr: String,
     },
+    /// The leader could not confirm its leadership with a quorum.
+    #[error("revokd: read index: leader could not reach a quorum: {0}")]
+    NoQuorum(String),
     /// The deadline passed while waiting.
     #[error("revokd: deadline exceeded: {0}")]
     Deadline(String),
@@ -76,6 +79,7 @@ impl From<ApiError> for Status {
         let code = match &e {
             ApiError::Invalid(_) | ApiError::MembershipArgument(_) => Code::InvalidArgument,
             ApiError::NoLeader(_)
+            | ApiError::NoQuorum(_)
             | ApiError::NotLeader { .. }
             | ApiError::Stopped(_)
             | ApiError::Forward { .. } => Code::Unavailable,
@@ -127,18 +131,19 @@ pub fn write_failure(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> Wr
     }
 }
 
-/// Maps a failed leadership check (read index) to a status.
-pub fn raft_read_error(e: RaftError<NodeId, CheckIsLeaderError>) -> Status {
+/// Classifies a failed leadership check (read index). Every case but a stopped node is
+/// transient: leadership is moving or the leader cannot reach a quorum right now.
+pub fn read_index_error(e: RaftError<NodeId, CheckIsLeaderError>) -> ApiError {
     match e {
         RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
             match (f.leader_id, f.leader_node) {
-                (Some(id), Some(n)) => ApiError::NotLeader { id, addr: n.addr }.into(),
-                _ => ApiError::NoLeader(Duration::ZERO).into(),
+                (Some(id), Some(n)) => ApiError::NotLeader { id, addr: n.addr },
+                _ => ApiError::NoLeader(Duration::ZERO),
             }
         }
-        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => Status::unavailable(
-            format!("revokd: read index: leader could not reach a quorum: {q}"),
-        ),
-        RaftError::Fatal(f) => ApiError::Stopped(f.to_string()).into(),
+        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => {
+            ApiError::NoQuorum(q.to_string())
+        }
+        RaftError::Fatal(f) => ApiError::Stopped(f.to_string()),
     }
 }

@@ -57,7 +57,7 @@ impl RaftApi for RaftService {
                 read_revision: read.map(|l| l.index).unwrap_or(0),
                 leader_id: self.raft.metrics().borrow().id,
             })),
-            Err(e) => Err(crate::api::error::raft_read_error(e)),
+            Err(e) => Err(crate::api::error::read_index_error(e).into()),
         }
     }
 }
