@@ -7,6 +7,7 @@
 //! - [`network`]: the Raft transport between nodes over gRPC.
 //! - [`api`]: the public gRPC services, leader forwarding, error mapping.
 //! - [`node`]: the shared node handle and request routing.
+//! - [`replicas`]: the validator replicas that heartbeat this node.
 //! - [`metrics`]: Prometheus metrics and the gRPC metrics layer.
 //!
 //! [`run`] starts everything and returns when the shutdown future resolves; the `revokd`
@@ -18,6 +19,7 @@ pub mod consensus;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod replicas;
 pub mod storage;
 
 use std::collections::BTreeMap;

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use openraft::ServerState;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::node::Node;
@@ -28,6 +29,8 @@ pub struct Metrics {
     tokens: IntGauge,
     rules: IntGauge,
     watch_window_start: IntGauge,
+    replicas: IntGauge,
+    replica_lag: IntGaugeVec,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -59,6 +62,17 @@ impl Metrics {
             &["method"],
         )
         .unwrap_or_else(|e| panic!("metric: {e}"));
+        let replica_lag = IntGaugeVec::new(
+            Opts::new(
+                "revokd_replica_lag_revisions",
+                "revisions a validator replica is behind this node's applied revision, from its last heartbeat",
+            ),
+            &["replica"],
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        registry
+            .register(Box::new(replica_lag.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
         registry
             .register(Box::new(requests.clone()))
             .unwrap_or_else(|e| panic!("metric: {e}"));
@@ -99,6 +113,12 @@ impl Metrics {
                 "revokd_watch_window_start",
                 "oldest revision Watch can resume after",
             ),
+            replicas: gauge(
+                &registry,
+                "revokd_replicas",
+                "validator replicas that sent a heartbeat recently",
+            ),
+            replica_lag,
             registry,
             requests,
             latency,
@@ -122,6 +142,15 @@ impl Metrics {
             self.rules.set(st.set.rule_count() as i64);
         }
         self.watch_window_start.set(node.sm.window_start() as i64);
+        let replicas = node.replicas.list(self.applied.get() as u64);
+        self.replicas.set(replicas.len() as i64);
+        // Replicas come and go: export exactly the current ones.
+        self.replica_lag.reset();
+        for r in &replicas {
+            self.replica_lag
+                .with_label_values(&[r.replica_id.as_str()])
+                .set(r.lag as i64);
+        }
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
             return format!("# metrics encoding failed: {e}\n");

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::consensus::proposer::{ProposeError, Proposer};
 use crate::consensus::typ::{NodeId, Raft};
 use crate::network::client::channel;
+use crate::replicas::ReplicaRegistry;
 use crate::storage::StateMachineStore;
 
 /// Where a request should run.
@@ -42,6 +43,8 @@ pub struct Node {
     pub sm: StateMachineStore,
     /// The configuration.
     pub config: Arc<Config>,
+    /// The validator replicas that report to this node.
+    pub replicas: Arc<ReplicaRegistry>,
     proposer: Proposer,
     read_waiters: Arc<Mutex<ReadWaiters>>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
@@ -73,6 +76,7 @@ impl Node {
             sm,
             config,
             channels: Arc::default(),
+            replicas: Arc::default(),
         }
     }
 

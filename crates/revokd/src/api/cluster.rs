@@ -57,6 +57,17 @@ impl ClusterService {
         (members, learners)
     }
 
+    /// The highest log index this node knows to be committed.
+    async fn committed(&self) -> Result<u64, ApiError> {
+        Ok(self
+            .node
+            .raft
+            .with_raft_state(|st| st.committed.map(|l| l.index))
+            .await
+            .map_err(|e| ApiError::Stopped(e.to_string()))?
+            .unwrap_or(0))
+    }
+
     /// Runs a membership change on this node (the leader) within the deadline.
     async fn change(
         &self,
@@ -103,13 +114,7 @@ impl Cluster for ClusterService {
         &self,
         _req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let committed = self
-            .node
-            .raft
-            .with_raft_state(|st| st.committed.map(|l| l.index))
-            .await
-            .map_err(|e| ApiError::Stopped(e.to_string()))?
-            .unwrap_or(0);
+        let committed = self.committed().await?;
         let m = self.node.raft.metrics().borrow().clone();
         let (members, learners) = self.members();
         let leader = self.node.leader();
@@ -132,6 +137,30 @@ impl Cluster for ClusterService {
             learners,
             revoked_tokens: tokens as u64,
             rules: rules as u64,
+            watch_window_start: self.node.sm.window_start(),
+            replicas: self.node.replicas.list(committed),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        self.node
+            .replicas
+            .report(&r.replica_id, &r.description, r.applied_revision)?;
+        let committed = self.committed().await?;
+        let m = self.node.raft.metrics().borrow().clone();
+        let leader = self.node.leader();
+        Ok(Response::new(pb::HeartbeatResponse {
+            node_id: self.node.id,
+            role: role(m.state) as i32,
+            term: m.current_term,
+            leader_id: leader.as_ref().map(|l| l.0).unwrap_or(0),
+            leader_address: leader.map(|l| l.1).unwrap_or_default(),
+            commit_revision: committed,
+            applied_revision: *self.node.sm.applied().borrow(),
             watch_window_start: self.node.sm.window_start(),
         }))
     }

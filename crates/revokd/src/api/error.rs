@@ -63,6 +63,9 @@ pub enum ApiError {
         /// What went wrong.
         message: String,
     },
+    /// A bounded resource is full.
+    #[error("revokd: overloaded: {0}")]
+    Overloaded(String),
     /// Anything else (a bug or a storage failure).
     #[error("revokd: internal error: {0}")]
     Internal(String),
@@ -86,6 +89,7 @@ impl From<ApiError> for Status {
             ApiError::Deadline(_) => Code::DeadlineExceeded,
             ApiError::Membership(_) => Code::FailedPrecondition,
             ApiError::OutOfRange { .. } => Code::OutOfRange,
+            ApiError::Overloaded(_) => Code::ResourceExhausted,
             ApiError::Internal(_) => Code::Internal,
         };
         let mut status = Status::new(code, e.to_string());

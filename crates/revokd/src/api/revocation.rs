@@ -421,61 +421,137 @@ impl Revocation for RevocationService {
         let (tx, rx) = mpsc::channel(256);
         let sm = self.node.sm.clone();
         tokio::spawn(async move {
-            let mut last = from;
-            let mut backlog = backlog;
-            let mut live = live;
+            let mut feed = WatchFeed {
+                sm,
+                last: from,
+                backlog,
+                live,
+            };
+            let mut applied = feed.sm.applied();
             loop {
-                for cs in backlog.drain(..) {
-                    if cs.revision <= last {
-                        continue;
-                    }
-                    last = cs.revision;
-                    let msg = pb::WatchResponse {
-                        revision: cs.revision,
-                        events: cs.events.iter().map(event_pb).collect(),
-                    };
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return;
-                    }
+                if feed.flush(&tx).await.is_err() {
+                    return;
                 }
-                match live.recv().await {
-                    Ok(WatchItem::Changes(cs)) => backlog.push(cs),
-                    Ok(WatchItem::Reset(at)) if at > last => {
-                        let e = ApiError::OutOfRange {
-                            from: last,
-                            start: at,
-                        };
-                        let _ = tx.send(Err(e.into())).await;
+                let step = tokio::select! {
+                    biased;
+                    item = feed.live.recv() => feed.take(item),
+                    changed = applied.changed() => match changed {
+                        Err(_) => Err(Status::unavailable("revokd: node is shutting down")),
+                        Ok(()) => {
+                            // Every change set up to `revision` was published before the
+                            // applied revision moved: take them all, then say so.
+                            let revision = *applied.borrow_and_update();
+                            feed.drain().map(|()| Some(revision))
+                        }
+                    },
+                };
+                match step {
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
                         return;
                     }
-                    Ok(WatchItem::Reset(_)) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // This watcher fell behind the live feed: pick up again from the
-                        // window, which keeps far more history than the feed's buffer.
-                        match sm.watch_from(last) {
-                            Ok((b, l)) => {
-                                backlog = b;
-                                live = l;
-                            }
-                            Err(m) => {
-                                let e = ApiError::OutOfRange {
-                                    from: last,
-                                    start: m.window_start,
-                                };
-                                let _ = tx.send(Err(e.into())).await;
+                    Ok(None) => {}
+                    Ok(Some(revision)) => {
+                        if feed.flush(&tx).await.is_err() {
+                            return;
+                        }
+                        if revision > feed.last {
+                            feed.last = revision;
+                            let progress = pb::WatchResponse {
+                                revision,
+                                events: Vec::new(),
+                            };
+                            if tx.send(Ok(progress)).await.is_err() {
                                 return;
                             }
                         }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {
-                        let _ = tx
-                            .send(Err(Status::unavailable("revokd: node is shutting down")))
-                            .await;
-                        return;
                     }
                 }
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One watcher's position in the change feed.
+struct WatchFeed {
+    sm: crate::storage::StateMachineStore,
+    /// The highest revision sent.
+    last: u64,
+    /// Change sets received but not sent yet.
+    backlog: Vec<std::sync::Arc<revokd_core::ChangeSet>>,
+    live: broadcast::Receiver<WatchItem>,
+}
+
+impl WatchFeed {
+    /// Sends the backlog in order, skipping what was already sent. Errs when the watcher left.
+    async fn flush(
+        &mut self,
+        tx: &mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    ) -> Result<(), ()> {
+        for cs in std::mem::take(&mut self.backlog) {
+            if cs.revision <= self.last {
+                continue;
+            }
+            self.last = cs.revision;
+            let msg = pb::WatchResponse {
+                revision: cs.revision,
+                events: cs.events.iter().map(event_pb).collect(),
+            };
+            tx.send(Ok(msg)).await.map_err(|_| ())?;
+        }
+        Ok(())
+    }
+
+    /// Takes one item from the live feed into the backlog.
+    fn take(
+        &mut self,
+        item: Result<WatchItem, broadcast::error::RecvError>,
+    ) -> Result<Option<u64>, Status> {
+        match item {
+            Ok(WatchItem::Changes(cs)) => self.backlog.push(cs),
+            Ok(WatchItem::Reset(at)) if at > self.last => {
+                return Err(ApiError::OutOfRange {
+                    from: self.last,
+                    start: at,
+                }
+                .into());
+            }
+            Ok(WatchItem::Reset(_)) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                // This watcher fell behind the live feed: pick up again from the window, which
+                // keeps far more history than the feed's buffer.
+                let (backlog, live) =
+                    self.sm
+                        .watch_from(self.last)
+                        .map_err(|m| ApiError::OutOfRange {
+                            from: self.last,
+                            start: m.window_start,
+                        })?;
+                self.backlog = backlog;
+                self.live = live;
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                return Err(Status::unavailable("revokd: node is shutting down"));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Takes everything already in the live feed.
+    fn drain(&mut self) -> Result<(), Status> {
+        loop {
+            let item = match self.live.try_recv() {
+                Ok(item) => Ok(item),
+                Err(broadcast::error::TryRecvError::Empty) => return Ok(()),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    Err(broadcast::error::RecvError::Lagged(n))
+                }
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    Err(broadcast::error::RecvError::Closed)
+                }
+            };
+            self.take(item)?;
+        }
     }
 }

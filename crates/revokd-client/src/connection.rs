@@ -1,0 +1,978 @@
+//! Connections to the cluster: the node set (learned from `Status`), node health (from
+//! heartbeats), the leader for writes, deadlines and retries with backoff, admin calls, reads
+//! spread over healthy nodes, and revocation receipts.
+//!
+//! One background task per [`Client`] probes every node on an interval with `Heartbeat`. A node
+//! whose last probe failed is not sent anything until a probe succeeds again.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use revokd_proto::v1 as pb;
+use revokd_proto::v1::cluster_client::ClusterClient;
+use revokd_proto::v1::revocation_client::RevocationClient;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::check::RuleKind;
+use crate::error::{from_status, Error};
+use crate::metrics::ClientMetrics;
+
+/// Metadata key the node puts the leader's address in on a "not leader" answer.
+const LEADER_ADDR_HEADER: &str = "x-revokd-leader";
+/// Metadata key naming who made a write (recorded in the revocation entry).
+const ACTOR_HEADER: &str = "x-revokd-actor";
+/// Most token ids in one `RevokeBatch` (the node's limit).
+pub const MAX_BATCH: usize = 10_000;
+
+/// How a [`Client`] connects. Every field documents its default.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Addresses of one or more nodes: `host:port` or `http://host:port`. The other members
+    /// are learned from `Status`. Required.
+    pub endpoints: Vec<String>,
+    /// Deadline of each call, retries included. Default 5 s.
+    pub timeout: Duration,
+    /// Timeout of establishing a connection to one node. Default 1 s.
+    pub connect_timeout: Duration,
+    /// How often every node is probed with `Heartbeat`; a node whose last probe failed gets no
+    /// requests. Default 1 s; must not be 0.
+    pub heartbeat_interval: Duration,
+    /// First delay before retrying an UNAVAILABLE answer; doubles (with jitter) on each retry
+    /// up to `max_backoff`. Default 25 ms.
+    pub initial_backoff: Duration,
+    /// Longest delay between retries. Default 500 ms.
+    pub max_backoff: Duration,
+    /// Who the writes of this client are recorded as (`revoked_by`). Default `revokd-client`.
+    pub actor: String,
+}
+
+impl ClientConfig {
+    /// The defaults with these endpoints.
+    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
+        ClientConfig {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(1),
+            initial_backoff: Duration::from_millis(25),
+            max_backoff: Duration::from_millis(500),
+            actor: "revokd-client".into(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.endpoints.is_empty() {
+            return Err(Error::Config("at least one endpoint is required".into()));
+        }
+        if self.heartbeat_interval.is_zero() || self.timeout.is_zero() {
+            return Err(Error::Config(
+                "heartbeat_interval and timeout must be greater than 0".into(),
+            ));
+        }
+        if http::HeaderValue::from_str(&self.actor).is_err() {
+            return Err(Error::Config(format!(
+                "actor {:?} is not a valid header value (printable ASCII only)",
+                self.actor
+            )));
+        }
+        for e in &self.endpoints {
+            endpoint(e, self)?;
+        }
+        Ok(())
+    }
+}
+
+fn strip_scheme(addr: &str) -> &str {
+    addr.trim_start_matches("http://")
+        .trim_start_matches("https://")
+}
+
+fn endpoint(addr: &str, config: &ClientConfig) -> Result<Endpoint, Error> {
+    let addr = strip_scheme(addr);
+    if addr.is_empty() || !addr.contains(':') {
+        return Err(Error::Config(format!("endpoint {addr:?} is not host:port")));
+    }
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Error::Config(format!("endpoint {addr:?}: {e}")))?
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5)))
+}
+
+/// The result of one successful heartbeat.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// When the heartbeat was sent: a replica that has applied `response.commit_revision` was
+    /// up to date at this instant.
+    pub sent_at: Instant,
+    /// The node's answer.
+    pub response: pb::HeartbeatResponse,
+}
+
+/// One node as the client sees it.
+pub(crate) struct NodeConn {
+    pub(crate) addr: String,
+    channel: Channel,
+    id: AtomicU64,
+    healthy: AtomicBool,
+    outstanding: AtomicUsize,
+    last: Mutex<Option<Probe>>,
+}
+
+impl NodeConn {
+    pub(crate) fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn last_probe(&self) -> Option<Probe> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn revocation(&self) -> RevocationClient<Channel> {
+        RevocationClient::new(self.channel.clone()).max_decoding_message_size(64 << 20)
+    }
+
+    pub(crate) fn cluster(&self) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel.clone())
+    }
+}
+
+/// What a replica attached to this client reports in its heartbeats.
+pub(crate) struct Reporter {
+    pub(crate) replica_id: String,
+    pub(crate) description: String,
+    pub(crate) applied: Arc<AtomicU64>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    nodes: RwLock<Vec<Arc<NodeConn>>>,
+    leader: Mutex<Option<String>>,
+    reporter: RwLock<Option<Arc<Reporter>>>,
+    metrics: ClientMetrics,
+    /// Counts finished probe rounds.
+    rounds: watch::Sender<u64>,
+}
+
+/// A connection to a revokd cluster. Cheap to clone; clones share connections and the
+/// background prober, which stops when the last clone is dropped.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), revokd_client::Error> {
+/// use revokd_client::{Client, ClientConfig, Revoke};
+/// let client = Client::connect(ClientConfig::new(["127.0.0.1:50051"])).await?;
+/// let done = client.revoke(Revoke::new("token-id", 1_900_000_000).reason("logout")).await?;
+/// println!("revoked at revision {}", done.revision);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+/// A token id to revoke.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Revoke {
+    /// The token's `jti` (1-256 bytes).
+    pub jti: String,
+    /// Unix seconds: the token's own `exp`; the entry is dropped after it.
+    pub expires_at: i64,
+    /// Why (free text, up to 1024 bytes).
+    pub reason: String,
+    /// The token's subject, for audit.
+    pub subject: String,
+}
+
+impl Revoke {
+    /// Revoke `jti` until `expires_at` (unix seconds).
+    pub fn new(jti: impl Into<String>, expires_at: i64) -> Self {
+        Revoke {
+            jti: jti.into(),
+            expires_at,
+            ..Revoke::default()
+        }
+    }
+
+    /// Sets the reason.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = reason.into();
+        self
+    }
+
+    /// Sets the subject.
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = subject.into();
+        self
+    }
+
+    fn pb(&self) -> pb::RevokedTokenSpec {
+        pb::RevokedTokenSpec {
+            jti: self.jti.clone(),
+            expires_at: self.expires_at,
+            reason: self.reason.clone(),
+            subject: self.subject.clone(),
+        }
+    }
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The change was applied at `revision`.
+    Applied,
+    /// Nothing changed: it was already in force since `revision` (an idempotent retry).
+    AlreadyPresent,
+    /// Nothing changed: the token has already expired.
+    AlreadyExpired,
+    /// Nothing changed: there was nothing to remove.
+    NotFound,
+}
+
+/// A write the cluster committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteResult {
+    /// What it did.
+    pub outcome: WriteOutcome,
+    /// The revision the outcome refers to.
+    pub revision: u64,
+    /// The revision of the log entry that carried the request (>= `revision`): every node and
+    /// replica that has applied it reflects the write.
+    pub committed_revision: u64,
+    /// The leader that committed it.
+    pub leader_id: u64,
+}
+
+impl WriteResult {
+    fn from_pb(r: &pb::WriteResponse) -> Self {
+        let outcome = match pb::WriteOutcome::try_from(r.outcome) {
+            Ok(pb::WriteOutcome::AlreadyPresent) => WriteOutcome::AlreadyPresent,
+            Ok(pb::WriteOutcome::AlreadyExpired) => WriteOutcome::AlreadyExpired,
+            Ok(pb::WriteOutcome::NotFound) => WriteOutcome::NotFound,
+            _ => WriteOutcome::Applied,
+        };
+        WriteResult {
+            outcome,
+            revision: r.revision,
+            committed_revision: r.committed_revision.max(r.revision),
+            leader_id: r.leader_id,
+        }
+    }
+}
+
+/// How many replicas a receipt waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaQuorum {
+    /// At least this many connected replicas.
+    AtLeast(usize),
+    /// Every connected replica.
+    All,
+}
+
+/// Which connected replicas applied a revision within a time bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The revision waited for.
+    pub revision: u64,
+    /// Replicas (by id) that have applied it.
+    pub applied: Vec<String>,
+    /// Connected replicas that had not, with the revision they had reached.
+    pub pending: Vec<(String, u64)>,
+    /// Whether the requested number of replicas applied it in time.
+    pub complete: bool,
+    /// How long the wait took.
+    pub waited: Duration,
+}
+
+/// A write with its receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptedWrite {
+    /// The write.
+    pub write: WriteResult,
+    /// Which replicas have it in force.
+    pub receipt: Receipt,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn rule_kind_pb(kind: RuleKind) -> pb::RuleKind {
+    match kind {
+        RuleKind::Subject => pb::RuleKind::Subject,
+        RuleKind::Client => pb::RuleKind::Client,
+        RuleKind::Key => pb::RuleKind::Key,
+        RuleKind::Issuer => pb::RuleKind::Issuer,
+    }
+}
+
+/// Which node a call goes to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The leader if known and healthy (writes), else any healthy node (it forwards).
+    Leader,
+    /// The healthy node with the fewest requests in flight.
+    LeastLoaded,
+}
+
+/// Decrements a node's in-flight count when the call ends, however it ends.
+struct InFlight(Arc<NodeConn>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Client {
+    /// Connects: learns the members from the first endpoint that answers `Status`, probes
+    /// every node once, and starts the background prober. Fails if no endpoint answers within
+    /// the configured timeout.
+    pub async fn connect(config: ClientConfig) -> Result<Client, Error> {
+        config.validate()?;
+        let mut nodes = Vec::new();
+        for e in &config.endpoints {
+            let addr = strip_scheme(e).to_owned();
+            if !nodes.iter().any(|n: &Arc<NodeConn>| n.addr == addr) {
+                nodes.push(Arc::new(NodeConn {
+                    channel: endpoint(&addr, &config)?.connect_lazy(),
+                    addr,
+                    id: AtomicU64::new(0),
+                    healthy: AtomicBool::new(true),
+                    outstanding: AtomicUsize::new(0),
+                    last: Mutex::new(None),
+                }));
+            }
+        }
+        let (rounds, _) = watch::channel(0);
+        let client = Client {
+            inner: Arc::new(Inner {
+                metrics: ClientMetrics::new(),
+                config,
+                nodes: RwLock::new(nodes),
+                leader: Mutex::new(None),
+                reporter: RwLock::new(None),
+                rounds,
+            }),
+        };
+        let status = client
+            .call("Status", Target::LeastLoaded, |node, _| async move {
+                node.cluster().status(pb::StatusRequest {}).await
+            })
+            .await?;
+        client.learn_members(&status);
+        probe_round(&client.inner).await;
+        tokio::spawn(prober(Arc::downgrade(&client.inner)));
+        Ok(client)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The client's metrics (node liveness, retries), to register in a Prometheus registry.
+    pub fn metrics(&self) -> &ClientMetrics {
+        &self.inner.metrics
+    }
+
+    pub(crate) fn nodes(&self) -> Vec<Arc<NodeConn>> {
+        self.inner
+            .nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Addresses of the nodes this client knows, each with whether its last heartbeat
+    /// succeeded.
+    pub fn node_health(&self) -> Vec<(String, bool)> {
+        self.nodes()
+            .iter()
+            .map(|n| (n.addr.clone(), n.healthy()))
+            .collect()
+    }
+
+    /// A receiver that changes after every probe round.
+    pub(crate) fn probe_rounds(&self) -> watch::Receiver<u64> {
+        self.inner.rounds.subscribe()
+    }
+
+    /// Attaches a replica's report to the heartbeats. One replica per client.
+    pub(crate) fn attach(&self, reporter: Arc<Reporter>) -> Result<(), Error> {
+        let mut slot = self
+            .inner
+            .reporter
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return Err(Error::Config(
+                "this client already feeds a replica; connect another client for a second one"
+                    .into(),
+            ));
+        }
+        *slot = Some(reporter);
+        Ok(())
+    }
+
+    /// Sends one heartbeat with the replica's current revision to `node` now (a progress
+    /// report, so receipts see it without waiting for the next probe).
+    pub(crate) async fn report_to(&self, node: &NodeConn) {
+        let reporter = self
+            .inner
+            .reporter
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(r) = reporter {
+            let mut req = tonic::Request::new(heartbeat_request(Some(&r)));
+            req.set_timeout(self.inner.config.heartbeat_interval);
+            let _ = node.cluster().heartbeat(req).await;
+        }
+    }
+
+    fn learn_members(&self, status: &pb::StatusResponse) {
+        let mut nodes = self.inner.nodes.write().unwrap_or_else(|p| p.into_inner());
+        for m in status.members.iter().chain(&status.learners) {
+            if let Some(n) = nodes.iter().find(|n| n.addr == m.address) {
+                n.id.store(m.id, Ordering::Release);
+                continue;
+            }
+            match endpoint(&m.address, &self.inner.config) {
+                Ok(ep) => {
+                    tracing::info!(node = m.id, addr = %m.address, "revokd-client: learned member");
+                    nodes.push(Arc::new(NodeConn {
+                        channel: ep.connect_lazy(),
+                        addr: m.address.clone(),
+                        id: AtomicU64::new(m.id),
+                        healthy: AtomicBool::new(true),
+                        outstanding: AtomicUsize::new(0),
+                        last: Mutex::new(None),
+                    }));
+                }
+                Err(e) => {
+                    tracing::warn!(addr = %m.address, error = %e, "revokd-client: ignoring member")
+                }
+            }
+        }
+        if !status.leader_address.is_empty() {
+            self.set_leader(&status.leader_address);
+        }
+    }
+
+    fn set_leader(&self, addr: &str) {
+        *self.inner.leader.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.to_owned());
+    }
+
+    /// Picks a node for `target`, or `None` when no node is healthy.
+    fn pick(&self, target: Target) -> Option<Arc<NodeConn>> {
+        let nodes = self.nodes();
+        if target == Target::Leader {
+            let leader = self
+                .inner
+                .leader
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(l) = leader {
+                if let Some(n) = nodes.iter().find(|n| n.addr == l && n.healthy()) {
+                    return Some(n.clone());
+                }
+            }
+        }
+        // Least outstanding requests; ties broken at random so load spreads.
+        let start = fastrand::usize(..nodes.len().max(1));
+        nodes
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(nodes.len())
+            .filter(|n| n.healthy())
+            .min_by_key(|n| n.outstanding.load(Ordering::Acquire))
+            .cloned()
+    }
+
+    /// A healthy node to stream from, other than `avoid` unless it is the only one.
+    pub(crate) fn pick_for_stream(&self, avoid: Option<&str>) -> Option<Arc<NodeConn>> {
+        let healthy: Vec<Arc<NodeConn>> =
+            self.nodes().into_iter().filter(|n| n.healthy()).collect();
+        let preferred: Vec<&Arc<NodeConn>> = healthy
+            .iter()
+            .filter(|n| Some(n.addr.as_str()) != avoid)
+            .collect();
+        let pool: Vec<&Arc<NodeConn>> = if preferred.is_empty() {
+            healthy.iter().collect()
+        } else {
+            preferred
+        };
+        if pool.is_empty() {
+            return None;
+        }
+        Some(pool[fastrand::usize(..pool.len())].clone())
+    }
+
+    /// Runs `f` on a node chosen for `target`, retrying UNAVAILABLE answers with backoff
+    /// (following a leader hint at once) until the configured timeout.
+    async fn call<T, F, Fut>(&self, op: &'static str, target: Target, f: F) -> Result<T, Error>
+    where
+        F: Fn(Arc<NodeConn>, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_within(op, target, self.inner.config.timeout, f)
+            .await
+    }
+
+    async fn call_within<T, F, Fut>(
+        &self,
+        op: &'static str,
+        target: Target,
+        timeout: Duration,
+        f: F,
+    ) -> Result<T, Error>
+    where
+        F: Fn(Arc<NodeConn>, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut backoff = self.inner.config.initial_backoff;
+        let mut last = String::from("no healthy node");
+        let mut rounds = self.probe_rounds();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(Error::Unavailable {
+                    op,
+                    waited: started.elapsed(),
+                    last,
+                });
+            }
+            let Some(node) = self.pick(target) else {
+                // Every node failed its last heartbeat: wait for the next probe round.
+                rounds.borrow_and_update();
+                let _ = tokio::time::timeout_at(deadline, rounds.changed()).await;
+                continue;
+            };
+            node.outstanding.fetch_add(1, Ordering::AcqRel);
+            let guard = InFlight(node.clone());
+            let result = tokio::time::timeout(remaining, f(node.clone(), remaining)).await;
+            drop(guard);
+            let status = match result {
+                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                Ok(Err(status)) => status,
+                Err(_) => tonic::Status::deadline_exceeded("client deadline passed"),
+            };
+            match status.code() {
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+                    self.inner.metrics.retries.inc();
+                    last = format!("{}: {}", node.addr, status.message());
+                    let hint = status
+                        .metadata()
+                        .get(LEADER_ADDR_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    if !status.message().starts_with("revokd") {
+                        // Not the node speaking: the connection failed. Stop using the node
+                        // until a heartbeat succeeds again.
+                        mark(&self.inner, &node, false, &last);
+                    }
+                    if let Some(h) = hint.filter(|h| *h != node.addr) {
+                        self.set_leader(&h);
+                        continue;
+                    }
+                    let jitter = backoff.mul_f64(fastrand::f64() * 0.5);
+                    tokio::time::sleep_until((Instant::now() + backoff + jitter).min(deadline))
+                        .await;
+                    backoff = (backoff * 2).min(self.inner.config.max_backoff);
+                }
+                tonic::Code::DeadlineExceeded if Instant::now() >= deadline => {
+                    return Err(Error::Unavailable {
+                        op,
+                        waited: started.elapsed(),
+                        last: format!("{}: {}", node.addr, status.message()),
+                    })
+                }
+                _ => return Err(from_status(op, status)),
+            }
+        }
+    }
+
+    fn request<T>(&self, msg: T, remaining: Duration) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.set_timeout(remaining);
+        if let Ok(v) = self.inner.config.actor.parse() {
+            req.metadata_mut().insert(ACTOR_HEADER, v);
+        }
+        req
+    }
+
+    /// Revokes one token id. Retrying is safe: a second attempt answers `AlreadyPresent` with
+    /// the first one's revision and creates no second event.
+    pub async fn revoke(&self, token: Revoke) -> Result<WriteResult, Error> {
+        let spec = token.pb();
+        let r = self
+            .call("Revoke", Target::Leader, |node, left| {
+                let req = self.request(
+                    pb::RevokeRequest {
+                        token: Some(spec.clone()),
+                    },
+                    left,
+                );
+                async move { node.revocation().revoke(req).await }
+            })
+            .await?;
+        Ok(WriteResult::from_pb(&r))
+    }
+
+    /// Revokes many token ids, in atomic batches of up to [`MAX_BATCH`]. One result per token,
+    /// in order.
+    pub async fn revoke_many(&self, tokens: &[Revoke]) -> Result<Vec<WriteResult>, Error> {
+        let mut out = Vec::with_capacity(tokens.len());
+        for chunk in tokens.chunks(MAX_BATCH) {
+            let specs: Vec<pb::RevokedTokenSpec> = chunk.iter().map(Revoke::pb).collect();
+            let r = self
+                .call("RevokeBatch", Target::Leader, |node, left| {
+                    let req = self.request(
+                        pb::RevokeBatchRequest {
+                            tokens: specs.clone(),
+                        },
+                        left,
+                    );
+                    async move { node.revocation().revoke_batch(req).await }
+                })
+                .await?;
+            out.extend(r.results.iter().map(WriteResult::from_pb));
+        }
+        Ok(out)
+    }
+
+    /// Revokes every token whose `kind` claim equals `value` and that was issued before
+    /// `not_before` (unix seconds; `None`: now, by this machine's clock, fixed before the first
+    /// attempt so that retries are identical).
+    pub async fn revoke_rule(
+        &self,
+        kind: RuleKind,
+        value: &str,
+        not_before: Option<i64>,
+        reason: &str,
+    ) -> Result<WriteResult, Error> {
+        let msg = pb::RevokeRuleRequest {
+            kind: rule_kind_pb(kind) as i32,
+            value: value.to_owned(),
+            not_before: not_before.unwrap_or_else(unix_now),
+            reason: reason.to_owned(),
+        };
+        let r = self
+            .call("RevokeRule", Target::Leader, |node, left| {
+                let req = self.request(msg.clone(), left);
+                async move { node.revocation().revoke_rule(req).await }
+            })
+            .await?;
+        Ok(WriteResult::from_pb(&r))
+    }
+
+    /// Removes a rule.
+    pub async fn remove_rule(&self, kind: RuleKind, value: &str) -> Result<WriteResult, Error> {
+        let msg = pb::RemoveRuleRequest {
+            kind: rule_kind_pb(kind) as i32,
+            value: value.to_owned(),
+        };
+        let r = self
+            .call("RemoveRule", Target::Leader, |node, left| {
+                let req = self.request(msg.clone(), left);
+                async move { node.revocation().remove_rule(req).await }
+            })
+            .await?;
+        Ok(WriteResult::from_pb(&r))
+    }
+
+    /// Removes a token id from the revocation set.
+    pub async fn unrevoke(&self, jti: &str) -> Result<WriteResult, Error> {
+        let msg = pb::UnrevokeRequest {
+            jti: jti.to_owned(),
+        };
+        let r = self
+            .call("Unrevoke", Target::Leader, |node, left| {
+                let req = self.request(msg.clone(), left);
+                async move { node.revocation().unrevoke(req).await }
+            })
+            .await?;
+        Ok(WriteResult::from_pb(&r))
+    }
+
+    /// Asks the cluster whether a token is revoked (a network round trip; validators use the
+    /// local replica instead). Sent to the healthy node with the fewest requests in flight.
+    pub async fn check(
+        &self,
+        token: pb::TokenQuery,
+        consistency: pb::Consistency,
+    ) -> Result<pb::CheckResponse, Error> {
+        let msg = pb::CheckRequest {
+            token: Some(token),
+            consistency: consistency as i32,
+            min_revision: 0,
+        };
+        self.call("Check", Target::LeastLoaded, |node, left| {
+            let req = self.request(msg.clone(), left);
+            async move { node.revocation().check(req).await }
+        })
+        .await
+    }
+
+    /// One healthy node's view of the cluster.
+    pub async fn status(&self) -> Result<pb::StatusResponse, Error> {
+        let s = self
+            .call("Status", Target::LeastLoaded, |node, left| {
+                let req = self.request(pb::StatusRequest {}, left);
+                async move { node.cluster().status(req).await }
+            })
+            .await?;
+        self.learn_members(&s);
+        Ok(s)
+    }
+
+    /// Every known node's own status (or why it could not be had), by address.
+    pub async fn statuses(&self) -> Vec<(String, Result<pb::StatusResponse, Error>)> {
+        let mut set = JoinSet::new();
+        let timeout = self.inner.config.timeout;
+        for n in self.nodes() {
+            set.spawn(async move {
+                let mut req = tonic::Request::new(pb::StatusRequest {});
+                req.set_timeout(timeout);
+                let r = tokio::time::timeout(timeout, n.cluster().status(req)).await;
+                let r = match r {
+                    Ok(Ok(s)) => Ok(s.into_inner()),
+                    Ok(Err(s)) => Err(from_status("Status", s)),
+                    Err(_) => Err(Error::Unavailable {
+                        op: "Status",
+                        waited: timeout,
+                        last: "no answer".into(),
+                    }),
+                };
+                (n.addr.clone(), r)
+            });
+        }
+        let mut out: Vec<_> = set.join_all().await;
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Adds a learner (a non-voting member that receives the log).
+    pub async fn add_learner(
+        &self,
+        node_id: u64,
+        address: &str,
+        blocking: bool,
+    ) -> Result<pb::MembershipResponse, Error> {
+        let msg = pb::AddLearnerRequest {
+            node_id,
+            address: address.to_owned(),
+            blocking,
+        };
+        self.call("AddLearner", Target::Leader, |node, left| {
+            let req = self.request(msg.clone(), left);
+            async move { node.cluster().add_learner(req).await }
+        })
+        .await
+    }
+
+    /// Replaces the set of voters (`retain`: keep removed voters as learners).
+    pub async fn change_membership(
+        &self,
+        voters: &[u64],
+        retain: bool,
+    ) -> Result<pb::MembershipResponse, Error> {
+        let msg = pb::ChangeMembershipRequest {
+            voters: voters.to_vec(),
+            retain,
+        };
+        self.call("ChangeMembership", Target::Leader, |node, left| {
+            let req = self.request(msg.clone(), left);
+            async move { node.cluster().change_membership(req).await }
+        })
+        .await
+    }
+
+    /// Revokes a token and then waits, up to `within`, until `want` connected replicas have
+    /// applied it: the answer says which did, so an admin knows where the revocation is in
+    /// force, not only that it is committed.
+    pub async fn revoke_with_receipt(
+        &self,
+        token: Revoke,
+        want: ReplicaQuorum,
+        within: Duration,
+    ) -> Result<ReceiptedWrite, Error> {
+        let write = self.revoke(token).await?;
+        let receipt = self
+            .wait_for_replicas(write.committed_revision, want, within)
+            .await;
+        Ok(ReceiptedWrite { write, receipt })
+    }
+
+    /// Waits up to `within` until `want` connected replicas (those any node heard from in the
+    /// last three heartbeat intervals) report `revision` applied.
+    pub async fn wait_for_replicas(
+        &self,
+        revision: u64,
+        want: ReplicaQuorum,
+        within: Duration,
+    ) -> Receipt {
+        let started = Instant::now();
+        let deadline = started + within;
+        let connected_ms = (self.inner.config.heartbeat_interval * 3)
+            .max(Duration::from_secs(3))
+            .as_millis() as u64;
+        loop {
+            // Merge every node's view: a replica reports promptly to the node it watches and
+            // on every interval to all.
+            let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+            for (_, status) in self.statuses().await {
+                let Ok(status) = status else { continue };
+                for r in status.replicas {
+                    if r.last_seen_ms <= connected_ms {
+                        let e = seen.entry(r.replica_id).or_default();
+                        *e = (*e).max(r.applied_revision);
+                    }
+                }
+            }
+            let (applied, pending): (Vec<_>, Vec<_>) =
+                seen.into_iter().partition(|(_, rev)| *rev >= revision);
+            let needed = match want {
+                ReplicaQuorum::AtLeast(n) => n,
+                ReplicaQuorum::All => applied.len() + pending.len(),
+            };
+            let complete = applied.len() >= needed;
+            if complete || Instant::now() >= deadline {
+                return Receipt {
+                    revision,
+                    applied: applied.into_iter().map(|(id, _)| id).collect(),
+                    pending,
+                    complete,
+                    waited: started.elapsed(),
+                };
+            }
+            tokio::time::sleep_until((Instant::now() + Duration::from_millis(5)).min(deadline))
+                .await;
+        }
+    }
+}
+
+fn heartbeat_request(reporter: Option<&Reporter>) -> pb::HeartbeatRequest {
+    match reporter {
+        Some(r) => pb::HeartbeatRequest {
+            replica_id: r.replica_id.clone(),
+            applied_revision: r.applied.load(Ordering::Acquire),
+            description: r.description.clone(),
+        },
+        None => pb::HeartbeatRequest::default(),
+    }
+}
+
+/// Records a node's health, logging and counting changes.
+fn mark(inner: &Inner, node: &NodeConn, healthy: bool, why: &str) {
+    let was = node.healthy.swap(healthy, Ordering::AcqRel);
+    inner
+        .metrics
+        .node_up
+        .with_label_values(&[node.addr.as_str()])
+        .set(i64::from(healthy));
+    if was != healthy {
+        inner.metrics.node_transitions.inc();
+        if healthy {
+            tracing::info!(node = %node.addr, "revokd-client: node is up");
+        } else {
+            tracing::warn!(node = %node.addr, reason = %why, "revokd-client: node is down; no requests go to it until a heartbeat succeeds");
+        }
+    }
+}
+
+/// Probes every node once, concurrently.
+async fn probe_round(inner: &Arc<Inner>) {
+    let nodes = inner
+        .nodes
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let reporter = inner
+        .reporter
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let timeout = inner.config.heartbeat_interval.min(Duration::from_secs(2));
+    let mut set = JoinSet::new();
+    for node in nodes {
+        let msg = heartbeat_request(reporter.as_deref());
+        set.spawn(async move {
+            let sent_at = Instant::now();
+            let mut req = tonic::Request::new(msg);
+            req.set_timeout(timeout);
+            let r = tokio::time::timeout(timeout, node.cluster().heartbeat(req)).await;
+            (node, sent_at, r)
+        });
+    }
+    let mut leader: Option<(u64, String)> = None;
+    while let Some(Ok((node, sent_at, r))) = set.join_next().await {
+        match r {
+            Ok(Ok(resp)) => {
+                let response = resp.into_inner();
+                node.id.store(response.node_id, Ordering::Release);
+                if !response.leader_address.is_empty()
+                    && leader.as_ref().is_none_or(|(t, _)| response.term > *t)
+                {
+                    leader = Some((response.term, response.leader_address.clone()));
+                }
+                *node.last.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Probe { sent_at, response });
+                mark(inner, &node, true, "");
+            }
+            Ok(Err(status)) => mark(inner, &node, false, status.message()),
+            Err(_) => mark(inner, &node, false, "heartbeat timed out"),
+        }
+    }
+    if let Some((_, addr)) = leader {
+        *inner.leader.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+    }
+    inner.rounds.send_modify(|r| *r += 1);
+}
+
+/// Probes every node each interval until the client is dropped; refreshes the member list
+/// every ten rounds.
+async fn prober(inner: Weak<Inner>) {
+    let Some(interval) = inner.upgrade().map(|i| i.config.heartbeat_interval) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut round = 0u64;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        probe_round(&inner).await;
+        round += 1;
+        if round % 10 == 0 {
+            let client = Client { inner };
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(interval, async {
+                    client
+                        .call_within("Status", Target::LeastLoaded, interval, |node, _| async move {
+                            node.cluster().status(pb::StatusRequest {}).await
+                        })
+                        .await
+                })
+                .await
+            {
+                client.learn_members(&s);
+            }
+        }
+    }
+}
