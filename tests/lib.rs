@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
+use revokd_client::{Client, ClientConfig, Replica, ReplicaConfig};
 use revokd_proto::v1::{self as pb, revocation_client::RevocationClient};
 use revokd_testkit::channel;
 
@@ -98,4 +99,32 @@ pub fn check_req(jti: &str, consistency: pb::Consistency, min_revision: u64) -> 
         consistency: consistency as i32,
         min_revision,
     }
+}
+
+/// A client with test-friendly intervals (heartbeats every 200 ms) and a replica that turns
+/// stale after one second, bootstrapped before returning.
+pub async fn replica(endpoints: &[String], name: &str) -> Result<Replica> {
+    let mut config = ClientConfig::new(endpoints.iter().cloned());
+    config.heartbeat_interval = Duration::from_millis(200);
+    config.timeout = Duration::from_secs(10);
+    let client = Client::connect(config).await?;
+    let replica = Replica::connect(
+        client,
+        ReplicaConfig {
+            replica_id: name.into(),
+            max_staleness: Duration::from_secs(1),
+            ..ReplicaConfig::default()
+        },
+        Duration::from_secs(10),
+    )
+    .await?;
+    Ok(replica)
+}
+
+/// A plain client (no replica) with a 10 s deadline.
+pub async fn client(endpoints: &[String]) -> Result<Client> {
+    let mut config = ClientConfig::new(endpoints.iter().cloned());
+    config.heartbeat_interval = Duration::from_millis(200);
+    config.timeout = Duration::from_secs(10);
+    Ok(Client::connect(config).await?)
 }

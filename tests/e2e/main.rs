@@ -5,5 +5,6 @@ mod bad_input;
 mod failover;
 mod membership;
 mod ops;
+mod replica;
 mod watch;
 mod write_read;

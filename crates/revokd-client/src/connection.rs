@@ -48,6 +48,9 @@ pub struct ClientConfig {
     pub initial_backoff: Duration,
     /// Longest delay between retries. Default 500 ms.
     pub max_backoff: Duration,
+    /// Longest single attempt before trying again (on the same or another node); an attempt
+    /// also ends early when its node's heartbeat fails. Default 2 s.
+    pub attempt_timeout: Duration,
     /// Who the writes of this client are recorded as (`revoked_by`). Default `revokd-client`.
     pub actor: String,
 }
@@ -62,6 +65,7 @@ impl ClientConfig {
             heartbeat_interval: Duration::from_secs(1),
             initial_backoff: Duration::from_millis(25),
             max_backoff: Duration::from_millis(500),
+            attempt_timeout: Duration::from_secs(2),
             actor: "revokd-client".into(),
         }
     }
@@ -70,9 +74,12 @@ impl ClientConfig {
         if self.endpoints.is_empty() {
             return Err(Error::Config("at least one endpoint is required".into()));
         }
-        if self.heartbeat_interval.is_zero() || self.timeout.is_zero() {
+        if self.heartbeat_interval.is_zero()
+            || self.timeout.is_zero()
+            || self.attempt_timeout.is_zero()
+        {
             return Err(Error::Config(
-                "heartbeat_interval and timeout must be greater than 0".into(),
+                "heartbeat_interval, timeout and attempt_timeout must be greater than 0".into(),
             ));
         }
         if http::HeaderValue::from_str(&self.actor).is_err() {
@@ -407,6 +414,11 @@ impl Client {
         self.inner.rounds.subscribe()
     }
 
+    /// Probes every node now (as the background prober does each interval).
+    pub(crate) async fn probe_now(&self) {
+        probe_round(&self.inner).await;
+    }
+
     /// Attaches a replica's report to the heartbeats. One replica per client.
     pub(crate) fn attach(&self, reporter: Arc<Reporter>) -> Result<(), Error> {
         let mut slot = self
@@ -564,15 +576,20 @@ impl Client {
             };
             node.outstanding.fetch_add(1, Ordering::AcqRel);
             let guard = InFlight(node.clone());
-            let result = tokio::time::timeout(remaining, f(node.clone(), remaining)).await;
+            let attempt = remaining.min(self.inner.config.attempt_timeout);
+            let result = self.attempt(&node, attempt, f(node.clone(), attempt)).await;
             drop(guard);
             let status = match result {
-                Ok(Ok(resp)) => return Ok(resp.into_inner()),
-                Ok(Err(status)) => status,
-                Err(_) => tonic::Status::deadline_exceeded("client deadline passed"),
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(status) => status,
             };
             match status.code() {
-                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+                tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded
+                    if Instant::now() < deadline =>
+                {
                     self.inner.metrics.retries.inc();
                     last = format!("{}: {}", node.addr, status.message());
                     let hint = status
@@ -594,7 +611,10 @@ impl Client {
                         .await;
                     backoff = (backoff * 2).min(self.inner.config.max_backoff);
                 }
-                tonic::Code::DeadlineExceeded if Instant::now() >= deadline => {
+                tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded => {
                     return Err(Error::Unavailable {
                         op,
                         waited: started.elapsed(),
@@ -603,6 +623,35 @@ impl Client {
                 }
                 _ => return Err(from_status(op, status)),
             }
+        }
+    }
+
+    /// Runs one attempt on `node` for at most `timeout`, giving up early when a heartbeat
+    /// round finds the node down.
+    async fn attempt<T>(
+        &self,
+        node: &NodeConn,
+        timeout: Duration,
+        fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<tonic::Response<T>, tonic::Status> {
+        let mut rounds = self.probe_rounds();
+        let node_down = async {
+            loop {
+                if rounds.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                if !node.healthy() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout(timeout, fut) => r.unwrap_or_else(|_| {
+                Err(tonic::Status::deadline_exceeded(format!("no answer within {timeout:?}")))
+            }),
+            _ = node_down => Err(tonic::Status::unavailable(format!(
+                "{} stopped answering heartbeats", node.addr
+            ))),
         }
     }
 
@@ -959,7 +1008,7 @@ async fn prober(inner: Weak<Inner>) {
         let Some(inner) = inner.upgrade() else { return };
         probe_round(&inner).await;
         round += 1;
-        if round % 10 == 0 {
+        if round.is_multiple_of(10) {
             let client = Client { inner };
             if let Ok(Ok(s)) =
                 tokio::time::timeout(interval, async {

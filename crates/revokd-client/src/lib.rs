@@ -3,6 +3,12 @@
 //! The crate API servers embed to reject revoked JWTs without a network hop per request.
 //!
 //! ## Layout
+//! - [`connection`]: [`Client`]: endpoints, node health from heartbeats, the leader, retries,
+//!   admin calls, remote reads and revocation receipts.
+//! - [`replica`]: [`Replica`], the local copy of the revocation set that checks read, and the task
+//!   that keeps it current (snapshot, watch, resume, staleness).
+//! - [`metrics`]: Prometheus metrics of the client and the replica.
+//! - [`error`]: the client's [`Error`].
 //! - [`check`]: the revocation-check interface ([`TokenRef`], [`Verdict`]) shared by the replica
 //!   and the validator.
 //! - [`validator`]: JWT verification with jsonwebtoken ([`Validator`]): keys bound to algorithms,
@@ -12,8 +18,28 @@
 #[cfg(all(feature = "aws_lc_rs", feature = "rust_crypto"))]
 compile_error!("revokd-client: enable exactly one JWT crypto backend feature: `aws_lc_rs` (the default) or `rust_crypto` (use default-features = false)");
 #[cfg(not(any(feature = "aws_lc_rs", feature = "rust_crypto")))]
-compile_error!("revokd-client: enable one JWT crypto backend feature: `aws_lc_rs` or `rust_crypto`");
+compile_error!(
+    "revokd-client: enable one JWT crypto backend feature: `aws_lc_rs` or `rust_crypto`"
+);
 
 pub mod check;
+pub mod connection;
+pub mod error;
+pub mod layer;
+pub mod metrics;
+pub mod replica;
+pub mod validator;
 
 pub use check::{Revocation, RevocationCheck, RevokedBy, RuleKind, TokenRef, Verdict};
+pub use connection::{
+    Client, ClientConfig, Receipt, ReceiptedWrite, ReplicaQuorum, Revoke, WriteOutcome, WriteResult,
+};
+pub use error::Error;
+pub use layer::{BearerAuth, BearerAuthLayer};
+pub use replica::{LocalEntry, LocalRule, Replica, ReplicaConfig, StalenessPolicy};
+/// The wire types (status, membership, remote check answers).
+pub use revokd_proto::v1 as pb;
+pub use validator::{
+    Algorithm, Claims, ConfigError, Key, KeySet, Validated, ValidationError, Validator,
+    ValidatorBuilder,
+};

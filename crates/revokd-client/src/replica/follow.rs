@@ -234,6 +234,7 @@ async fn follow(
         Ok(Ok(r)) => r.into_inner(),
     };
     *state.watching.lock().unwrap_or_else(|p| p.into_inner()) = Some(node.clone());
+    client.report_to(node).await;
     let stop_reason = follow_stream(state, writer, client, node, &mut stream, stop).await;
     *state.watching.lock().unwrap_or_else(|p| p.into_inner()) = None;
     stop_reason

@@ -202,6 +202,9 @@ impl Replica {
     ) -> Result<Replica, Error> {
         let r = Replica::start(client, config)?;
         r.wait_ready(ready_within).await?;
+        // Register with every node now rather than at the next heartbeat, so receipts and
+        // operators see this replica from the start.
+        r.client.probe_now().await;
         Ok(r)
     }
 

@@ -428,6 +428,9 @@ impl Revocation for RevocationService {
                 live,
             };
             let mut applied = feed.sm.applied();
+            // Say at once how far this node has applied, even if no change comes: a watcher
+            // starting below it learns it is current.
+            applied.mark_changed();
             loop {
                 if feed.flush(&tx).await.is_err() {
                     return;
