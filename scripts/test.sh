@@ -1,16 +1,32 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and property tests, openraft's storage conformance suite, the
-# end-to-end tests over real revokd processes, doc tests, a smoke run of the benchmark, and
-# the local cluster script. Everything builds once, in release mode, in one target dir.
+# end-to-end tests over real revokd processes (node and client crate), doc tests, smoke runs of
+# both benchmarks, and the local cluster script. Everything builds once, in release mode, in one
+# target dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --workspace --all-targets
+
+# Tokens minted by an independent JWT library: fresh keys and tokens from PyJWT when it is
+# installed (.ci/run installs it), else the committed ones.
+if python3 -c "import jwt, cryptography" >/dev/null 2>&1; then
+    fixtures=$(mktemp -d)
+    python3 scripts/gen-jwt-fixtures.py "$fixtures" >/dev/null
+    export REVOKD_JWT_FIXTURES=$fixtures
+    echo "== PyJWT fixtures generated fresh in $fixtures"
+else
+    echo "== PyJWT not installed: the validator tests use the committed fixtures"
+fi
+
 cargo nextest run --release --workspace --profile ci
 cargo test --release --workspace --doc
 
 echo "== benchmark smoke run"
 ./target/release/revokd-bench --duration-secs 1 --entries 20000 --failovers 1 --write-clients 1,20 --check-clients 4 > /dev/null
+
+echo "== client benchmark smoke run (Redis rows need redis-server; skipped and said so without)"
+./target/release/revokd-client-bench --smoke > /dev/null
 
 echo "== scripts/cluster.sh up/down"
 smoke_dir=$(mktemp -d)

@@ -6,5 +6,6 @@ mod failover;
 mod membership;
 mod ops;
 mod replica;
+mod validator;
 mod watch;
 mod write_read;

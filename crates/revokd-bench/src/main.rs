@@ -10,13 +10,12 @@
 //! Every figure is measured in the same run, so ratios between them are meaningful even on a
 //! shared machine.
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use hdrhistogram::Histogram;
+use revokd_bench::{dir_bytes, hist, machine, now, rss_bytes, uuidish};
 use revokd_proto::v1::{self as pb, revocation_client::RevocationClient};
 use revokd_testkit::{channel, eventually, ClusterOptions, ProcessCluster};
 use tonic::transport::Channel;
@@ -62,17 +61,6 @@ struct Row {
     p50_us: u64,
     p99_us: u64,
     max_us: u64,
-}
-
-fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn client(ch: &Channel) -> RevocationClient<Channel> {
@@ -163,67 +151,6 @@ async fn write_rows(addr: &str, levels: &[usize], dur: Duration, label: &str) ->
         rows.push(row);
     }
     Ok(rows)
-}
-
-fn rss_bytes(pid: u32) -> Result<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: u64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS")?;
-    Ok(kb * 1024)
-}
-
-fn dir_bytes(p: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(p) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
-/// A 36-character id shaped like a UUID, unique per `n`.
-fn uuidish(n: u64) -> String {
-    format!(
-        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        n >> 16,
-        n & 0xffff,
-        n % 0xfff,
-        (n * 7) % 0xfff,
-        n.wrapping_mul(2_654_435_761)
-    )
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .next()
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
-        })
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map(|kb| kb / 1024 / 1024)
-        .unwrap_or(0);
-    format!("{cores} cores ({cpu}), {mem} GiB RAM")
 }
 
 #[tokio::main]

@@ -8,11 +8,18 @@
 //! - `REVOKD_JWT_SECRET`: the HS256 secret (at least 32 bytes). Unset, the example uses a
 //!   fixed demo secret and prints a token signed with it, so it runs out of the box.
 //! - `REVOKD_JWT_AUDIENCE`: the accepted audience (default `revokd-example`).
+//! - `REVOKD_ENDPOINTS`: comma-separated revokd nodes (`127.0.0.1:7001,...`). When set, the
+//!   example keeps a local replica of the revocation set and refuses revoked tokens without a
+//!   network hop (`Validator::builder().revocations(replica)`); unset, it checks signatures and
+//!   claims only.
 //! - The first argument: the listen address (default `127.0.0.1:3000`).
 //!
-//! Revocation: give the validator the local replica and revoked tokens are refused without a
-//! network hop (`Validator::builder().revocations(replica)`); this example validates
-//! signatures and claims only.
+//! With a local cluster (`scripts/cluster.sh up`):
+//!
+//! ```text
+//! REVOKD_ENDPOINTS=127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 \
+//!     cargo run -p revokd-client --example axum_server
+//! ```
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +27,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::routing::get;
 use axum::{Extension, Router};
-use revokd_client::{Algorithm, BearerAuthLayer, Key, Validated, Validator};
+use revokd_client::{
+    Algorithm, BearerAuthLayer, Client, ClientConfig, Key, Replica, ReplicaConfig, Validated,
+    Validator,
+};
 
 const DEMO_SECRET: &str = "demo-secret-for-the-example-only-never-use-it";
 
@@ -57,10 +67,28 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
-    let validator = Validator::builder()
+    let mut builder = Validator::builder()
         .key(Key::hmac(Algorithm::HS256, secret.as_bytes())?)
-        .audience(audience)
-        .build()?;
+        .audience(audience);
+    if let Ok(endpoints) = std::env::var("REVOKD_ENDPOINTS") {
+        let client = Client::connect(ClientConfig::new(endpoints.split(','))).await?;
+        let replica = Replica::connect(
+            client,
+            ReplicaConfig::default(),
+            std::time::Duration::from_secs(30),
+        )
+        .await?;
+        tracing::info!(
+            replica = replica.id(),
+            revision = replica.revision(),
+            revoked = replica.len(),
+            "following the revocation set"
+        );
+        builder = builder.revocations(replica);
+    } else {
+        tracing::warn!("REVOKD_ENDPOINTS is not set: revoked tokens are not refused");
+    }
+    let validator = builder.build()?;
     let app = Router::new()
         .route("/whoami", get(whoami))
         .layer(BearerAuthLayer::new(Arc::new(validator)));

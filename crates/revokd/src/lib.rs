@@ -33,7 +33,6 @@ use revokd_proto::v1::cluster_server::ClusterServer;
 use revokd_proto::v1::raft_server::RaftServer;
 use revokd_proto::v1::revocation_server::RevocationServer;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
@@ -190,7 +189,13 @@ pub async fn run(
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), wait_stop(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            // Nagle's algorithm would hold small watch messages back for up to a delayed-ACK
+            // period (tens of milliseconds): the builder's `tcp_nodelay` does not reach
+            // connections from a listener we bound ourselves, so set it here.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            wait_stop(stop_rx.clone()),
+        );
     // Connections that stay open (watchers, peers, idle clients) would hold a graceful
     // shutdown forever: after the grace period they are closed.
     let served = tokio::select! {

@@ -333,6 +333,7 @@ fn apply(state: &State, writer: &mut Writer, resp: &pb::WatchResponse) -> Result
 /// Learns the cluster's progress from the latest heartbeats and updates freshness, lag and the
 /// stale flag (logging and counting transitions).
 fn evaluate(state: &State, client: &Client) {
+    state.clock.store(super::unix_now(), Ordering::Relaxed);
     let applied = state.applied.load(Ordering::Acquire);
     let bootstrapped = *state.ready.borrow();
     let mut commit = state.commit_seen.load(Ordering::Acquire);

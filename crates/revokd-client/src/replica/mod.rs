@@ -10,7 +10,7 @@
 mod follow;
 pub mod table;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -82,11 +82,15 @@ pub(crate) struct State {
     /// Milliseconds after `base` when the replica was last known up to date; `u64::MAX`: never.
     fresh_at_ms: AtomicU64,
     commit_seen: AtomicU64,
+    /// Unix seconds, refreshed by the follow task every tick (50 ms): checks compare expiries
+    /// with it instead of reading the system clock. When it lags, expired entries count a
+    /// little longer: the safe direction.
+    clock: AtomicI64,
     watching: Mutex<Option<Arc<NodeConn>>>,
     metrics: ReplicaMetrics,
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -170,6 +174,7 @@ impl Replica {
             base: Instant::now(),
             fresh_at_ms: AtomicU64::new(u64::MAX),
             commit_seen: AtomicU64::new(0),
+            clock: AtomicI64::new(unix_now()),
             watching: Mutex::new(None),
             metrics: ReplicaMetrics::new(),
             config,
@@ -256,7 +261,9 @@ impl Replica {
         {
             return true;
         }
-        self.state.store.is_revoked(jti, unix_now)
+        self.state
+            .store
+            .is_revoked(jti, || self.state.clock.load(Ordering::Relaxed))
     }
 
     /// Checks a token's id and claims against the local set and the staleness policy.
@@ -270,7 +277,11 @@ impl Replica {
         } else {
             None
         };
-        match self.state.store.check(token, unix_now) {
+        match self
+            .state
+            .store
+            .check(token, || self.state.clock.load(Ordering::Relaxed))
+        {
             Some(r) => Verdict::Revoked(r),
             None => Verdict::Allowed { stale },
         }

@@ -3,9 +3,11 @@
 //!
 //! A token id is kept as a 128-bit fingerprint (xxh3-128 keyed with a random per-process seed)
 //! plus its expiry and an interned reason: 32 bytes per entry, whatever the id's length. The
-//! entries live in 16,384 shards, each an immutable sorted array behind an [`ArcSwap`]; the one
-//! writer (the replica's task) copies a shard, changes it and swaps it in, so readers on any
-//! number of threads see either the old or the new shard, never a torn one.
+//! entries live in 16,384 shards (chosen by the fingerprint's low bits), each an immutable array
+//! sorted by fingerprint behind an [`ArcSwap`]; the one writer (the replica's task) copies a
+//! shard, changes it and swaps it in, so readers on any number of threads see either the old or
+//! the new shard, never a torn one. A lookup guesses the position from the fingerprint's high
+//! bits (they are uniform) and walks to it: usually one or two cache lines.
 //!
 //! Fingerprints can only err towards "revoked": two different ids share one with probability
 //! about n / 2^128 (for 10M entries, under 10^-31), and the seed is secret, so collisions cannot
@@ -122,33 +124,15 @@ impl Rules {
     }
 }
 
-/// The token ids: a fixed array of shards, and the reasons their entries point into (kept
-/// together so a reader never pairs an entry with another generation's reasons).
-pub(crate) struct Tokens {
-    shards: Box<[ArcSwap<Shard>]>,
-    reasons: ArcSwap<Vec<Arc<str>>>,
-}
-
-impl Tokens {
-    fn from_shards(shards: Vec<Vec<Slot>>, reasons: Vec<Arc<str>>) -> Self {
-        Tokens {
-            reasons: ArcSwap::from_pointee(reasons),
-            shards: shards
-                .into_iter()
-                .map(|mut s| {
-                    s.sort_unstable_by_key(|x| x.fp);
-                    s.dedup_by_key(|x| x.fp);
-                    ArcSwap::from_pointee(s.into_boxed_slice())
-                })
-                .collect(),
-        }
-    }
-}
-
 /// Everything a check reads. Shared by the replica handle (readers) and its task (the writer).
-pub(crate) struct Store {
+/// Public as a building block (and for memory benchmarks); most users want [`crate::Replica`].
+pub struct Store {
     seed: u64,
-    tokens: ArcSwap<Tokens>,
+    /// Fixed for the store's life; each shard is swapped whole. A reader loads one shard, so
+    /// it sees each id either before or after a change, never half of one.
+    shards: Box<[ArcSwap<Shard>]>,
+    /// Reasons entries point into, append-only (an id never changes meaning).
+    reasons: ArcSwap<Vec<Arc<str>>>,
     rules: ArcSwap<Rules>,
     len: AtomicUsize,
 }
@@ -157,14 +141,55 @@ fn shard_of(fp: u128) -> usize {
     (fp as usize) & (SHARDS - 1)
 }
 
+/// Sorts a shard's entries by fingerprint, keeping the last of duplicates.
+fn sealed(mut slots: Vec<Slot>) -> Shard {
+    slots.reverse();
+    slots.sort_by_key(|x| x.fp);
+    slots.dedup_by_key(|x| x.fp);
+    slots.into_boxed_slice()
+}
+
+/// Finds `fp` in a sorted shard. Fingerprints are uniform, so the position is guessed from the
+/// high bits and the search walks from there: one or two adjacent cache lines instead of a
+/// binary search's scattered probes.
+#[inline]
+fn find(shard: &[Slot], fp: u128) -> Option<usize> {
+    let n = shard.len();
+    if n == 0 {
+        return None;
+    }
+    let guess = ((((fp >> 64) as u64 as u128) * n as u128) >> 64) as usize;
+    let mut i = guess.min(n - 1);
+    if shard[i].fp < fp {
+        while i + 1 < n {
+            i += 1;
+            if shard[i].fp >= fp {
+                break;
+            }
+        }
+    } else {
+        while i > 0 && shard[i - 1].fp >= fp {
+            i -= 1;
+        }
+    }
+    (shard[i].fp == fp).then_some(i)
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::new()
+    }
+}
+
 impl Store {
-    pub(crate) fn new() -> Self {
+    /// An empty set with a fresh random fingerprint seed.
+    pub fn new() -> Self {
         Store {
             seed: fastrand::u64(..),
-            tokens: ArcSwap::from_pointee(Tokens::from_shards(
-                vec![Vec::new(); SHARDS],
-                Vec::new(),
-            )),
+            shards: (0..SHARDS)
+                .map(|_| ArcSwap::from_pointee(Shard::default()))
+                .collect(),
+            reasons: ArcSwap::from_pointee(Vec::new()),
             rules: ArcSwap::from_pointee(Rules::default()),
             len: AtomicUsize::new(0),
         }
@@ -177,14 +202,12 @@ impl Store {
     /// The entry for `jti` and the reason it points to (resolved only when found).
     fn slot(&self, jti: &str) -> Option<(Slot, Arc<str>)> {
         let fp = self.fingerprint(jti);
-        let tokens = self.tokens.load();
-        let shard = tokens.shards[shard_of(fp)].load();
-        let slot = shard[shard.binary_search_by_key(&fp, |s| s.fp).ok()?];
+        let shard = self.shards[shard_of(fp)].load();
+        let slot = shard[find(&shard, fp)?];
         let reason = if slot.reason == NO_REASON_ID {
             Arc::from(REASON_NOT_KEPT)
         } else {
-            tokens
-                .reasons
+            self.reasons
                 .load()
                 .get(slot.reason as usize)
                 .cloned()
@@ -194,7 +217,7 @@ impl Store {
     }
 
     /// The revoked entry for `jti`, expired or not.
-    pub(crate) fn get(&self, jti: &str) -> Option<LocalEntry> {
+    pub fn get(&self, jti: &str) -> Option<LocalEntry> {
         self.slot(jti).map(|(s, reason)| LocalEntry {
             expires_at: s.expires_at,
             reason,
@@ -202,18 +225,17 @@ impl Store {
     }
 
     /// Is `jti` revoked at `now()`? The clock is read only when the id is found.
-    pub(crate) fn is_revoked(&self, jti: &str, now: impl Fn() -> i64) -> bool {
+    pub fn is_revoked(&self, jti: &str, now: impl Fn() -> i64) -> bool {
         let fp = self.fingerprint(jti);
-        let tokens = self.tokens.load();
-        let shard = tokens.shards[shard_of(fp)].load();
-        match shard.binary_search_by_key(&fp, |s| s.fp) {
-            Ok(i) => shard[i].expires_at > now(),
-            Err(_) => false,
+        let shard = self.shards[shard_of(fp)].load();
+        match find(&shard, fp) {
+            Some(i) => shard[i].expires_at > now(),
+            None => false,
         }
     }
 
     /// Why the token is revoked, if it is. A `jti` match wins over a rule.
-    pub(crate) fn check(&self, t: &TokenRef<'_>, now: impl Fn() -> i64) -> Option<Revocation> {
+    pub fn check(&self, t: &TokenRef<'_>, now: impl Fn() -> i64) -> Option<Revocation> {
         if !t.jti.is_empty() {
             if let Some((s, reason)) = self.slot(t.jti) {
                 if s.expires_at > now() {
@@ -238,27 +260,33 @@ impl Store {
         })
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// Token ids held.
+    pub fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
     }
 
-    pub(crate) fn rules(&self) -> Vec<LocalRule> {
+    /// Whether no token id is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every rule held, by kind then value.
+    pub fn rules(&self) -> Vec<LocalRule> {
         self.rules.load().all()
     }
 
-    pub(crate) fn rule_count(&self) -> usize {
+    /// Rules held.
+    pub fn rule_count(&self) -> usize {
         self.rules.load().len()
     }
 
     /// Bytes held for token ids: the shard arrays and their headers.
-    pub(crate) fn token_bytes(&self) -> usize {
-        let tokens = self.tokens.load();
+    pub fn token_bytes(&self) -> usize {
         let per_shard = std::mem::size_of::<ArcSwap<Shard>>()
             // The Arc's counts and the boxed slice's pointer and length.
             + 2 * std::mem::size_of::<usize>()
             + std::mem::size_of::<Shard>();
-        tokens
-            .shards
+        self.shards
             .iter()
             .map(|s| per_shard + s.load().len() * std::mem::size_of::<Slot>())
             .sum()
@@ -266,11 +294,14 @@ impl Store {
 }
 
 /// A change to apply to the token ids.
-pub(crate) enum TokenOp<'a> {
+pub enum TokenOp<'a> {
     /// Add (or replace) an entry.
     Insert {
+        /// The token id.
         jti: &'a str,
+        /// Unix seconds after which it no longer counts.
         expires_at: i64,
+        /// Why it was revoked.
         reason: &'a str,
     },
     /// Remove an entry if present.
@@ -278,13 +309,14 @@ pub(crate) enum TokenOp<'a> {
 }
 
 /// The one writer of a [`Store`]: owns the reason interning table.
-pub(crate) struct Writer {
+pub struct Writer {
     store: Arc<Store>,
     reason_ids: HashMap<Arc<str>, u32>,
 }
 
 impl Writer {
-    pub(crate) fn new(store: Arc<Store>) -> Self {
+    /// The writer of `store`. There must be only one.
+    pub fn new(store: Arc<Store>) -> Self {
         Writer {
             store,
             reason_ids: HashMap::new(),
@@ -307,22 +339,30 @@ impl Writer {
     }
 
     /// Starts replacing everything with a snapshot's content; readers see the old content
-    /// until [`Replacement::finish`].
-    pub(crate) fn replace(&mut self) -> Replacement<'_> {
-        self.reason_ids.clear();
+    /// until [`Replacement::finish`] swaps the shards in one by one.
+    pub fn replace(&mut self) -> Replacement<'_> {
         Replacement {
+            reasons: None,
             writer: self,
             shards: vec![Vec::new(); SHARDS],
-            reasons: Vec::new(),
         }
     }
 
+    /// The id of `reason`, adding it to the shared list (copied into `pending`, published by
+    /// the caller before any entry pointing to it).
+    fn reason_id(&mut self, pending: &mut Option<Vec<Arc<str>>>, reason: &str) -> u32 {
+        if let Some(id) = self.reason_ids.get(reason) {
+            return *id;
+        }
+        let list = pending.get_or_insert_with(|| Vec::clone(&self.store.reasons.load()));
+        Self::intern(&mut self.reason_ids, list, reason)
+    }
+
     /// Applies token changes in order, copying each touched shard once.
-    pub(crate) fn apply_tokens(&mut self, ops: &[TokenOp<'_>]) {
+    pub fn apply_tokens(&mut self, ops: &[TokenOp<'_>]) {
         if ops.is_empty() {
             return;
         }
-        let tokens = self.store.tokens.load_full();
         let mut reasons: Option<Vec<Arc<str>>> = None;
         let mut keyed: Vec<(usize, u128, Option<Slot>)> = Vec::with_capacity(ops.len());
         for op in ops {
@@ -333,14 +373,7 @@ impl Writer {
                     reason,
                 } => {
                     let fp = self.store.fingerprint(jti);
-                    let reason = match self.reason_ids.get(reason) {
-                        Some(id) => *id,
-                        None => {
-                            let list =
-                                reasons.get_or_insert_with(|| Vec::clone(&tokens.reasons.load()));
-                            Self::intern(&mut self.reason_ids, list, reason)
-                        }
-                    };
+                    let reason = self.reason_id(&mut reasons, reason);
                     let slot = Slot {
                         fp,
                         expires_at,
@@ -357,13 +390,13 @@ impl Writer {
         }
         // New reasons become readable before the entries that point to them.
         if let Some(list) = reasons {
-            tokens.reasons.store(Arc::new(list));
+            self.store.reasons.store(Arc::new(list));
         }
         // Stable: changes to one id keep their order.
         keyed.sort_by_key(|k| k.0);
         let mut delta: isize = 0;
         for group in keyed.chunk_by(|a, b| a.0 == b.0) {
-            let cell = &tokens.shards[group[0].0];
+            let cell = &self.store.shards[group[0].0];
             let mut shard: Vec<Slot> = cell.load().to_vec();
             for (_, fp, slot) in group {
                 match (shard.binary_search_by_key(fp, |s| s.fp), slot) {
@@ -386,7 +419,7 @@ impl Writer {
     }
 
     /// Applies rule changes (rules are few: the whole map is copied).
-    pub(crate) fn apply_rules(&mut self, added: Vec<LocalRule>, removed: &[(RuleKind, &str)]) {
+    pub fn apply_rules(&mut self, added: Vec<LocalRule>, removed: &[(RuleKind, &str)]) {
         if added.is_empty() && removed.is_empty() {
             return;
         }
@@ -402,17 +435,17 @@ impl Writer {
 }
 
 /// A snapshot being loaded (see [`Writer::replace`]).
-pub(crate) struct Replacement<'w> {
+pub struct Replacement<'w> {
     writer: &'w mut Writer,
     shards: Vec<Vec<Slot>>,
-    reasons: Vec<Arc<str>>,
+    reasons: Option<Vec<Arc<str>>>,
 }
 
 impl Replacement<'_> {
     /// Adds one token id.
-    pub(crate) fn push(&mut self, jti: &str, expires_at: i64, reason: &str) {
+    pub fn push(&mut self, jti: &str, expires_at: i64, reason: &str) {
         let fp = self.writer.store.fingerprint(jti);
-        let reason = Writer::intern(&mut self.writer.reason_ids, &mut self.reasons, reason);
+        let reason = self.writer.reason_id(&mut self.reasons, reason);
         self.shards[shard_of(fp)].push(Slot {
             fp,
             expires_at,
@@ -421,16 +454,22 @@ impl Replacement<'_> {
         });
     }
 
-    /// Swaps the new content in.
-    pub(crate) fn finish(self, rules: Vec<LocalRule>) {
-        let built = Tokens::from_shards(self.shards, self.reasons);
-        let len = built.shards.iter().map(|s| s.load().len()).sum();
+    /// Swaps the new content in, shard by shard.
+    pub fn finish(self, rules: Vec<LocalRule>) {
+        let store = &self.writer.store;
+        if let Some(list) = self.reasons {
+            store.reasons.store(Arc::new(list));
+        }
+        let mut len = 0;
+        for (cell, slots) in store.shards.iter().zip(self.shards) {
+            let shard = sealed(slots);
+            len += shard.len();
+            cell.store(Arc::new(shard));
+        }
         let mut r = Rules::default();
         for rule in rules {
             r.insert(rule);
         }
-        let store = &self.writer.store;
-        store.tokens.store(Arc::new(built));
         store.rules.store(Arc::new(r));
         store.len.store(len, Ordering::Release);
     }
@@ -526,6 +565,40 @@ mod tests {
         );
         w.apply_rules(Vec::new(), &[(RuleKind::Subject, "alice")]);
         assert!(s.check(&t, || 2000).is_none());
+    }
+
+    #[test]
+    fn find_agrees_with_a_binary_search() {
+        for n in [0usize, 1, 2, 7, 61, 610, 5000] {
+            let mut slots: Vec<Slot> = (0..n)
+                .map(|_| Slot {
+                    fp: fastrand::u128(..),
+                    expires_at: 0,
+                    reason: 0,
+                    _pad: 0,
+                })
+                .collect();
+            let shard = sealed(std::mem::take(&mut slots));
+            for s in shard.iter() {
+                assert_eq!(find(&shard, s.fp).map(|i| shard[i].fp), Some(s.fp));
+            }
+            for _ in 0..1000 {
+                let fp = fastrand::u128(..);
+                assert_eq!(
+                    find(&shard, fp),
+                    shard.binary_search_by_key(&fp, |s| s.fp).ok()
+                );
+            }
+            // The edges.
+            assert_eq!(
+                find(&shard, 0),
+                shard.binary_search_by_key(&0, |s| s.fp).ok()
+            );
+            assert_eq!(
+                find(&shard, u128::MAX),
+                shard.binary_search_by_key(&u128::MAX, |s| s.fp).ok()
+            );
+        }
     }
 
     #[test]
