@@ -2,6 +2,7 @@
 //! All cluster tests compile into this one binary.
 
 mod bad_input;
+mod client;
 mod failover;
 mod membership;
 mod ops;
