@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use revokd_client::{
     pb, Client, ClientConfig, Replica, ReplicaConfig, ReplicaQuorum, Revoke, RevokedBy, RuleKind,
-    StalenessPolicy, TokenRef, Verdict, WriteOutcome,
+    StalenessPolicy, TokenQuery, Verdict, WriteOutcome,
 };
 use revokd_e2e::{client, now, replica};
 use revokd_testkit::{eventually, ClusterOptions, ProcessCluster};
@@ -113,6 +113,15 @@ async fn assert_same_set(
     .await
 }
 
+/// The id of the live node listening at `addr`.
+fn node_at(cluster: &ProcessCluster, addr: &str) -> Result<u64> {
+    cluster
+        .live()
+        .into_iter()
+        .find(|id| cluster.addr(*id).ok().as_deref() == Some(addr))
+        .with_context(|| format!("{addr} is not one of our live nodes"))
+}
+
 #[tokio::test]
 async fn two_replicas_see_an_acknowledged_revoke_with_a_receipt() -> Result<()> {
     let cluster = ProcessCluster::start(3).await?;
@@ -140,9 +149,9 @@ async fn two_replicas_see_an_acknowledged_revoke_with_a_receipt() -> Result<()> 
     for rep in [&a, &b] {
         assert!(rep.revision() >= r.write.committed_revision);
         assert!(rep.is_revoked("stolen-1"));
-        match rep.check(&TokenRef {
+        match rep.check(&TokenQuery {
             jti: "stolen-1",
-            ..TokenRef::default()
+            ..TokenQuery::default()
         }) {
             Verdict::Revoked(rev) => {
                 assert_eq!(rev.by, RevokedBy::Jti);
@@ -232,11 +241,11 @@ async fn replica_equals_the_cluster_after_revokes_unrevokes_rules_and_purges() -
     assert_same_set(&cluster, 1, &rep).await?;
 
     // Rules apply locally with the node's semantics.
-    let issued_before = TokenRef {
+    let issued_before = TokenQuery {
         jti: "fresh-token",
         sub: Some("alice"),
         iat: Some(now() - 100),
-        ..TokenRef::default()
+        ..TokenQuery::default()
     };
     assert!(matches!(
         rep.check(&issued_before),
@@ -248,7 +257,7 @@ async fn replica_equals_the_cluster_after_revokes_unrevokes_rules_and_purges() -
             ..
         })
     ));
-    let issued_after = TokenRef {
+    let issued_after = TokenQuery {
         iat: Some(now() + 5),
         ..issued_before
     };
@@ -289,11 +298,7 @@ async fn replica_resumes_on_another_node_when_its_node_is_killed() -> Result<()>
         jtis.push(jti);
     }
     let watched = rep.watching().context("replica watches a node")?;
-    let victim = cluster
-        .live()
-        .into_iter()
-        .find(|id| cluster.addr(*id).ok().as_deref() == Some(watched.as_str()))
-        .context("watched node is one of ours")?;
+    let victim = node_at(&cluster, &watched)?;
     cluster.kill(victim)?;
     // Keep revoking while the replica moves.
     let mut last = 0;
@@ -355,11 +360,7 @@ async fn replica_bootstraps_again_when_the_watch_window_has_passed() -> Result<(
     let first = admin.revoke(Revoke::new("first", now() + 3600)).await?;
     assert!(rep.wait_for_revision(first.committed_revision, WAIT).await);
     let watched = rep.watching().context("replica watches a node")?;
-    let victim = cluster
-        .live()
-        .into_iter()
-        .find(|id| cluster.addr(*id).ok().as_deref() == Some(watched.as_str()))
-        .context("watched node is one of ours")?;
+    let victim = node_at(&cluster, &watched)?;
     // Freeze the watched node: the replica is stuck on it until its heartbeat fails, while
     // the others move far past their five-event window.
     cluster.pause(victim)?;
@@ -412,9 +413,9 @@ async fn staleness_policy_takes_effect_when_cut_off_and_recovers() -> Result<()>
     })
     .await?;
     assert!(!rep.is_revoked("unknown"));
-    let probe = TokenRef {
+    let probe = TokenQuery {
         jti: "unknown",
-        ..TokenRef::default()
+        ..TokenQuery::default()
     };
 
     // Cut the replica off from every node: they stop answering.

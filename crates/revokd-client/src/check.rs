@@ -1,39 +1,10 @@
-//! The revocation-check interface: what a token looks like to a revocation check, and the
-//! verdict. The local replica implements it; the validator consumes it.
+//! The revocation-check interface: what a token looks like to a revocation check
+//! ([`TokenQuery`] and [`RuleKind`], shared with the node), and the verdict. The local replica implements it; the validator consumes it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The parts of a token that revocation looks at. Borrowed: building one never allocates.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TokenRef<'a> {
-    /// The `jti` claim.
-    pub jti: &'a str,
-    /// The `sub` claim.
-    pub sub: Option<&'a str>,
-    /// The `azp` (or `client_id`) claim.
-    pub azp: Option<&'a str>,
-    /// The `kid` header of the signing key.
-    pub kid: Option<&'a str>,
-    /// The `iss` claim.
-    pub iss: Option<&'a str>,
-    /// The `iat` claim (unix seconds). Without it, every rule on the token's claims matches
-    /// (fail closed: its issue time cannot be shown to be after the rule).
-    pub iat: Option<i64>,
-}
-
-/// Which claim a rule matches (mirrors `revokd.v1.RuleKind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RuleKind {
-    /// `sub`.
-    Subject,
-    /// `azp` / `client_id`.
-    Client,
-    /// The `kid` of the signing key.
-    Key,
-    /// `iss`.
-    Issuer,
-}
+pub use revokd_core::{RuleKind, TokenQuery};
 
 /// What revoked a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,11 +62,11 @@ impl Verdict {
 /// double. Implementations must be cheap and must not block: validators call it per request.
 pub trait RevocationCheck: Send + Sync + 'static {
     /// Checks one token.
-    fn check(&self, token: &TokenRef<'_>) -> Verdict;
+    fn check(&self, token: &TokenQuery<'_>) -> Verdict;
 }
 
 impl<T: RevocationCheck + ?Sized> RevocationCheck for Arc<T> {
-    fn check(&self, token: &TokenRef<'_>) -> Verdict {
+    fn check(&self, token: &TokenQuery<'_>) -> Verdict {
         (**self).check(token)
     }
 }

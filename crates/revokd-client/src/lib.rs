@@ -9,7 +9,7 @@
 //!   that keeps it current (snapshot, watch, resume, staleness).
 //! - [`metrics`]: Prometheus metrics of the client and the replica.
 //! - [`error`]: the client's [`Error`].
-//! - [`check`]: the revocation-check interface ([`TokenRef`], [`Verdict`]) shared by the replica
+//! - [`check`]: the revocation-check interface ([`TokenQuery`], [`Verdict`]) shared by the replica
 //!   and the validator.
 //! - [`validator`]: JWT verification with jsonwebtoken ([`Validator`]): keys bound to algorithms,
 //!   `exp`/`nbf`/`iss`/`aud` checks, then revocation.
@@ -30,7 +30,7 @@ pub mod metrics;
 pub mod replica;
 pub mod validator;
 
-pub use check::{Revocation, RevocationCheck, RevokedBy, RuleKind, TokenRef, Verdict};
+pub use check::{Revocation, RevocationCheck, RevokedBy, RuleKind, TokenQuery, Verdict};
 pub use connection::{
     Client, ClientConfig, Receipt, ReceiptedWrite, ReplicaQuorum, Revoke, WriteOutcome, WriteResult,
 };

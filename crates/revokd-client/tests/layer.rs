@@ -12,7 +12,7 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Request, Response, StatusCode};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use revokd_client::{
-    Algorithm, BearerAuthLayer, Key, Revocation, RevocationCheck, RevokedBy, TokenRef, Validated,
+    Algorithm, BearerAuthLayer, Key, Revocation, RevocationCheck, RevokedBy, TokenQuery, Validated,
     Validator, ValidatorBuilder, Verdict,
 };
 use serde_json::{json, Value};
@@ -47,7 +47,7 @@ fn builder() -> ValidatorBuilder {
 struct Fixed(Verdict);
 
 impl RevocationCheck for Fixed {
-    fn check(&self, _: &TokenRef<'_>) -> Verdict {
+    fn check(&self, _: &TokenQuery<'_>) -> Verdict {
         self.0.clone()
     }
 }

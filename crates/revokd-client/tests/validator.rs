@@ -16,7 +16,7 @@ use jsonwebtoken::{encode, EncodingKey, Header};
 use revokd_client::validator::DEFAULT_MAX_TOKEN_LEN;
 use revokd_client::{
     Algorithm, ConfigError, Key, KeySet, Revocation, RevocationCheck, RevokedBy, RuleKind,
-    TokenRef, ValidationError, Validator, Verdict,
+    TokenQuery, ValidationError, Validator, Verdict,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -854,7 +854,7 @@ impl Revoker {
 }
 
 impl RevocationCheck for Revoker {
-    fn check(&self, t: &TokenRef<'_>) -> Verdict {
+    fn check(&self, t: &TokenQuery<'_>) -> Verdict {
         let owned = |s: Option<&str>| s.map(str::to_owned);
         self.seen.lock().unwrap().push(Seen {
             jti: t.jti.to_owned(),

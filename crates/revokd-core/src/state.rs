@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use crate::command::{Applied, Command, Outcome};
 use crate::event::{ChangeSet, Event};
-use crate::types::{Match, RevokedToken, Rule, RuleKind, RuleSpec, TokenQuery, TokenSpec};
+use crate::types::{
+    issued_before, Match, RevokedToken, Rule, RuleKind, RuleSpec, TokenQuery, TokenSpec,
+};
 
 /// The set of revoked token ids and rules at one revision.
 #[derive(Debug, Default, Clone)]
@@ -86,8 +88,7 @@ impl RevocationSet {
         for kind in RuleKind::ALL {
             let Some(claim) = q.claim(kind) else { continue };
             if let Some(rule) = self.rules[kind.index()].get(claim) {
-                // Without `iat` the token cannot show it was issued after the rule.
-                if q.iat.is_none_or(|iat| iat < rule.not_before) {
+                if issued_before(q.iat, rule.not_before) {
                     return Some(Match::Rule(rule));
                 }
             }

@@ -90,7 +90,8 @@ impl RuleKind {
         RuleKind::Issuer,
     ];
 
-    pub(crate) fn index(self) -> usize {
+    /// The kind's position in [`RuleKind::ALL`].
+    pub fn index(self) -> usize {
         self as usize
     }
 }
@@ -203,6 +204,13 @@ impl TokenQuery<'_> {
             RuleKind::Issuer => self.iss,
         }
     }
+}
+
+/// Whether a rule with this `not_before` covers a token issued at `iat`: tokens issued strictly
+/// before it are revoked, and a token without `iat` cannot show it was issued after the rule,
+/// so it is covered (fail closed). The one definition nodes and local replicas share.
+pub fn issued_before(iat: Option<i64>, not_before: i64) -> bool {
+    iat.is_none_or(|iat| iat < not_before)
 }
 
 /// Why a token is revoked.

@@ -22,7 +22,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use revokd_bench::{hist, machine, now, rss_bytes, uuidish};
 use revokd_client::replica::table::{Store, Writer};
 use revokd_client::{
-    Client, ClientConfig, Key, Replica, ReplicaConfig, Revoke, RuleKind, TokenRef, Validator,
+    Client, ClientConfig, Key, Replica, ReplicaConfig, Revoke, RuleKind, TokenQuery, Validator,
 };
 use revokd_testkit::{free_port, ProcessCluster};
 
@@ -285,7 +285,7 @@ fn check_rows(replica: &Replica, entries: usize, dur: Duration, rows: &mut Vec<R
     }
     // A full check: the id and four claims, with rules present.
     let (h, ops, secs) = per_call_ns(1, dur, 1024, |t, n| {
-        let q = TokenRef {
+        let q = TokenQuery {
             jti: &misses[(n as usize + t) & 4095],
             sub: Some("user-12345"),
             azp: Some("web-app"),

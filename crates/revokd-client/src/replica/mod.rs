@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::check::{RevocationCheck, TokenRef, Verdict};
+use crate::check::{RevocationCheck, TokenQuery, Verdict};
 use crate::connection::{Client, NodeConn, Reporter};
 use crate::error::Error;
 use crate::metrics::ReplicaMetrics;
@@ -267,7 +267,7 @@ impl Replica {
     }
 
     /// Checks a token's id and claims against the local set and the staleness policy.
-    pub fn check(&self, token: &TokenRef<'_>) -> Verdict {
+    pub fn check(&self, token: &TokenQuery<'_>) -> Verdict {
         let stale = if self.state.stale.load(Ordering::Relaxed) {
             let staleness = self.state.staleness();
             if self.policy() == StalenessPolicy::FailClosed {
@@ -374,7 +374,7 @@ impl Replica {
 }
 
 impl RevocationCheck for Replica {
-    fn check(&self, token: &TokenRef<'_>) -> Verdict {
+    fn check(&self, token: &TokenQuery<'_>) -> Verdict {
         Replica::check(self, token)
     }
 }

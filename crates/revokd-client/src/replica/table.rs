@@ -20,7 +20,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
-use crate::check::{Revocation, RevokedBy, RuleKind, TokenRef};
+use revokd_core::issued_before;
+
+use crate::check::{Revocation, RevokedBy, RuleKind, TokenQuery};
 
 const SHARD_BITS: u32 = 14;
 const SHARDS: usize = 1 << SHARD_BITS;
@@ -72,26 +74,17 @@ pub(crate) struct Rules {
     by_kind: [HashMap<Arc<str>, LocalRule>; 4],
 }
 
-fn kind_index(kind: RuleKind) -> usize {
-    match kind {
-        RuleKind::Subject => 0,
-        RuleKind::Client => 1,
-        RuleKind::Key => 2,
-        RuleKind::Issuer => 3,
-    }
-}
-
 impl Rules {
     pub(crate) fn len(&self) -> usize {
         self.by_kind.iter().map(HashMap::len).sum()
     }
 
     pub(crate) fn insert(&mut self, rule: LocalRule) {
-        self.by_kind[kind_index(rule.kind)].insert(rule.value.clone(), rule);
+        self.by_kind[rule.kind.index()].insert(rule.value.clone(), rule);
     }
 
     pub(crate) fn remove(&mut self, kind: RuleKind, value: &str) {
-        self.by_kind[kind_index(kind)].remove(value);
+        self.by_kind[kind.index()].remove(value);
     }
 
     pub(crate) fn all(&self) -> Vec<LocalRule> {
@@ -104,18 +97,16 @@ impl Rules {
         v
     }
 
-    /// The first rule covering the token, in the node's order (subject, client, key, issuer).
-    fn matching(&self, t: &TokenRef<'_>, now: i64) -> Option<&LocalRule> {
-        let claims = [t.sub, t.azp, t.kid, t.iss];
-        for (map, claim) in self.by_kind.iter().zip(claims) {
-            let Some(claim) = claim else { continue };
+    /// The first rule covering the token, in the node's order ([`RuleKind::ALL`]).
+    fn matching(&self, t: &TokenQuery<'_>, now: i64) -> Option<&LocalRule> {
+        for kind in RuleKind::ALL {
+            let map = &self.by_kind[kind.index()];
+            let Some(claim) = t.claim(kind) else { continue };
             if map.is_empty() {
                 continue;
             }
             if let Some(rule) = map.get(claim) {
-                // Without `iat` the token cannot show it was issued after the rule.
-                let covered = t.iat.is_none_or(|iat| iat < rule.not_before);
-                if covered && rule.drop_at > now {
+                if issued_before(t.iat, rule.not_before) && rule.drop_at > now {
                     return Some(rule);
                 }
             }
@@ -235,7 +226,7 @@ impl Store {
     }
 
     /// Why the token is revoked, if it is. A `jti` match wins over a rule.
-    pub fn check(&self, t: &TokenRef<'_>, now: impl Fn() -> i64) -> Option<Revocation> {
+    pub fn check(&self, t: &TokenQuery<'_>, now: impl Fn() -> i64) -> Option<Revocation> {
         if !t.jti.is_empty() {
             if let Some((s, reason)) = self.slot(t.jti) {
                 if s.expires_at > now() {
@@ -545,11 +536,11 @@ mod tests {
             }],
             &[],
         );
-        let mut t = TokenRef {
+        let mut t = TokenQuery {
             jti: "j",
             sub: Some("alice"),
             iat: Some(999),
-            ..TokenRef::default()
+            ..TokenQuery::default()
         };
         assert!(s.check(&t, || 2000).is_some());
         t.iat = Some(1000);

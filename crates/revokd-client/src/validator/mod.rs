@@ -39,7 +39,7 @@ pub use error::{ConfigError, ValidationError};
 pub use jsonwebtoken::Algorithm;
 pub use keys::{Key, KeySet};
 
-use crate::check::{RevocationCheck, TokenRef, Verdict};
+use crate::check::{RevocationCheck, TokenQuery, Verdict};
 use error::truncate;
 
 /// The default clock-skew allowance for `exp` and `nbf`.
@@ -141,7 +141,7 @@ impl Validator {
         let stale = match &self.revocations {
             None => None,
             Some(check) => {
-                let token = TokenRef {
+                let token = TokenQuery {
                     jti,
                     sub: claims.sub.as_deref(),
                     azp: claims.client(),
