@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use revokd_e2e::revoke_req;
-use revokd_testkit::{channel, free_port, ClusterOptions, ProcessCluster};
+use revokd_testkit::{channel, eventually, free_port, ClusterOptions, ProcessCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
@@ -32,12 +32,31 @@ async fn metrics_and_reflection_are_served() -> Result<()> {
         },
     )
     .await?;
+    // A validator's replica follows the node: the node exports its lag.
+    let rep = revokd_e2e::replica(&c.endpoints(), "ops-replica").await?;
     c.revocation(1)?.revoke(revoke_req("m1")).await?;
-    c.revocation(1)?.revoke(revoke_req("m2")).await?;
-    let text = http_get(&metrics_addr, "/metrics").await?;
+    let last = c
+        .revocation(1)?
+        .revoke(revoke_req("m2"))
+        .await?
+        .into_inner();
+    assert!(
+        rep.wait_for_revision(last.committed_revision, Duration::from_secs(10))
+            .await
+    );
+    let text = eventually(Duration::from_secs(10), || async {
+        let text = http_get(&metrics_addr, "/metrics").await?;
+        ensure!(
+            text.contains("revokd_replica_lag_revisions{replica=\"ops-replica\"} 0"),
+            "replica lag not exported yet"
+        );
+        Ok(text)
+    })
+    .await?;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     for needle in [
         "revokd_raft_is_leader 1",
+        "revokd_replicas 1",
         "revokd_revoked_tokens 2",
         "revokd_raft_term ",
         "revokd_applied_revision ",
