@@ -22,7 +22,7 @@ const TICK: Duration = Duration::from_millis(50);
 /// Longest wait for a snapshot or the first watch answer from one node.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Least time between two progress reports.
-const REPORT_GAP: Duration = Duration::from_millis(10);
+const REPORT_GAP: Duration = Duration::from_millis(50);
 
 fn rule_kind(k: i32) -> Option<RuleKind> {
     match pb::RuleKind::try_from(k).ok()? {
