@@ -7,6 +7,7 @@ mod failover;
 mod membership;
 mod ops;
 mod replica;
+mod revokctl;
 mod validator;
 mod watch;
 mod write_read;

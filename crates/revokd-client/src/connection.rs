@@ -815,6 +815,66 @@ impl Client {
         out
     }
 
+    /// Streams the whole revocation set from one healthy node, in chunks of `chunk_size` ids
+    /// (0: the node's default), at a revision no older than `min_revision`.
+    pub async fn snapshot(
+        &self,
+        chunk_size: u32,
+        min_revision: u64,
+    ) -> Result<tonic::Streaming<pb::SnapshotChunk>, Error> {
+        self.call("Snapshot", Target::LeastLoaded, |node, left| {
+            let mut req = tonic::Request::new(pb::SnapshotRequest {
+                chunk_size,
+                min_revision,
+            });
+            // The deadline bounds waiting for `min_revision`, not reading the stream.
+            req.set_timeout(left);
+            async move { node.revocation().snapshot(req).await }
+        })
+        .await
+    }
+
+    /// Streams every change after `from_revision` from one healthy node, until the stream
+    /// breaks (resume from the last revision seen, on this or another client call).
+    pub async fn watch(
+        &self,
+        from_revision: u64,
+    ) -> Result<tonic::Streaming<pb::WatchResponse>, Error> {
+        self.call("Watch", Target::LeastLoaded, |node, _| async move {
+            node.revocation()
+                .watch(pb::WatchRequest { from_revision })
+                .await
+        })
+        .await
+    }
+
+    /// Builds a snapshot on every known node now; per node address, the snapshot's revision
+    /// or why it failed.
+    pub async fn trigger_snapshots(&self) -> Vec<(String, Result<u64, Error>)> {
+        let mut set = JoinSet::new();
+        let timeout = self.inner.config.timeout;
+        for n in self.nodes() {
+            set.spawn(async move {
+                let mut req = tonic::Request::new(pb::TriggerSnapshotRequest {});
+                req.set_timeout(timeout);
+                let r = match tokio::time::timeout(timeout, n.cluster().trigger_snapshot(req)).await
+                {
+                    Ok(Ok(r)) => Ok(r.into_inner().snapshot_revision),
+                    Ok(Err(s)) => Err(from_status("TriggerSnapshot", s)),
+                    Err(_) => Err(Error::Unavailable {
+                        op: "TriggerSnapshot",
+                        waited: timeout,
+                        last: "no answer".into(),
+                    }),
+                };
+                (n.addr.clone(), r)
+            });
+        }
+        let mut out: Vec<_> = set.join_all().await;
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Adds a learner (a non-voting member that receives the log).
     pub async fn add_learner(
         &self,

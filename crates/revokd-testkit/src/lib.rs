@@ -23,18 +23,28 @@ use tonic::transport::{Channel, Endpoint};
 /// Where the `revokd` binary is: `$REVOKD_BIN`, or next to the running executable's
 /// directory (`target/<profile>/revokd` for tests in `target/<profile>/deps/`).
 pub fn revokd_bin() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("REVOKD_BIN") {
+    workspace_bin("revokd", "REVOKD_BIN")
+}
+
+/// Where the `revokctl` binary is: `$REVOKCTL_BIN`, or next to the running executable's
+/// directory, like [`revokd_bin`].
+pub fn revokctl_bin() -> Result<PathBuf> {
+    workspace_bin("revokctl", "REVOKCTL_BIN")
+}
+
+fn workspace_bin(name: &str, env: &str) -> Result<PathBuf> {
+    if let Ok(p) = std::env::var(env) {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe()?;
     for dir in exe.ancestors().skip(1).take(3) {
-        let candidate = dir.join("revokd");
+        let candidate = dir.join(name);
         if candidate.is_file() {
             return Ok(candidate);
         }
     }
     bail!(
-        "revokd binary not found near {}; build it (cargo build --release -p revokd) or set REVOKD_BIN",
+        "{name} binary not found near {}; build it (cargo build --release -p {name}) or set {env}",
         exe.display()
     )
 }
