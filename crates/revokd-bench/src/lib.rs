@@ -2,9 +2,10 @@
 //! ids shaped like real token ids, and a description of the machine for reports.
 
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 
 /// A histogram of microseconds (or nanoseconds) from 1 to 60 million, 3 significant digits.
@@ -82,4 +83,62 @@ pub fn machine() -> String {
         .map(|kb| kb / 1024 / 1024)
         .unwrap_or(0);
     format!("{cores} cores ({cpu}), {mem} GiB RAM")
+}
+
+/// Processes a benchmark started (with their scratch directory), stopped by PID when dropped.
+pub struct Spawned {
+    /// The processes.
+    pub children: Vec<Child>,
+    /// Their data; removed on drop.
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts a fresh Redis on a free loopback port with no snapshots; `fsync_always` turns on the
+/// append-only file with an fsync per write. Returns it and its `redis://` URL once it answers.
+pub fn start_redis(bin: &str, fsync_always: bool) -> Result<(Spawned, String)> {
+    let dir = tempfile::tempdir()?;
+    let port = revokd_testkit::free_port()?;
+    let mut args = vec![
+        "--port".to_string(),
+        port.to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--save".into(),
+        String::new(),
+        "--dir".into(),
+        dir.path().display().to_string(),
+    ];
+    if fsync_always {
+        args.extend(["--appendonly", "yes", "--appendfsync", "always"].map(String::from));
+    } else {
+        args.extend(["--appendonly", "no"].map(String::from));
+    }
+    let child = Command::new(bin)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {bin} (install redis-server)"))?;
+    let spawned = Spawned {
+        children: vec![child],
+        dir,
+    };
+    let url = format!("redis://127.0.0.1:{port}/");
+    let client = redis::Client::open(url.as_str())?;
+    for _ in 0..100 {
+        if client.get_connection().is_ok() {
+            return Ok((spawned, url));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    bail!("redis-server did not start on port {port}")
 }

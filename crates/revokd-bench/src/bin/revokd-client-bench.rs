@@ -12,19 +12,19 @@
 //!   1 and 2 threads;
 //! - propagation: from a revoke's acknowledgement to its visibility in N replicas.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use revokd_bench::{hist, machine, now, rss_bytes, uuidish};
+use revokd_bench::{hist, machine, now, rss_bytes, start_redis, uuidish};
 use revokd_client::replica::table::{Store, Writer};
 use revokd_client::{
     Client, ClientConfig, Key, Replica, ReplicaConfig, Revoke, RuleKind, TokenQuery, Validator,
 };
-use revokd_testkit::{free_port, ProcessCluster};
+use revokd_testkit::ProcessCluster;
 
 #[derive(Parser, Debug)]
 #[command(about = "Benchmark the revokd client: local checks, validation, propagation, memory.")]
@@ -330,58 +330,9 @@ fn single_call_rows(replica: &Replica, dur: Duration, rows: &mut Vec<Row>) {
     }
 }
 
-/// A Redis server on a free loopback port, stopped (by PID) when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_redis(bin: &str) -> Result<Redis> {
-    let port = free_port()?;
-    let dir = tempfile::tempdir()?;
-    let child = Command::new(bin)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            &dir.path().display().to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {bin}"))?;
-    let r = Redis {
-        child,
-        port,
-        _dir: dir,
-    };
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
-    for _ in 0..100 {
-        if client.get_connection().is_ok() {
-            return Ok(r);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("redis-server did not start on port {port}")
-}
-
 fn redis_rows(bin: &str, entries: usize, dur: Duration, rows: &mut Vec<Row>) -> Result<()> {
-    let redis = start_redis(bin)?;
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port))?;
+    let (_redis, url) = start_redis(bin, false)?;
+    let client = redis::Client::open(url)?;
     let mut con = client.get_connection()?;
     let started = Instant::now();
     for start in (0..entries).step_by(10_000) {

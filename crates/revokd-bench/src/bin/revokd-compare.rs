@@ -1,0 +1,548 @@
+//! `revokd-compare`: the same revocation workloads against revokd and the systems users would
+//! pick instead, on loopback, in one run. Every system is started fresh, by this program, for
+//! each workload (etcd 3.4's reads degrade after a few hundred thousand writes until it
+//! restarts), and stopped by PID.
+//!
+//! - writes: revokd 3 nodes (durable on a quorum) vs etcd 3 members (`put` with a lease) vs Redis
+//!   (`SET jti reason EX ttl`, with `appendonly no` and with `appendfsync always`);
+//! - reads: revokd local replica vs revokd remote `Check` vs Redis `GET` vs etcd serializable
+//!   `get`;
+//! - propagation to a validator: revokd replica (watch) vs an etcd watch.
+//!
+//! The load for each peer comes from its well-known client library (the `redis` and
+//! `etcd-client` crates). Run through `scripts/compare.sh`, which installs the peers.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use etcd_client::{GetOptions, PutOptions};
+use hdrhistogram::Histogram;
+use revokd_bench::{hist, machine, now, start_redis, uuidish, Spawned};
+use revokd_client::{pb, Client, ClientConfig, Replica, ReplicaConfig, Revoke};
+use revokd_testkit::{free_port, ProcessCluster};
+
+#[derive(Parser, Debug)]
+#[command(about = "Compare revokd with etcd and Redis as a JWT denylist, side by side.")]
+struct Args {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    secs: u64,
+    /// Concurrent clients for writes and remote reads.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    clients: Vec<usize>,
+    /// Entries loaded before the read workloads.
+    #[arg(long, default_value_t = 100_000)]
+    entries: usize,
+    /// Revokes for the propagation workload.
+    #[arg(long, default_value_t = 200)]
+    propagation: usize,
+    /// The etcd binary.
+    #[arg(long, default_value = "etcd")]
+    etcd: String,
+    /// The Redis server binary.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: String,
+}
+
+/// One measured row.
+struct Row {
+    workload: String,
+    system: String,
+    ops_per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    note: String,
+}
+
+fn row(workload: &str, system: &str, h: &Histogram<u64>, secs: f64, note: &str) -> Row {
+    Row {
+        workload: workload.into(),
+        system: system.into(),
+        ops_per_sec: h.len() as f64 / secs,
+        p50_us: h.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_us: h.value_at_quantile(0.99) as f64 / 1000.0,
+        note: note.into(),
+    }
+}
+
+/// Runs `op` from `clients` tasks for `dur`; latencies in nanoseconds.
+async fn closed_loop<F, Fut>(clients: usize, dur: Duration, op: F) -> Result<(Histogram<u64>, f64)>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let end = start + dur;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = hist();
+            let mut i = 0u64;
+            while Instant::now() < end {
+                let t0 = Instant::now();
+                op(c, i).await?;
+                let _ = h.record(t0.elapsed().as_nanos().max(1) as u64);
+                i += 1;
+            }
+            Ok::<_, anyhow::Error>(h)
+        }));
+    }
+    let mut h = hist();
+    for t in tasks {
+        let _ = h.add(t.await??);
+    }
+    Ok((h, start.elapsed().as_secs_f64()))
+}
+
+/// Runs a blocking `op` from `clients` threads for `dur` (for the synchronous Redis client).
+fn threads_loop<F>(clients: usize, dur: Duration, op: F) -> Result<(Histogram<u64>, f64)>
+where
+    F: Fn(usize) -> Result<Box<dyn FnMut(u64) -> Result<()>>> + Sync,
+{
+    let start = Instant::now();
+    let end = start + dur;
+    let hs: Vec<Result<Histogram<u64>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|c| {
+                let op = &op;
+                s.spawn(move || {
+                    let mut f = op(c)?;
+                    let mut h = hist();
+                    let mut i = 0u64;
+                    while Instant::now() < end {
+                        let t0 = Instant::now();
+                        f(i)?;
+                        let _ = h.record(t0.elapsed().as_nanos().max(1) as u64);
+                        i += 1;
+                    }
+                    Ok(h)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("thread panicked")))
+            })
+            .collect()
+    });
+    let mut h = hist();
+    for x in hs {
+        let _ = h.add(x?);
+    }
+    Ok((h, start.elapsed().as_secs_f64()))
+}
+
+/// A fresh 3-member etcd cluster on loopback; returns its client endpoints.
+async fn start_etcd(bin: &str) -> Result<(Spawned, Vec<String>)> {
+    let dir = tempfile::tempdir()?;
+    let ports: Vec<(u16, u16)> = (0..3)
+        .map(|_| Ok((free_port()?, free_port()?)))
+        .collect::<Result<_>>()?;
+    let initial = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("n{i}=http://127.0.0.1:{peer}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut children = Vec::new();
+    for (i, (client, peer)) in ports.iter().enumerate() {
+        children.push(
+            Command::new(bin)
+                .args([
+                    "--name",
+                    &format!("n{i}"),
+                    "--data-dir",
+                    &dir.path().join(format!("n{i}")).display().to_string(),
+                    "--listen-client-urls",
+                    &format!("http://127.0.0.1:{client}"),
+                    "--advertise-client-urls",
+                    &format!("http://127.0.0.1:{client}"),
+                    "--listen-peer-urls",
+                    &format!("http://127.0.0.1:{peer}"),
+                    "--initial-advertise-peer-urls",
+                    &format!("http://127.0.0.1:{peer}"),
+                    "--initial-cluster",
+                    &initial,
+                    "--initial-cluster-state",
+                    "new",
+                    "--initial-cluster-token",
+                    "revokd-compare",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {bin} (install etcd-server)"))?,
+        );
+    }
+    let procs = Spawned { children, dir };
+    let endpoints: Vec<String> = ports
+        .iter()
+        .map(|(c, _)| format!("http://127.0.0.1:{c}"))
+        .collect();
+    for _ in 0..100 {
+        if let Ok(mut c) = etcd_client::Client::connect(&endpoints, None).await {
+            if c.put("ready", "1", None).await.is_ok() {
+                return Ok((procs, endpoints));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("etcd did not become ready")
+}
+
+async fn revokd_client(cluster: &ProcessCluster) -> Result<Client> {
+    let mut c = ClientConfig::new(cluster.endpoints());
+    c.timeout = Duration::from_secs(30);
+    Ok(Client::connect(c).await?)
+}
+
+async fn writes(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let dur = Duration::from_secs(args.secs);
+    for &c in &args.clients {
+        let w = format!("durable revoke, {c} client(s)");
+        eprintln!("{w}...");
+        {
+            let cluster = ProcessCluster::start(3).await?;
+            let client = revokd_client(&cluster).await?;
+            let (h, s) = closed_loop(c, dur, move |t, i| {
+                let client = client.clone();
+                async move {
+                    client
+                        .revoke(Revoke::new(format!("w-{t}-{i}"), now() + 3600))
+                        .await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            rows.push(row(&w, "revokd, 3 nodes (quorum fsync)", &h, s, ""));
+        }
+        {
+            let (_etcd, ep) = start_etcd(&args.etcd).await?;
+            let mut client = etcd_client::Client::connect(&ep, None).await?;
+            let lease = client.lease_grant(3600, None).await?.id();
+            let (h, s) = closed_loop(c, dur, move |t, i| {
+                let mut kv = client.kv_client();
+                async move {
+                    kv.put(
+                        format!("revoked/w-{t}-{i}"),
+                        "reason",
+                        Some(PutOptions::new().with_lease(lease)),
+                    )
+                    .await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            rows.push(row(
+                &w,
+                "etcd 3.4, 3 members (put with lease)",
+                &h,
+                s,
+                "fresh cluster",
+            ));
+        }
+        for fsync in [false, true] {
+            let (_redis, url) = start_redis(&args.redis_server, fsync)?;
+            let (h, s) = threads_loop(c, dur, |t| {
+                let mut con = redis::Client::open(url.as_str())?.get_connection()?;
+                Ok(Box::new(move |i| {
+                    redis::cmd("SET")
+                        .arg(format!("w-{t}-{i}"))
+                        .arg("reason")
+                        .arg("EX")
+                        .arg(3600)
+                        .query::<()>(&mut con)?;
+                    Ok(())
+                }))
+            })?;
+            let system = if fsync {
+                "Redis, appendfsync always"
+            } else {
+                "Redis, no persistence"
+            };
+            rows.push(row(&w, system, &h, s, "single node"));
+        }
+    }
+    Ok(())
+}
+
+async fn reads(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let dur = Duration::from_secs(args.secs);
+    let n = args.entries;
+    let ids: Arc<Vec<String>> = Arc::new((0..n as u64).map(uuidish).collect());
+    eprintln!("reads over {n} entries...");
+    {
+        let cluster = ProcessCluster::start(3).await?;
+        let client = revokd_client(&cluster).await?;
+        for chunk in ids.chunks(10_000) {
+            let batch: Vec<Revoke> = chunk.iter().map(|j| Revoke::new(j, now() + 3600)).collect();
+            client.revoke_many(&batch).await?;
+        }
+        let replica = Replica::connect(
+            revokd_client(&cluster).await?,
+            ReplicaConfig::default(),
+            Duration::from_secs(60),
+        )
+        .await?;
+        let mut h = hist();
+        let start = Instant::now();
+        let mut i = 0usize;
+        while start.elapsed() < dur {
+            let t0 = Instant::now();
+            for k in 0..1000 {
+                std::hint::black_box(replica.is_revoked(&ids[(i + k * 7919) % n]));
+            }
+            let _ = h.record((t0.elapsed().as_nanos() as u64 / 1000).max(1));
+            i += 1;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let mut r = row(
+            "revocation check, 1 client(s)",
+            "revokd local replica",
+            &h,
+            secs,
+            "",
+        );
+        r.ops_per_sec = h.len() as f64 * 1000.0 / secs;
+        r.note = "in process; batch means of 1,000 calls".into();
+        rows.push(r);
+        for &c in &args.clients {
+            let ids = ids.clone();
+            let client = client.clone();
+            let (h, s) = closed_loop(c, dur, move |t, i| {
+                let client = client.clone();
+                let jti = ids[(t * 7919 + i as usize * 31) % ids.len()].clone();
+                async move {
+                    client
+                        .check(
+                            pb::TokenQuery {
+                                jti,
+                                ..Default::default()
+                            },
+                            pb::Consistency::Local,
+                        )
+                        .await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            rows.push(row(
+                &format!("revocation check, {c} client(s)"),
+                "revokd remote Check (LOCAL)",
+                &h,
+                s,
+                "",
+            ));
+        }
+    }
+    {
+        let (_redis, url) = start_redis(&args.redis_server, false)?;
+        let mut con = redis::Client::open(url.as_str())?.get_connection()?;
+        for chunk in ids.chunks(10_000) {
+            let mut p = redis::pipe();
+            for id in chunk {
+                p.cmd("SET")
+                    .arg(id)
+                    .arg("reason")
+                    .arg("EX")
+                    .arg(3600)
+                    .ignore();
+            }
+            p.query::<()>(&mut con)?;
+        }
+        for &c in &args.clients {
+            let ids = ids.clone();
+            let (h, s) = threads_loop(c, dur, |t| {
+                let mut con = redis::Client::open(url.as_str())?.get_connection()?;
+                let ids = ids.clone();
+                Ok(Box::new(move |i| {
+                    let _: Option<String> = redis::cmd("GET")
+                        .arg(&ids[(t * 7919 + i as usize * 31) % ids.len()])
+                        .query(&mut con)?;
+                    Ok(())
+                }))
+            })?;
+            rows.push(row(
+                &format!("revocation check, {c} client(s)"),
+                "Redis GET",
+                &h,
+                s,
+                "fresh instance",
+            ));
+        }
+    }
+    {
+        let (_etcd, ep) = start_etcd(&args.etcd).await?;
+        let client = etcd_client::Client::connect(&ep, None).await?;
+        let mut kv = client.kv_client();
+        for chunk in ids.chunks(1_000) {
+            // etcd has no bulk put; a transaction per 100 keys keeps loading reasonable.
+            for sub in chunk.chunks(100) {
+                let ops: Vec<etcd_client::TxnOp> = sub
+                    .iter()
+                    .map(|id| etcd_client::TxnOp::put(format!("revoked/{id}"), "reason", None))
+                    .collect();
+                kv.txn(etcd_client::Txn::new().and_then(ops)).await?;
+            }
+        }
+        for &c in &args.clients {
+            let ids = ids.clone();
+            let client = client.clone();
+            let (h, s) = closed_loop(c, dur, move |t, i| {
+                let mut kv = client.kv_client();
+                let key = format!("revoked/{}", ids[(t * 7919 + i as usize * 31) % ids.len()]);
+                async move {
+                    kv.get(key, Some(GetOptions::new().with_serializable()))
+                        .await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            rows.push(row(
+                &format!("revocation check, {c} client(s)"),
+                "etcd serializable get",
+                &h,
+                s,
+                "fresh cluster",
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn propagation(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    eprintln!("propagation...");
+    let n = args.propagation;
+    {
+        let cluster = ProcessCluster::start(3).await?;
+        let client = revokd_client(&cluster).await?;
+        let replica = Replica::connect(
+            revokd_client(&cluster).await?,
+            ReplicaConfig::default(),
+            Duration::from_secs(60),
+        )
+        .await?;
+        let mut h = hist();
+        for i in 0..n {
+            let w = client
+                .revoke(Revoke::new(format!("p-{i}"), now() + 3600))
+                .await?;
+            let acked = Instant::now();
+            if !replica
+                .wait_for_revision(w.committed_revision, Duration::from_secs(10))
+                .await
+            {
+                bail!("replica did not see revision {}", w.committed_revision);
+            }
+            let _ = h.record(acked.elapsed().as_nanos().max(1) as u64);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        rows.push(row(
+            "ack -> visible to a validator",
+            "revokd replica (watch)",
+            &h,
+            1.0,
+            "0 when seen before the ack returned",
+        ));
+    }
+    {
+        let (_etcd, ep) = start_etcd(&args.etcd).await?;
+        let mut writer = etcd_client::Client::connect(&ep, None).await?;
+        let mut watcher = etcd_client::Client::connect(&ep, None).await?;
+        let mut stream = watcher
+            .watch(
+                "revoked/",
+                Some(etcd_client::WatchOptions::new().with_prefix()),
+            )
+            .await?;
+        let mut h = hist();
+        for i in 0..n {
+            let key = format!("revoked/p-{i}");
+            writer.put(key.clone(), "reason", None).await?;
+            let acked = Instant::now();
+            loop {
+                let msg = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                    .await
+                    .context("etcd watch timed out")??
+                    .context("etcd watch ended")?;
+                if msg
+                    .events()
+                    .iter()
+                    .any(|e| e.kv().is_some_and(|kv| kv.key() == key.as_bytes()))
+                {
+                    break;
+                }
+            }
+            let _ = h.record(acked.elapsed().as_nanos().max(1) as u64);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        rows.push(row(
+            "ack -> visible to a validator",
+            "etcd watch",
+            &h,
+            1.0,
+            "0 when seen before the ack returned",
+        ));
+    }
+    Ok(())
+}
+
+fn print(args: &Args, rows: &[Row]) {
+    let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    println!(
+        "Machine: {}. Date: {date}. Command: `{}`.\n",
+        machine(),
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    println!(
+        "Each system started fresh for each workload; {} s per row.\n",
+        args.secs
+    );
+    println!("| workload | system | ops/s | p50 | p99 | revokd / this | note |");
+    println!("|---|---|---:|---:|---:|---:|---|");
+    for r in rows {
+        // The ratio compares with revokd's best row for the same workload (for reads with one
+        // client, that is the local replica).
+        let ours = rows
+            .iter()
+            .filter(|o| o.workload == r.workload && o.system.starts_with("revokd"))
+            .map(|o| (o.ops_per_sec, o.p50_us))
+            .fold((0.0f64, f64::MAX), |a, b| (a.0.max(b.0), a.1.min(b.1)));
+        let ratio = if r.system.starts_with("revokd") {
+            "-".to_string()
+        } else if r.workload.starts_with("ack") {
+            // Latency: this system's p50 over revokd's (above 1: revokd is faster).
+            format!("{:.2}x", r.p50_us.max(0.001) / ours.1.max(0.001))
+        } else {
+            // Throughput: revokd's over this system's (above 1: revokd is faster).
+            format!("{:.2}x", ours.0 / r.ops_per_sec.max(1e-9))
+        };
+        let ops = if r.workload.starts_with("ack") {
+            "-".to_string()
+        } else {
+            format!("{:.0}", r.ops_per_sec)
+        };
+        println!(
+            "| {} | {} | {} | {:.1} us | {:.1} us | {} | {} |",
+            r.workload, r.system, ops, r.p50_us, r.p99_us, ratio, r.note
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut rows = Vec::new();
+    writes(&args, &mut rows).await?;
+    reads(&args, &mut rows).await?;
+    propagation(&args, &mut rows).await?;
+    print(&args, &rows);
+    Ok(())
+}
