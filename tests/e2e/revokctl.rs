@@ -41,7 +41,7 @@ fn ctl_json(endpoints: &[String], args: &[&str]) -> Result<(i32, Vec<Value>)> {
 
 #[tokio::test]
 async fn every_subcommand_in_both_formats_with_documented_exit_codes() -> Result<()> {
-    let cluster = ProcessCluster::start(3).await?;
+    let mut cluster = ProcessCluster::start(3).await?;
     cluster.wait_leader(Duration::from_secs(15)).await?;
     let ep = cluster.endpoints();
 
@@ -164,7 +164,35 @@ async fn every_subcommand_in_both_formats_with_documented_exit_codes() -> Result
     let (code, out, _) = ctl(&ep, &["man"])?;
     assert!(code == 0 && out.contains(".TH revokctl"));
 
-    // Exit codes: usage 2, unavailable 3, rejected 4.
+    // Membership: a fourth node as a learner, promoted, then removed again.
+    let addr = cluster.start_joiner(4)?;
+    let (code, rows) = ctl_json(&ep, &["member", "add-learner", "4", &addr])?;
+    assert_eq!(code, 0, "{rows:?}");
+    assert!(
+        rows.iter()
+            .any(|r| r["id"] == 4 && r["membership"] == "learner"),
+        "{rows:?}"
+    );
+    let (code, rows) = ctl_json(&ep, &["member", "promote", "4"])?;
+    assert_eq!(code, 0, "{rows:?}");
+    assert!(
+        rows.iter()
+            .any(|r| r["id"] == 4 && r["membership"] == "voter"),
+        "{rows:?}"
+    );
+    let (code, rows) = ctl_json(&ep, &["member", "remove", "4"])?;
+    assert_eq!(code, 0, "{rows:?}");
+    assert_eq!(
+        rows.iter().filter(|r| r["membership"] == "voter").count(),
+        3,
+        "{rows:?}"
+    );
+    let (code, _, err) = ctl(&ep, &["member", "promote", "9"])?;
+    assert_eq!(code, 2, "unknown node: {err}");
+
+    // Exit codes: other 1, usage 2, unavailable 3, rejected 4.
+    let (code, _, err) = ctl(&ep, &["export", "--file", "/nonexistent-dir/export.ndjson"])?;
+    assert_eq!(code, 1, "a local I/O error: {err}");
     let (code, _, err) = ctl(&ep, &["revoke", "x", "--expires-at", "tomorrow"])?;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--expires-at"), "{err}");
