@@ -791,23 +791,42 @@ impl Client {
 
     /// Every known node's own status (or why it could not be had), by address.
     pub async fn statuses(&self) -> Vec<(String, Result<pb::StatusResponse, Error>)> {
+        self.on_every_node("Status", |n, req_timeout| async move {
+            let mut req = tonic::Request::new(pb::StatusRequest {});
+            req.set_timeout(req_timeout);
+            n.cluster().status(req).await
+        })
+        .await
+    }
+
+    /// Runs `f` on every known node at once, each bounded by the configured timeout; the
+    /// answers (or why there was none) by address.
+    async fn on_every_node<T, F, Fut>(
+        &self,
+        op: &'static str,
+        f: F,
+    ) -> Vec<(String, Result<T, Error>)>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<NodeConn>, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
+    {
         let mut set = JoinSet::new();
         let timeout = self.inner.config.timeout;
         for n in self.nodes() {
+            let addr = n.addr.clone();
+            let fut = f(n, timeout);
             set.spawn(async move {
-                let mut req = tonic::Request::new(pb::StatusRequest {});
-                req.set_timeout(timeout);
-                let r = tokio::time::timeout(timeout, n.cluster().status(req)).await;
-                let r = match r {
-                    Ok(Ok(s)) => Ok(s.into_inner()),
-                    Ok(Err(s)) => Err(from_status("Status", s)),
+                let r = match tokio::time::timeout(timeout, fut).await {
+                    Ok(Ok(r)) => Ok(r.into_inner()),
+                    Ok(Err(s)) => Err(from_status(op, s)),
                     Err(_) => Err(Error::Unavailable {
-                        op: "Status",
+                        op,
                         waited: timeout,
                         last: "no answer".into(),
                     }),
                 };
-                (n.addr.clone(), r)
+                (addr, r)
             });
         }
         let mut out: Vec<_> = set.join_all().await;
@@ -851,28 +870,15 @@ impl Client {
     /// Builds a snapshot on every known node now; per node address, the snapshot's revision
     /// or why it failed.
     pub async fn trigger_snapshots(&self) -> Vec<(String, Result<u64, Error>)> {
-        let mut set = JoinSet::new();
-        let timeout = self.inner.config.timeout;
-        for n in self.nodes() {
-            set.spawn(async move {
-                let mut req = tonic::Request::new(pb::TriggerSnapshotRequest {});
-                req.set_timeout(timeout);
-                let r = match tokio::time::timeout(timeout, n.cluster().trigger_snapshot(req)).await
-                {
-                    Ok(Ok(r)) => Ok(r.into_inner().snapshot_revision),
-                    Ok(Err(s)) => Err(from_status("TriggerSnapshot", s)),
-                    Err(_) => Err(Error::Unavailable {
-                        op: "TriggerSnapshot",
-                        waited: timeout,
-                        last: "no answer".into(),
-                    }),
-                };
-                (n.addr.clone(), r)
-            });
-        }
-        let mut out: Vec<_> = set.join_all().await;
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        self.on_every_node("TriggerSnapshot", |n, req_timeout| async move {
+            let mut req = tonic::Request::new(pb::TriggerSnapshotRequest {});
+            req.set_timeout(req_timeout);
+            n.cluster().trigger_snapshot(req).await
+        })
+        .await
+        .into_iter()
+        .map(|(addr, r)| (addr, r.map(|s| s.snapshot_revision)))
+        .collect()
     }
 
     /// Adds a learner (a non-voting member that receives the log).
