@@ -141,6 +141,18 @@ async fn without_quorum_writes_fail_in_time_then_recover() -> Result<()> {
 async fn a_node_with_a_corrupt_snapshot_refuses_to_start() -> Result<()> {
     let mut c = ProcessCluster::start(3).await?;
     let ack = revoke_anywhere(&c.endpoints(), "before-corruption", Duration::from_secs(5)).await?;
+    // Node 2 may be a follower that has not applied the write yet: the snapshot it builds must
+    // contain it.
+    eventually(Duration::from_secs(10), || async {
+        let applied = c.status(2).await?.applied_revision;
+        anyhow::ensure!(
+            applied >= ack.revision,
+            "node 2 at {applied}, write at {}",
+            ack.revision
+        );
+        Ok(())
+    })
+    .await?;
     let mut req = tonic::Request::new(pb::TriggerSnapshotRequest {});
     req.set_timeout(Duration::from_secs(10));
     let snap = c.cluster(2)?.trigger_snapshot(req).await?.into_inner();
