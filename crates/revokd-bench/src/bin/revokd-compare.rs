@@ -273,6 +273,12 @@ async fn writes(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// The entry client `t` reads on its `i`-th call: every system gets the same sequence, spread
+/// over the whole set.
+fn spread(t: usize, i: u64, n: usize) -> usize {
+    (t * 7919 + i as usize * 31) % n
+}
+
 async fn reads(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     let dur = Duration::from_secs(args.secs);
     let n = args.entries;
@@ -318,7 +324,7 @@ async fn reads(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
             let client = client.clone();
             let (h, s) = closed_loop(c, dur, move |t, i| {
                 let client = client.clone();
-                let jti = ids[(t * 7919 + i as usize * 31) % ids.len()].clone();
+                let jti = ids[spread(t, i, ids.len())].clone();
                 async move {
                     client
                         .check(
@@ -364,7 +370,7 @@ async fn reads(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
                 let ids = ids.clone();
                 Ok(Box::new(move |i| {
                     let _: Option<String> = redis::cmd("GET")
-                        .arg(&ids[(t * 7919 + i as usize * 31) % ids.len()])
+                        .arg(&ids[spread(t, i, ids.len())])
                         .query(&mut con)?;
                     Ok(())
                 }))
@@ -397,7 +403,7 @@ async fn reads(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
             let client = client.clone();
             let (h, s) = closed_loop(c, dur, move |t, i| {
                 let mut kv = client.kv_client();
-                let key = format!("revoked/{}", ids[(t * 7919 + i as usize * 31) % ids.len()]);
+                let key = format!("revoked/{}", ids[spread(t, i, ids.len())]);
                 async move {
                     kv.get(key, Some(GetOptions::new().with_serializable()))
                         .await?;
