@@ -53,6 +53,11 @@ pub struct ClientConfig {
     pub attempt_timeout: Duration,
     /// Who the writes of this client are recorded as (`revoked_by`). Default `revokd-client`.
     pub actor: String,
+    /// Where to dial a node instead of the address it advertises (`host:port` to
+    /// `host:port`): for NAT, a local proxy, or the chaos harness's per-region links. Nodes
+    /// keep their advertised address as their identity. Default empty (dial what is
+    /// advertised).
+    pub address_map: BTreeMap<String, String>,
 }
 
 impl ClientConfig {
@@ -67,6 +72,7 @@ impl ClientConfig {
             max_backoff: Duration::from_millis(500),
             attempt_timeout: Duration::from_secs(2),
             actor: "revokd-client".into(),
+            address_map: BTreeMap::new(),
         }
     }
 
@@ -102,6 +108,11 @@ fn strip_scheme(addr: &str) -> &str {
 
 fn endpoint(addr: &str, config: &ClientConfig) -> Result<Endpoint, Error> {
     let addr = strip_scheme(addr);
+    let addr = config
+        .address_map
+        .get(addr)
+        .map(|a| strip_scheme(a))
+        .unwrap_or(addr);
     if addr.is_empty() || !addr.contains(':') {
         return Err(Error::Config(format!("endpoint {addr:?} is not host:port")));
     }

@@ -65,6 +65,10 @@ pub struct Config {
     /// Most tokens the leader coalesces from concurrent requests into one log entry.
     /// Default 10,000; 1 puts every request in its own entry (for comparison).
     pub batch_max_tokens: usize,
+    /// Where this node dials a peer instead of the address the peer advertises, by peer id
+    /// (Raft traffic, forwarded writes and read-index calls). For NAT, a sidecar proxy, or the
+    /// chaos harness's link proxies. Default empty: dial the advertised address.
+    pub peer_routes: BTreeMap<u64, String>,
 }
 
 /// Command-line flags (each also an environment variable). Unset flags fall back to the
@@ -133,6 +137,10 @@ pub struct Args {
     /// Most tokens coalesced into one log entry; 1 disables batching. [default: 10000]
     #[arg(long, env = "REVOKD_BATCH_MAX_TOKENS")]
     pub batch_max_tokens: Option<usize>,
+    /// Dial these addresses for these peers instead of what they advertise:
+    /// `2=127.0.0.1:9102,3=127.0.0.1:9103`. [default: none]
+    #[arg(long, env = "REVOKD_PEER_ROUTES")]
+    pub peer_routes: Option<String>,
 }
 
 /// A configuration that cannot be used. The message says which setting and why.
@@ -181,28 +189,34 @@ impl Default for Config {
             watch_window: 100_000,
             default_deadline: Duration::from_secs(5),
             batch_max_tokens: revokd_core::MAX_BATCH,
+            peer_routes: BTreeMap::new(),
         }
     }
 }
 
 /// Parses `1=host:port,2=host:port`.
 pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
+    parse_id_addrs("initial-cluster", s)
+}
+
+/// Parses a `--peer-routes` list (`2=host:port,...`).
+pub fn parse_peer_routes(s: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
+    parse_id_addrs("peer-routes", s)
+}
+
+fn parse_id_addrs(flag: &str, s: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
     let mut out = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (id, addr) = part.split_once('=').ok_or_else(|| {
-            ConfigError::Invalid(format!(
-                "initial-cluster entry {part:?} is not ID=HOST:PORT"
-            ))
+            ConfigError::Invalid(format!("{flag} entry {part:?} is not ID=HOST:PORT"))
         })?;
         let id: u64 = id.trim().parse().map_err(|_| {
-            ConfigError::Invalid(format!(
-                "initial-cluster entry {part:?}: id is not a number"
-            ))
+            ConfigError::Invalid(format!("{flag} entry {part:?}: id is not a number"))
         })?;
         validate_addr(addr.trim())?;
         if out.insert(id, addr.trim().to_owned()).is_some() {
             return Err(ConfigError::Invalid(format!(
-                "initial-cluster names node {id} twice"
+                "{flag} names node {id} twice"
             )));
         }
     }
@@ -268,6 +282,10 @@ impl Config {
                 .map(ms)
                 .unwrap_or(d.default_deadline),
             batch_max_tokens: layered!(batch_max_tokens).unwrap_or(d.batch_max_tokens),
+            peer_routes: match layered!(peer_routes) {
+                Some(s) => parse_peer_routes(&s)?,
+                None => BTreeMap::new(),
+            },
         };
         cfg.validate()?;
         Ok(cfg)

@@ -102,7 +102,7 @@ pub async fn run(
     let raft = Raft::new(
         config.id,
         Arc::new(raft_config),
-        NetworkFactory::default(),
+        NetworkFactory::with_routes(config.peer_routes.clone()),
         log.clone(),
         sm.clone(),
     )

@@ -80,8 +80,15 @@ impl Node {
         }
     }
 
-    /// A (cached, lazily connected) channel to another node.
-    pub fn channel(&self, addr: &str) -> Result<Channel, ApiError> {
+    /// A (cached, lazily connected) channel to node `id`, which advertises `addr`; dialled
+    /// through the configured peer route when there is one.
+    pub fn channel(&self, id: NodeId, addr: &str) -> Result<Channel, ApiError> {
+        let addr = self
+            .config
+            .peer_routes
+            .get(&id)
+            .map(String::as_str)
+            .unwrap_or(addr);
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
@@ -210,8 +217,8 @@ impl Node {
                         _ => {}
                     },
                 },
-                Route::Forward { addr, .. } => {
-                    let mut client = RaftClient::new(self.channel(&addr)?);
+                Route::Forward { id, addr } => {
+                    let mut client = RaftClient::new(self.channel(id, &addr)?);
                     let mut req = tonic::Request::new(ReadIndexRequest {});
                     req.set_timeout(deadline.saturating_duration_since(Instant::now()));
                     match client.read_index(req).await {

@@ -154,7 +154,7 @@ impl<Req: Clone> Routed<Req> {
                 if let Ok(v) = self.actor.parse() {
                     fwd.metadata_mut().insert(ACTOR_HEADER, v);
                 }
-                Ok(Hop::Forward(self.node.channel(&addr)?, fwd))
+                Ok(Hop::Forward(self.node.channel(id, &addr)?, fwd))
             }
         }
     }

@@ -1,5 +1,7 @@
 //! The sending side of the Raft transport: one lazily connected gRPC channel per peer.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -28,7 +30,18 @@ pub const APPEND_BUDGET: usize = 1024 * 1024;
 
 /// Creates a [`PeerClient`] per target node.
 #[derive(Clone, Default)]
-pub struct NetworkFactory {}
+pub struct NetworkFactory {
+    routes: Arc<BTreeMap<NodeId, String>>,
+}
+
+impl NetworkFactory {
+    /// A factory that dials `routes[id]` instead of node `id`'s advertised address.
+    pub fn with_routes(routes: BTreeMap<NodeId, String>) -> Self {
+        NetworkFactory {
+            routes: Arc::new(routes),
+        }
+    }
+}
 
 /// Builds a lazily connecting channel to `addr` (`host:port`).
 pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
@@ -44,17 +57,18 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
-        let client = channel(&node.addr, Duration::from_millis(500)).map(|ch| {
+        let addr = self.routes.get(&target).unwrap_or(&node.addr);
+        let client = channel(addr, Duration::from_millis(500)).map(|ch| {
             RaftClient::new(ch)
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE)
         });
         if let Err(e) = &client {
-            tracing::error!(target, addr = %node.addr, error = %e, "network: bad peer address");
+            tracing::error!(target, %addr, error = %e, "network: bad peer address");
         }
         PeerClient {
             target,
-            addr: node.addr.clone(),
+            addr: addr.clone(),
             client: client.ok(),
         }
     }

@@ -1,0 +1,476 @@
+//! A run's figures and verdicts: computed from the history, written as JSON (`report.json`),
+//! Markdown (`report.md`) and a timeline picture (`timeline.svg`: faults, leader changes,
+//! write throughput and propagation delay per region over time).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::check::Verdicts;
+use crate::faults::Schedule;
+use crate::history::{Event, History, Record};
+use crate::run::RunOptions;
+
+/// Percentiles of a distribution, in milliseconds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Spread {
+    /// Samples.
+    pub samples: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+}
+
+impl Spread {
+    fn of(values: impl Iterator<Item = f64>) -> Spread {
+        // Up to an hour, in microseconds, with 3 significant digits.
+        let mut h =
+            Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        for v in values {
+            // Microseconds, so sub-millisecond delays keep their precision.
+            h.saturating_record((v * 1000.0).max(0.0) as u64);
+        }
+        if h.is_empty() {
+            return Spread::default();
+        }
+        Spread {
+            samples: h.len(),
+            p50_ms: h.value_at_quantile(0.50) as f64 / 1000.0,
+            p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
+            max_ms: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// One fault as it happened.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultFigures {
+    /// What it was (with the node it hit).
+    pub what: String,
+    /// When it began (s since the run started).
+    pub at_s: f64,
+    /// When it was healed.
+    pub healed_s: Option<f64>,
+    /// From the fault to the acknowledgement of the first write sent after it.
+    pub failover_ms: Option<f64>,
+}
+
+/// Everything a run measured and concluded.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The scenario.
+    pub scenario: String,
+    /// The topology.
+    pub topology: String,
+    /// The seed.
+    pub seed: u64,
+    /// The schedule that ran.
+    pub schedule: Schedule,
+    /// Run time, in seconds.
+    pub duration_s: f64,
+    /// Revokes sent.
+    pub revokes_attempted: usize,
+    /// Revokes acknowledged.
+    pub revokes_acknowledged: usize,
+    /// Acknowledged revokes missing anywhere at the end (must be 0).
+    pub revokes_lost: usize,
+    /// Failed writes by kind (their outcome is unknown: present or not, both are allowed).
+    pub write_errors: BTreeMap<String, u64>,
+    /// Send to acknowledgement.
+    pub write_latency: Spread,
+    /// Each fault with its failover time.
+    pub faults: Vec<FaultFigures>,
+    /// Total time no leader had a majority's agreement, in ms.
+    pub leaderless_ms: f64,
+    /// The longest such stretch, in ms.
+    pub longest_leaderless_ms: f64,
+    /// Leader changes seen.
+    pub leader_changes: usize,
+    /// Acknowledgement to visibility in replicas, per region.
+    pub propagation: BTreeMap<String, Spread>,
+    /// Worst staleness per replica, in ms.
+    pub staleness_peak_ms: BTreeMap<String, f64>,
+    /// Replicas that followed the cluster.
+    pub replicas: Vec<String>,
+    /// Linearizable checks answered.
+    pub checks: u64,
+    /// Linearizable checks that failed (unavailable during a fault).
+    pub check_errors: u64,
+    /// The invariants.
+    pub verdicts: Verdicts,
+    #[serde(skip)]
+    events: Vec<Event>,
+    #[serde(skip)]
+    throughput: Vec<(f64, f64)>,
+    #[serde(skip)]
+    sightings: BTreeMap<String, Vec<(f64, f64)>>,
+    #[serde(skip)]
+    leaders: Vec<(f64, Option<u64>)>,
+}
+
+fn leaderless(samples: &[(f64, Option<u64>)]) -> (f64, f64) {
+    let (mut total, mut longest, mut run) = (0.0f64, 0.0f64, 0.0f64);
+    for w in samples.windows(2) {
+        if w[0].1.is_none() {
+            let d = w[1].0 - w[0].0;
+            total += d;
+            run += d;
+            longest = longest.max(run);
+        } else {
+            run = 0.0;
+        }
+    }
+    (total, longest)
+}
+
+impl Report {
+    /// Computes the figures.
+    pub fn build(
+        opts: &RunOptions,
+        history: &History,
+        verdicts: Verdicts,
+        replicas: Vec<String>,
+    ) -> Report {
+        let duration_s = history.now_ms() / 1000.0;
+        history.with(|r: &mut Record| {
+            let faults = r
+                .events
+                .iter()
+                .filter(|e| e.kind == "fault")
+                .map(|e| FaultFigures {
+                    what: e.what.clone(),
+                    at_s: e.at_ms / 1000.0,
+                    healed_s: e.end_ms.map(|m| m / 1000.0),
+                    failover_ms: r
+                        .acks
+                        .iter()
+                        .filter(|a| a.sent_ms >= e.at_ms)
+                        .map(|a| a.ack_ms - e.at_ms)
+                        .reduce(f64::min),
+                })
+                .collect();
+            let (leaderless_ms, longest_leaderless_ms) = leaderless(&r.leader_samples);
+            let mut by_region: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+            for s in &r.sightings {
+                by_region
+                    .entry(s.region.clone())
+                    .or_default()
+                    .push((s.ack_ms / 1000.0, s.delay_ms));
+            }
+            let propagation = by_region
+                .iter()
+                .map(|(k, v)| (k.clone(), Spread::of(v.iter().map(|p| p.1))))
+                .collect();
+            let lost = verdicts
+                .iter()
+                .find(|v| v.invariant.starts_with("every acknowledged revoke"))
+                .map(|v| {
+                    // A lost id counts once, however many nodes miss it.
+                    let mut ids: Vec<&str> = v
+                        .examples
+                        .iter()
+                        .filter_map(|e| e.split(' ').next())
+                        .collect();
+                    ids.dedup();
+                    if v.violations > v.examples.len() {
+                        v.violations
+                    } else {
+                        ids.len()
+                    }
+                })
+                .unwrap_or(0);
+            // Acknowledged writes per second, in half-second buckets.
+            let mut buckets: BTreeMap<u64, u64> = BTreeMap::new();
+            for a in &r.acks {
+                *buckets.entry((a.ack_ms / 500.0) as u64).or_default() += 1;
+            }
+            let last = (history.now_ms() / 500.0) as u64;
+            let throughput = (0..=last)
+                .map(|b| (b as f64 / 2.0, *buckets.get(&b).unwrap_or(&0) as f64 * 2.0))
+                .collect();
+            Report {
+                scenario: opts.schedule.name.clone(),
+                topology: opts.topology.name.clone(),
+                seed: opts.seed,
+                schedule: opts.schedule.clone(),
+                duration_s,
+                revokes_attempted: r.attempted.len(),
+                revokes_acknowledged: r.acks.len(),
+                revokes_lost: lost,
+                write_errors: r.write_errors.clone(),
+                write_latency: Spread::of(r.acks.iter().map(|a| a.ack_ms - a.sent_ms)),
+                faults,
+                leaderless_ms,
+                longest_leaderless_ms,
+                leader_changes: r
+                    .events
+                    .iter()
+                    .filter(|e| e.kind == "leader" && e.what.starts_with("leader is"))
+                    .count()
+                    .saturating_sub(1),
+                propagation,
+                staleness_peak_ms: r.staleness_peak_ms.clone(),
+                replicas,
+                checks: r.checks,
+                check_errors: r.check_errors,
+                verdicts,
+                events: r.events.clone(),
+                throughput,
+                sightings: by_region,
+                leaders: r.leader_samples.clone(),
+            }
+        })
+    }
+
+    /// Whether every invariant held.
+    pub fn passed(&self) -> bool {
+        self.verdicts.iter().all(|v| v.held)
+    }
+
+    /// Writes `report.json`, `report.md` and `timeline.svg` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(self)?)?;
+        std::fs::write(dir.join("report.md"), self.markdown())?;
+        self.timeline(&dir.join("timeline.svg"))
+            .context("drawing timeline.svg")?;
+        Ok(())
+    }
+
+    /// The report as Markdown.
+    pub fn markdown(&self) -> String {
+        let mut m = String::new();
+        let _ = writeln!(
+            m,
+            "# Chaos run: {} on {} (seed {})\n",
+            self.scenario, self.topology, self.seed
+        );
+        let _ = writeln!(
+            m,
+            "**{}** in {:.1} s. Timeline: `timeline.svg`; every figure: `report.json`.\n",
+            if self.passed() {
+                "Every invariant held"
+            } else {
+                "INVARIANTS BROKEN"
+            },
+            self.duration_s
+        );
+        let _ = writeln!(m, "| Figure | Value |\n|---|---|");
+        let _ = writeln!(
+            m,
+            "| revokes acknowledged | {} |",
+            self.revokes_acknowledged
+        );
+        let _ = writeln!(m, "| revokes lost | {} |", self.revokes_lost);
+        let _ = writeln!(
+            m,
+            "| revokes failed (outcome unknown) | {} |",
+            self.write_errors.values().sum::<u64>()
+        );
+        let _ = writeln!(
+            m,
+            "| write latency p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |",
+            self.write_latency.p50_ms, self.write_latency.p99_ms, self.write_latency.max_ms
+        );
+        let _ = writeln!(
+            m,
+            "| time without a leader (total / longest) | {:.0} / {:.0} ms |",
+            self.leaderless_ms, self.longest_leaderless_ms
+        );
+        let _ = writeln!(m, "| leader changes | {} |", self.leader_changes);
+        let _ = writeln!(
+            m,
+            "| linearizable checks (failed during faults) | {} ({}) |",
+            self.checks, self.check_errors
+        );
+        if let Some((name, peak)) = self
+            .staleness_peak_ms
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+        {
+            let _ = writeln!(m, "| worst replica staleness | {peak:.0} ms ({name}) |");
+        }
+        let _ = writeln!(
+            m,
+            "\n## Propagation (acknowledged to visible in the replica)\n\n| Region | Samples | p50 | p99 | max |\n|---|---|---|---|---|"
+        );
+        for (region, s) in &self.propagation {
+            let _ = writeln!(
+                m,
+                "| {region} | {} | {:.1} ms | {:.1} ms | {:.1} ms |",
+                s.samples, s.p50_ms, s.p99_ms, s.max_ms
+            );
+        }
+        let _ = writeln!(
+            m,
+            "\n## Faults\n\n| At | Fault | Healed | Failover (fault to next acknowledged write) |\n|---|---|---|---|"
+        );
+        for f in &self.faults {
+            let _ = writeln!(
+                m,
+                "| {:.1} s | {} | {} | {} |",
+                f.at_s,
+                f.what,
+                f.healed_s
+                    .map(|h| format!("{h:.1} s"))
+                    .unwrap_or_else(|| "-".into()),
+                f.failover_ms
+                    .map(|v| format!("{v:.0} ms"))
+                    .unwrap_or_else(|| "no write after it".into())
+            );
+        }
+        let _ = writeln!(m, "\n## Invariants\n");
+        for v in &self.verdicts {
+            let _ = writeln!(
+                m,
+                "- {} {}{}",
+                if v.held { "held:" } else { "BROKEN:" },
+                v.invariant,
+                if v.held {
+                    String::new()
+                } else {
+                    format!(" ({} violations)", v.violations)
+                }
+            );
+            for e in &v.examples {
+                let _ = writeln!(m, "  - {e}");
+            }
+        }
+        m
+    }
+
+    /// Draws the timeline: throughput, propagation delay per region and the leader, with
+    /// fault intervals shaded across all three.
+    fn timeline(&self, path: &Path) -> Result<()> {
+        let root = SVGBackend::new(path, (1200, 900)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (title, rest) = root.split_vertically(36);
+        title.draw(&Text::new(
+            format!(
+                "revokd chaos: {} on {} (seed {}) - {}",
+                self.scenario,
+                self.topology,
+                self.seed,
+                if self.passed() {
+                    "every invariant held"
+                } else {
+                    "INVARIANTS BROKEN"
+                }
+            ),
+            (12, 10),
+            ("sans-serif", 20).into_font(),
+        ))?;
+        let panels = rest.split_evenly((3, 1));
+        let t_max = self.duration_s.max(1.0);
+        let faults: Vec<(f64, f64, &str)> = self
+            .events
+            .iter()
+            .filter(|e| e.kind == "fault")
+            .map(|e| {
+                (
+                    e.at_ms / 1000.0,
+                    e.end_ms.unwrap_or(e.at_ms + 200.0) / 1000.0,
+                    e.what.as_str(),
+                )
+            })
+            .collect();
+        let shade = RGBColor(255, 120, 120).mix(0.18).filled();
+
+        // Throughput.
+        let y_max = self.throughput.iter().map(|p| p.1).fold(1.0, f64::max) * 1.2;
+        let mut chart = ChartBuilder::on(&panels[0])
+            .caption(
+                "acknowledged revokes per second (shaded: faults)",
+                ("sans-serif", 15),
+            )
+            .margin(8)
+            .x_label_area_size(24)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..t_max, 0f64..y_max)?;
+        chart.configure_mesh().x_desc("s").draw()?;
+        chart.draw_series(
+            faults
+                .iter()
+                .map(|(a, b, _)| Rectangle::new([(*a, 0.0), (*b, y_max)], shade)),
+        )?;
+        chart.draw_series(faults.iter().enumerate().map(|(i, (a, _, what))| {
+            let label: String = what.chars().take(48).collect();
+            Text::new(
+                label,
+                (*a, y_max * (0.95 - 0.09 * (i % 4) as f64)),
+                ("sans-serif", 11).into_font(),
+            )
+        }))?;
+        chart.draw_series(LineSeries::new(self.throughput.iter().copied(), &BLUE))?;
+
+        // Propagation per region.
+        let d_max = self
+            .sightings
+            .values()
+            .flatten()
+            .map(|p| p.1)
+            .fold(1.0, f64::max)
+            * 1.1;
+        let mut chart = ChartBuilder::on(&panels[1])
+            .caption(
+                "propagation delay per region (ms, ack to visible in replica)",
+                ("sans-serif", 15),
+            )
+            .margin(8)
+            .x_label_area_size(24)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..t_max, 0f64..d_max)?;
+        chart.configure_mesh().x_desc("s").draw()?;
+        chart.draw_series(
+            faults
+                .iter()
+                .map(|(a, b, _)| Rectangle::new([(*a, 0.0), (*b, d_max)], shade)),
+        )?;
+        for (i, (region, pts)) in self.sightings.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(pts.iter().map(|p| Circle::new(*p, 2, color.filled())))?
+                .label(region.as_str())
+                .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+
+        // Leader.
+        let ids = self.leaders.iter().filter_map(|l| l.1).max().unwrap_or(1) as f64 + 0.5;
+        let mut chart = ChartBuilder::on(&panels[2])
+            .caption(
+                "leader (node id; 0 = none a majority agrees on)",
+                ("sans-serif", 15),
+            )
+            .margin(8)
+            .x_label_area_size(24)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..t_max, 0f64..ids)?;
+        chart.configure_mesh().x_desc("s").draw()?;
+        chart.draw_series(
+            faults
+                .iter()
+                .map(|(a, b, _)| Rectangle::new([(*a, 0.0), (*b, ids)], shade)),
+        )?;
+        let mut steps = Vec::new();
+        for w in self.leaders.windows(2) {
+            let v = w[0].1.unwrap_or(0) as f64;
+            steps.push((w[0].0 / 1000.0, v));
+            steps.push((w[1].0 / 1000.0, v));
+        }
+        chart.draw_series(LineSeries::new(steps, RED.stroke_width(2)))?;
+        root.present()?;
+        Ok(())
+    }
+}
