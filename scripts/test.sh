@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and property tests, openraft's storage conformance suite, the
-# end-to-end tests over real revokd processes (node and client crate), doc tests, smoke runs of
-# both benchmarks, and the local cluster script. Everything builds once, in release mode, in one
+# end-to-end tests over real revokd processes (node, client crate, chaos harness), doc tests,
+# smoke runs of both benchmarks, the chaos smoke, and the local cluster script. Everything builds once, in release mode, in one
 # target dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,10 @@ echo "== benchmark smoke run"
 
 echo "== client benchmark smoke run (Redis rows need redis-server; skipped and said so without)"
 ./target/release/revokd-client-bench --smoke > /dev/null
+
+echo "== chaos smoke: 3 nodes behind link proxies; kill the leader twice, cut a follower off, pause"
+echo "   one, with writers, replicas and linearizable checkers running; every invariant checked"
+./target/release/revokd-harness chaos smoke --out target/chaos/smoke
 
 echo "== scripts/cluster.sh up/down"
 smoke_dir=$(mktemp -d)

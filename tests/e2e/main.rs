@@ -4,6 +4,7 @@
 mod bad_input;
 mod client;
 mod failover;
+mod harness;
 mod membership;
 mod ops;
 mod replica;

@@ -78,6 +78,11 @@ enum Cmd {
     },
     /// List the scenarios and topologies.
     List,
+    /// Print one Markdown table row per run from the `report.json` of each directory given.
+    Summary {
+        /// Output directories of `chaos` runs.
+        dirs: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -113,6 +118,10 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             seed,
         } => up(&topology, &dir, seed).await,
         Cmd::Down { dir } => down(&dir),
+        Cmd::Summary { dirs } => {
+            print!("{}", summary(&dirs)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::List => {
             println!("scenarios (default topology):");
             for (name, topo, what) in SCENARIOS {
@@ -234,6 +243,59 @@ async fn up(topology: &str, dir: &Path, seed: u64) -> Result<ExitCode> {
     let _ = std::fs::remove_file(&state);
     println!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A Markdown table of several runs' headline figures.
+fn summary(dirs: &[PathBuf]) -> Result<String> {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "| Scenario | Topology | Seed | Acked | Lost | Worst failover | Without leader (total / longest) | Propagation p99 (worst region) | Worst replica staleness | Invariants |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for dir in dirs {
+        let path = dir.join("report.json");
+        let r: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        )?;
+        let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+        let failover = r["faults"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x["failover_ms"].as_f64())
+            .fold(0.0, f64::max);
+        let (region, p99) = r["propagation"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v["p99_ms"].as_f64().unwrap_or(0.0)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or_default();
+        let stale = r["staleness_peak_ms"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, v)| v.as_f64())
+            .fold(0.0, f64::max);
+        let held = r["verdicts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|v| v["held"].as_bool() == Some(true));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {:.0} ms | {:.0} / {:.0} ms | {p99:.0} ms ({region}) | {stale:.0} ms | {} |",
+            r["scenario"].as_str().unwrap_or("?"),
+            r["topology"].as_str().unwrap_or("?"),
+            r["seed"],
+            r["revokes_acknowledged"],
+            r["revokes_lost"],
+            failover,
+            f("leaderless_ms"),
+            f("longest_leaderless_ms"),
+            if held { "all held" } else { "BROKEN" }
+        );
+    }
+    Ok(out)
 }
 
 /// Whether `pid` is still the process we started (PIDs are reused).

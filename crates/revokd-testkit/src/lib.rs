@@ -32,6 +32,12 @@ pub fn revokctl_bin() -> Result<PathBuf> {
     workspace_bin("revokctl", "REVOKCTL_BIN")
 }
 
+/// Where the `revokd-harness` binary is: `$HARNESS_BIN`, or next to the running
+/// executable's directory, like [`revokd_bin`].
+pub fn harness_bin() -> Result<PathBuf> {
+    workspace_bin("revokd-harness", "HARNESS_BIN")
+}
+
 fn workspace_bin(name: &str, env: &str) -> Result<PathBuf> {
     if let Ok(p) = std::env::var(env) {
         return Ok(PathBuf::from(p));
