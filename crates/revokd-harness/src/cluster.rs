@@ -1,14 +1,17 @@
-//! A topology brought up as local `revokd` processes (the process backend): each node with
-//! its own data directory, port and log, every link through the [`Network`]'s proxies, and
-//! the faults that act on processes (kill, restart, pause, resume). Every process is tracked
-//! by PID and stopped by PID.
+//! A topology brought up as running nodes, on one of two backends: local `revokd` processes
+//! (the default: no root, no containers), or Docker containers of the `revokd` image on a
+//! network the harness creates. Either way every link goes through the [`Network`]'s proxies,
+//! and this module owns the faults that act on nodes: kill, restart, stop, pause, resume, and
+//! (with Docker) disconnecting a container from its network. Processes are tracked and
+//! stopped by PID, containers by the names this run gave them; nothing else is touched.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use revokd_client::{Client, ClientConfig};
@@ -17,10 +20,40 @@ use revokd_proto::v1::cluster_client::ClusterClient;
 use revokd_testkit::{channel, eventually, free_port};
 use serde::{Deserialize, Serialize};
 
-use crate::net::Network;
+use crate::net::{Network, Site};
 use crate::topology::{NodeSpec, Topology};
 
-/// One node process.
+/// Where nodes run.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// Local `revokd` processes on loopback.
+    Process,
+    /// Containers of `image` (built by `scripts/docker-image.sh`) on a Docker network
+    /// created for the run.
+    Docker {
+        /// The node image, for example `revokd:local`.
+        image: String,
+    },
+}
+
+/// The gRPC port inside a container (the image's `REVOKD_LISTEN`).
+const CONTAINER_PORT: u16 = 7000;
+
+/// How one node runs.
+enum Handle {
+    Process {
+        child: Option<Child>,
+    },
+    Container {
+        name: String,
+        ip: Ipv4Addr,
+        created: bool,
+        running: bool,
+        connected: bool,
+    },
+}
+
+/// One node.
 pub struct NodeProcess {
     /// Where it sits.
     pub spec: NodeSpec,
@@ -28,27 +61,33 @@ pub struct NodeProcess {
     pub addr: String,
     /// Its Prometheus address.
     pub metrics: String,
-    /// Its data directory.
+    /// Its data directory (processes) or a note of where it is (containers: a volume).
     pub data_dir: PathBuf,
-    /// Where its stderr goes.
+    /// Where its log goes (containers: written when the run ends).
     pub log: PathBuf,
     args: Vec<String>,
-    child: Option<Child>,
+    handle: Handle,
     paused: bool,
 }
 
 impl NodeProcess {
-    /// The PID while running.
+    /// The PID of a running process node.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        match &self.handle {
+            Handle::Process { child } => child.as_ref().map(Child::id),
+            Handle::Container { .. } => None,
+        }
     }
 
     /// Running (possibly paused).
     pub fn running(&self) -> bool {
-        self.child.is_some()
+        match &self.handle {
+            Handle::Process { child } => child.is_some(),
+            Handle::Container { running, .. } => *running,
+        }
     }
 
-    /// Stopped by SIGSTOP.
+    /// Stopped by SIGSTOP (or `docker pause`).
     pub fn paused(&self) -> bool {
         self.paused
     }
@@ -79,22 +118,103 @@ pub struct Deployment {
     pub net: Network,
     /// Its nodes, by id.
     pub nodes: BTreeMap<u64, NodeProcess>,
+    backend: Backend,
+    docker_network: Option<String>,
     bin: PathBuf,
     dir: PathBuf,
 }
 
-impl Deployment {
-    /// Starts every node of `topology` under `dir` (created if missing), behind link
-    /// proxies seeded by `seed`; waits for a leader and adds the learners.
-    pub async fn up(topology: &Topology, dir: &Path, seed: u64) -> Result<Deployment> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let bin = revokd_testkit::revokd_bin()?;
-        let specs = topology.nodes();
-        let mut advertised = BTreeMap::new();
-        for s in &specs {
-            advertised.insert(s.id, format!("127.0.0.1:{}", free_port()?));
+/// Runs `docker` with `args`; fails with its stderr.
+fn docker(args: &[&str]) -> Result<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .context("running docker (is it installed?)")?;
+    ensure!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Creates a network for the run with a /24 subnet of its own (Docker assigns fixed addresses
+/// only on networks with a configured subnet); returns its gateway (where the host's proxies
+/// listen) and the first three octets of the subnet (node `id` gets `.{10 + id}`).
+fn docker_network(name: &str) -> Result<(Ipv4Addr, [u8; 3])> {
+    let mut last = String::new();
+    for attempt in 0..32u32 {
+        let third = ((std::process::id() + attempt * 37) % 250 + 1) as u8;
+        let prefix = [10, 231, third];
+        let subnet = format!("10.231.{third}.0/24");
+        let gateway = Ipv4Addr::new(10, 231, third, 1);
+        match docker(&[
+            "network",
+            "create",
+            "--label",
+            "revokd-harness=1",
+            "--subnet",
+            &subnet,
+            "--gateway",
+            &gateway.to_string(),
+            name,
+        ]) {
+            Ok(_) => return Ok((gateway, prefix)),
+            // Another network holds this subnet: try the next one.
+            Err(e) if e.to_string().contains("overlap") => last = e.to_string(),
+            Err(e) => return Err(e),
         }
-        let net = Network::start(topology, &advertised, seed).await?;
+    }
+    bail!("no free 10.231.x.0/24 subnet for network {name}: {last}")
+}
+
+impl Deployment {
+    /// Starts every node of `topology` as local processes under `dir` (created if missing),
+    /// behind link proxies seeded by `seed`; waits for a leader and adds the learners.
+    pub async fn up(topology: &Topology, dir: &Path, seed: u64) -> Result<Deployment> {
+        Self::up_on(topology, dir, seed, Backend::Process).await
+    }
+
+    /// Like [`Deployment::up`], on the given backend.
+    pub async fn up_on(
+        topology: &Topology,
+        dir: &Path,
+        seed: u64,
+        backend: Backend,
+    ) -> Result<Deployment> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let bin = match backend {
+            Backend::Process => revokd_testkit::revokd_bin()?,
+            Backend::Docker { .. } => PathBuf::from("docker"),
+        };
+        let specs = topology.nodes();
+        let run_name = format!("revokd-harness-{}-{seed}", std::process::id());
+        let mut docker_net = None;
+        let (bind, mut advertised, mut ips) = match &backend {
+            Backend::Process => (IpAddr::from(Ipv4Addr::LOCALHOST), BTreeMap::new(), None),
+            Backend::Docker { .. } => {
+                let (gateway, prefix) = docker_network(&run_name)?;
+                docker_net = Some(run_name.clone());
+                (IpAddr::from(gateway), BTreeMap::new(), Some(prefix))
+            }
+        };
+        for s in &specs {
+            let addr = match &mut ips {
+                None => format!("127.0.0.1:{}", free_port()?),
+                Some(p) => format!("{}.{}.{}.{}:{CONTAINER_PORT}", p[0], p[1], p[2], 10 + s.id),
+            };
+            advertised.insert(s.id, addr);
+        }
+        let net = match Network::start(topology, &advertised, bind, seed).await {
+            Ok(net) => net,
+            Err(e) => {
+                if let Some(n) = &docker_net {
+                    let _ = docker(&["network", "rm", n]);
+                }
+                return Err(e);
+            }
+        };
         let initial = specs
             .iter()
             .filter(|s| s.voter)
@@ -104,22 +224,48 @@ impl Deployment {
         let mut nodes = BTreeMap::new();
         for s in specs {
             let addr = advertised[&s.id].clone();
-            let metrics = format!("127.0.0.1:{}", free_port()?);
             let data_dir = dir.join(format!("node{}", s.id));
-            let mut args = vec![
-                "--id".into(),
-                s.id.to_string(),
-                "--listen".into(),
-                addr.clone(),
-                "--data-dir".into(),
-                data_dir.display().to_string(),
-                "--metrics-listen".into(),
-                metrics.clone(),
+            let mut args = vec!["--id".into(), s.id.to_string()];
+            let (metrics, handle) = match &backend {
+                Backend::Process => {
+                    let metrics = format!("127.0.0.1:{}", free_port()?);
+                    args.extend([
+                        "--listen".into(),
+                        addr.clone(),
+                        "--data-dir".into(),
+                        data_dir.display().to_string(),
+                        "--metrics-listen".into(),
+                        metrics.clone(),
+                    ]);
+                    (metrics, Handle::Process { child: None })
+                }
+                Backend::Docker { .. } => {
+                    args.extend(["--advertise".into(), addr.clone()]);
+                    let ip: Ipv4Addr = addr
+                        .split(':')
+                        .next()
+                        .unwrap_or_default()
+                        .parse()
+                        .expect("formatted above");
+                    let metrics = format!("{ip}:9100");
+                    (
+                        metrics,
+                        Handle::Container {
+                            name: format!("{run_name}-node{}", s.id),
+                            ip,
+                            created: false,
+                            running: false,
+                            connected: true,
+                        },
+                    )
+                }
+            };
+            args.extend([
                 "--heartbeat-ms".into(),
                 topology.node.heartbeat_ms.to_string(),
                 "--election-timeout-ms".into(),
                 topology.node.election_timeout_ms.to_string(),
-            ];
+            ]);
             let routes = net.peer_routes(s.id);
             if !routes.is_empty() {
                 args.extend(["--peer-routes".into(), routes]);
@@ -139,7 +285,7 @@ impl Deployment {
                     metrics,
                     data_dir,
                     args,
-                    child: None,
+                    handle,
                     paused: false,
                 },
             );
@@ -148,6 +294,8 @@ impl Deployment {
             topology: topology.clone(),
             net,
             nodes,
+            backend,
+            docker_network: docker_net,
             bin,
             dir: dir.to_owned(),
         };
@@ -155,7 +303,7 @@ impl Deployment {
         for id in ids {
             d.start(id)?;
         }
-        d.wait_leader(Duration::from_secs(30)).await?;
+        d.wait_leader(Duration::from_secs(60)).await?;
         d.add_learners().await?;
         Ok(d)
     }
@@ -215,6 +363,11 @@ impl Deployment {
         &self.dir
     }
 
+    /// The backend the nodes run on.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
     fn node(&self, id: u64) -> Result<&NodeProcess> {
         self.nodes.get(&id).ok_or_else(|| anyhow!("no node {id}"))
     }
@@ -228,56 +381,117 @@ impl Deployment {
     /// Starts (or restarts, on its existing data) a node that is not running.
     pub fn start(&mut self, id: u64) -> Result<()> {
         let bin = self.bin.clone();
+        let image = match &self.backend {
+            Backend::Docker { image } => Some(image.clone()),
+            Backend::Process => None,
+        };
+        let network = self.docker_network.clone().unwrap_or_default();
         let node = self.node_mut(id)?;
         if node.running() {
             bail!("node {id} is already running");
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)?;
-        let child = Command::new(&bin)
-            .args(&node.args)
-            .env(
-                "REVOKD_LOG",
-                std::env::var("REVOKD_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
-        node.child = Some(child);
+        let log_filter =
+            std::env::var("REVOKD_LOG").unwrap_or_else(|_| "info,openraft=warn".into());
+        match &mut node.handle {
+            Handle::Process { child } => {
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&node.log)?;
+                let spawned = Command::new(&bin)
+                    .args(&node.args)
+                    .env("REVOKD_LOG", log_filter)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .with_context(|| format!("spawning {}", bin.display()))?;
+                *child = Some(spawned);
+            }
+            Handle::Container {
+                name,
+                ip,
+                created,
+                running,
+                ..
+            } => {
+                if *created {
+                    docker(&["start", name])?;
+                } else {
+                    let ip = ip.to_string();
+                    let env = format!("REVOKD_LOG={log_filter}");
+                    let mut args = vec![
+                        "run",
+                        "-d",
+                        "--name",
+                        name,
+                        "--label",
+                        "revokd-harness=1",
+                        "--network",
+                        &network,
+                        "--ip",
+                        &ip,
+                        "-e",
+                        &env,
+                        image.as_deref().unwrap_or_default(),
+                    ];
+                    args.extend(node.args.iter().map(String::as_str));
+                    if let Err(e) = docker(&args) {
+                        // `docker run` can fail after creating the container: remove it.
+                        let _ = docker(&["rm", "-f", name]);
+                        return Err(e);
+                    }
+                    *created = true;
+                }
+                *running = true;
+            }
+        }
         node.paused = false;
         Ok(())
     }
 
-    /// `kill -9`: no shutdown, no flush beyond what the node already did.
+    /// `kill -9` (`docker kill`): no shutdown, no flush beyond what the node already did.
     pub fn kill(&mut self, id: u64) -> Result<()> {
+        if self.node(id)?.paused {
+            self.resume(id)?;
+        }
         let node = self.node_mut(id)?;
-        if node.paused {
-            node.signal(Signal::SIGCONT)?;
+        match &mut node.handle {
+            Handle::Process { child } => {
+                if let Some(mut child) = child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+            Handle::Container { name, running, .. } => {
+                if *running {
+                    docker(&["kill", name])?;
+                    *running = false;
+                }
+            }
         }
-        if let Some(mut child) = node.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        node.paused = false;
         Ok(())
     }
 
     /// SIGTERM and wait (up to 10 s, then SIGKILL): a clean stop, as in a rolling restart.
     pub fn stop(&mut self, id: u64) -> Result<()> {
-        let node = self.node_mut(id)?;
-        if node.paused {
-            node.signal(Signal::SIGCONT)?;
-            node.paused = false;
+        if self.node(id)?.paused {
+            self.resume(id)?;
         }
-        if node.child.is_none() {
+        let node = self.node_mut(id)?;
+        if !node.running() {
+            return Ok(());
+        }
+        if let Handle::Container { name, running, .. } = &mut node.handle {
+            docker(&["stop", "-t", "10", name])?;
+            *running = false;
             return Ok(());
         }
         node.signal(Signal::SIGTERM)?;
-        let mut child = node.child.take().expect("checked above");
+        let Handle::Process { child } = &mut node.handle else {
+            unreachable!("containers returned above")
+        };
+        let mut child = child.take().expect("running was checked");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             if child.try_wait()?.is_some() {
@@ -292,20 +506,85 @@ impl Deployment {
         }
     }
 
-    /// SIGSTOP.
+    /// SIGSTOP (`docker pause`).
     pub fn pause(&mut self, id: u64) -> Result<()> {
         let node = self.node_mut(id)?;
-        node.signal(Signal::SIGSTOP)?;
+        match &node.handle {
+            Handle::Process { .. } => node.signal(Signal::SIGSTOP)?,
+            Handle::Container { name, .. } => {
+                docker(&["pause", name])?;
+            }
+        }
         node.paused = true;
         Ok(())
     }
 
-    /// SIGCONT.
+    /// SIGCONT (`docker unpause`).
     pub fn resume(&mut self, id: u64) -> Result<()> {
         let node = self.node_mut(id)?;
         if node.paused {
-            node.signal(Signal::SIGCONT)?;
+            match &node.handle {
+                Handle::Process { .. } => node.signal(Signal::SIGCONT)?,
+                Handle::Container { name, .. } => {
+                    docker(&["unpause", name])?;
+                }
+            }
             node.paused = false;
+        }
+        Ok(())
+    }
+
+    /// Cuts node `id` off from every other node and every client, both ways: with Docker,
+    /// `docker network disconnect` (the kernel drops its traffic); with processes, its links.
+    pub fn isolate(&mut self, id: u64) -> Result<()> {
+        let network = self.docker_network.clone();
+        let node = self.node_mut(id)?;
+        if let (
+            Handle::Container {
+                name, connected, ..
+            },
+            Some(network),
+        ) = (&mut node.handle, network)
+        {
+            docker(&["network", "disconnect", "-f", &network, name])?;
+            *connected = false;
+            return Ok(());
+        }
+        let me = [Site::Node(id)];
+        let rest: Vec<Site> = self
+            .net
+            .all_sites()
+            .into_iter()
+            .filter(|s| *s != Site::Node(id))
+            .collect();
+        self.net.partition(&me, &rest, false);
+        Ok(())
+    }
+
+    /// Heals every partition: links, and containers disconnected by [`Deployment::isolate`].
+    pub fn heal(&mut self) -> Result<()> {
+        self.net.heal();
+        let network = self.docker_network.clone().unwrap_or_default();
+        for node in self.nodes.values_mut() {
+            if let Handle::Container {
+                name,
+                ip,
+                connected,
+                ..
+            } = &mut node.handle
+            {
+                if !*connected {
+                    docker(&[
+                        "network",
+                        "connect",
+                        "--ip",
+                        &ip.to_string(),
+                        &network,
+                        name,
+                    ])?;
+                    *connected = true;
+                }
+            }
         }
         Ok(())
     }
@@ -366,11 +645,28 @@ impl Deployment {
         Ok(())
     }
 
-    /// Stops every node (SIGKILL, by PID).
+    /// Stops every node: processes by SIGKILL; containers are removed (with their volumes)
+    /// after their logs are saved, and the run's network with them.
     pub fn kill_all(&mut self) {
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
             let _ = self.kill(id);
+        }
+        for node in self.nodes.values_mut() {
+            if let Handle::Container { name, created, .. } = &mut node.handle {
+                if *created {
+                    if let Ok(out) = Command::new("docker").args(["logs", name]).output() {
+                        let mut log = out.stdout;
+                        log.extend(out.stderr);
+                        let _ = std::fs::write(&node.log, log);
+                    }
+                    let _ = docker(&["rm", "-f", "-v", name]);
+                    *created = false;
+                }
+            }
+        }
+        if let Some(network) = self.docker_network.take() {
+            let _ = docker(&["network", "rm", &network]);
         }
     }
 }
@@ -392,19 +688,24 @@ pub async fn status_of(addr: &str, timeout: Duration) -> Result<pb::StatusRespon
         .into_inner())
 }
 
-/// The leader that a majority of `voters` name, asking each directly (a paused or dead node
-/// simply does not answer within `timeout`).
+/// The leader that a majority of `voters` name and that itself answers as leader, asking
+/// each directly (a paused or dead node simply does not answer within `timeout`). Followers
+/// keep naming a dead leader until they elect another, so their word alone is not enough.
 pub async fn majority_leader(voters: &[(u64, String)], timeout: Duration) -> Option<u64> {
     let answers =
         futures::future::join_all(voters.iter().map(|(_, addr)| status_of(addr, timeout))).await;
     let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut leading = Vec::new();
     for s in answers.into_iter().flatten() {
         if s.leader_id != 0 {
             *votes.entry(s.leader_id).or_default() += 1;
         }
+        if s.role == pb::Role::Leader as i32 {
+            leading.push(s.id);
+        }
     }
     votes
         .into_iter()
-        .find(|(_, n)| *n > voters.len() / 2)
+        .find(|(id, n)| *n > voters.len() / 2 && leading.contains(id))
         .map(|(id, _)| id)
 }

@@ -35,6 +35,8 @@ pub struct Event {
     pub kind: String,
     /// What happened.
     pub what: String,
+    /// For faults: from the fault to the acknowledgement of a write sent right after it.
+    pub failover_ms: Option<f64>,
 }
 
 /// A linearizable check that said "not revoked" for a token acknowledged before it began.
@@ -129,6 +131,7 @@ impl History {
                 end_ms: None,
                 kind: kind.into(),
                 what: what.into(),
+                failover_ms: None,
             });
             r.events.len() - 1
         })

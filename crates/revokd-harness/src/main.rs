@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use revokd_harness::cluster::{Deployment, UpState};
+use revokd_harness::cluster::{self, Deployment, UpState};
 use revokd_harness::faults::{default_topology, schedule, SCENARIOS};
 use revokd_harness::run::{run, RunOptions};
 use revokd_harness::topology::{Topology, BUILTIN};
@@ -24,6 +24,9 @@ struct Cli {
 enum Backend {
     /// Local `revokd` processes behind the harness's link proxies (no root, no containers).
     Process,
+    /// Containers of `--image` on a Docker network made for the run (docker kill, pause,
+    /// network disconnect); links still go through the harness's proxies.
+    Docker,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +78,9 @@ enum Cmd {
         /// Where nodes run.
         #[arg(long, value_enum, default_value = "process")]
         backend: Backend,
+        /// The node image for `--backend docker` (scripts/docker-image.sh builds it).
+        #[arg(long, default_value = "revokd:local")]
+        image: String,
     },
     /// List the scenarios and topologies.
     List,
@@ -148,7 +154,8 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             check_rate,
             out,
             keep_data,
-            backend: Backend::Process,
+            backend,
+            image,
         } => {
             let topo_name = match topology {
                 Some(t) => t,
@@ -168,6 +175,10 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                 check_rate,
                 out_dir: out_dir.clone(),
                 keep_data,
+                backend: match backend {
+                    Backend::Process => cluster::Backend::Process,
+                    Backend::Docker => cluster::Backend::Docker { image },
+                },
             })
             .await?;
             println!("\n{}", report.markdown());

@@ -32,11 +32,12 @@ pub struct Network {
 }
 
 impl Network {
-    /// Starts a proxy for every link in front of the nodes' real addresses (`advertised`)
-    /// and applies the topology's latencies.
+    /// Starts a proxy for every link, listening on `bind`, in front of the nodes' real
+    /// addresses (`advertised`), and applies the topology's latencies.
     pub async fn start(
         topology: &Topology,
         advertised: &BTreeMap<u64, String>,
+        bind: std::net::IpAddr,
         seed: u64,
     ) -> Result<Network> {
         let regions = topology.regions_by_node();
@@ -46,13 +47,16 @@ impl Network {
         for (&to, addr) in advertised {
             for &from in advertised.keys().filter(|&&f| f != to) {
                 n += 1;
-                peers.insert((from, to), LinkProxy::start(addr.clone(), seed ^ n).await?);
+                peers.insert(
+                    (from, to),
+                    LinkProxy::start_on(bind, addr.clone(), seed ^ n).await?,
+                );
             }
             for r in &topology.regions {
                 n += 1;
                 clients.insert(
                     (r.name.clone(), to),
-                    LinkProxy::start(addr.clone(), seed ^ n).await?,
+                    LinkProxy::start_on(bind, addr.clone(), seed ^ n).await?,
                 );
             }
         }

@@ -127,7 +127,17 @@ impl LinkProxy {
     /// Binds a loopback port and forwards every accepted connection to `target`. `seed`
     /// drives the jitter.
     pub async fn start(target: impl Into<String>, seed: u64) -> std::io::Result<LinkProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), target, seed).await
+    }
+
+    /// Like [`LinkProxy::start`], on a port of `ip` (for example a Docker network's gateway,
+    /// which containers can reach).
+    pub async fn start_on(
+        ip: std::net::IpAddr,
+        target: impl Into<String>,
+        seed: u64,
+    ) -> std::io::Result<LinkProxy> {
+        let listener = TcpListener::bind((ip, 0)).await?;
         let listen = listener.local_addr()?;
         let target = target.into();
         let control = LinkControl {

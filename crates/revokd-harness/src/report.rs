@@ -59,7 +59,8 @@ pub struct FaultFigures {
     pub at_s: f64,
     /// When it was healed.
     pub healed_s: Option<f64>,
-    /// From the fault to the acknowledgement of the first write sent after it.
+    /// From the fault (in effect) to the acknowledgement of a probe write sent right after
+    /// it, through a client that reaches every node directly.
     pub failover_ms: Option<f64>,
 }
 
@@ -149,12 +150,7 @@ impl Report {
                     what: e.what.clone(),
                     at_s: e.at_ms / 1000.0,
                     healed_s: e.end_ms.map(|m| m / 1000.0),
-                    failover_ms: r
-                        .acks
-                        .iter()
-                        .filter(|a| a.sent_ms >= e.at_ms)
-                        .map(|a| a.ack_ms - e.at_ms)
-                        .reduce(f64::min),
+                    failover_ms: e.failover_ms,
                 })
                 .collect();
             let (leaderless_ms, longest_leaderless_ms) = leaderless(&r.leader_samples);
@@ -310,7 +306,7 @@ impl Report {
         }
         let _ = writeln!(
             m,
-            "\n## Faults\n\n| At | Fault | Healed | Failover (fault to next acknowledged write) |\n|---|---|---|---|"
+            "\n## Faults\n\n| At | Fault | Healed | Failover (fault to the acknowledgement of a write sent right after it) |\n|---|---|---|---|"
         );
         for f in &self.faults {
             let _ = writeln!(

@@ -6,12 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use revokd_client::{Client, ClientConfig, Revoke};
+use tokio::task::JoinSet;
 
 use crate::check::check_invariants;
-use crate::cluster::Deployment;
+use crate::cluster::{Backend, Deployment};
 use crate::faults::{Cut, Fault, Schedule, Target};
-use crate::history::History;
+use crate::history::{Ack, History};
 use crate::net::Site;
 use crate::report::Report;
 use crate::topology::Topology;
@@ -34,6 +36,8 @@ pub struct RunOptions {
     pub out_dir: PathBuf,
     /// Keep node data and logs after a passing run (they are always kept after a failure).
     pub keep_data: bool,
+    /// Where nodes run.
+    pub backend: Backend,
 }
 
 /// Runs one scenario and returns its report (also written to `out_dir`). The report says
@@ -48,7 +52,7 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
         opts.topology.name,
         opts.schedule.steps.len()
     );
-    let mut dep = Deployment::up(&opts.topology, &data, opts.seed)
+    let mut dep = Deployment::up_on(&opts.topology, &data, opts.seed, opts.backend.clone())
         .await
         .context("bringing the topology up")?;
     let history = Arc::new(History::new());
@@ -93,15 +97,31 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
         data.display()
     );
 
+    let mut inj = Injector {
+        history: &history,
+        client: probe_client(&dep).await?,
+        probes: JoinSet::new(),
+        n: 0,
+        prefix: format!("{}-{}", opts.schedule.name, opts.seed),
+    };
     for st in &opts.schedule.steps {
         tokio::time::sleep(st.after).await;
-        apply(&mut dep, &history, &st.fault).await?;
+        apply(&mut dep, &mut inj, &st.fault).await?;
     }
     tokio::time::sleep(opts.schedule.settle).await;
+    // Every fault has healed, so every probe gets its acknowledgement.
+    if tokio::time::timeout(Duration::from_secs(120), async {
+        while inj.probes.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        bail!("a failover probe got no acknowledgement within 120 s after every fault healed");
+    }
     workload.stop_traffic().await;
 
     // Everything healed and running again before the final checks.
-    dep.net.heal();
+    dep.heal()?;
     dep.net.reset_latency();
     dep.revive_all()?;
     dep.wait_leader(Duration::from_secs(60))
@@ -139,7 +159,10 @@ async fn resolve(dep: &Deployment, target: &Target) -> Result<u64> {
     }
 }
 
-fn node_cut(dep: &Deployment, id: u64, cut: Cut) {
+fn node_cut(dep: &mut Deployment, id: u64, cut: Cut) -> Result<()> {
+    if cut == Cut::Both {
+        return dep.isolate(id);
+    }
     let me = [Site::Node(id)];
     let rest: Vec<Site> = dep
         .net
@@ -148,29 +171,100 @@ fn node_cut(dep: &Deployment, id: u64, cut: Cut) {
         .filter(|s| *s != Site::Node(id))
         .collect();
     match cut {
-        Cut::Both => dep.net.partition(&me, &rest, false),
+        Cut::Both => unreachable!("isolated above"),
         Cut::Outbound => dep.net.partition(&me, &rest, true),
         Cut::Inbound => dep.net.partition(&rest, &me, true),
     }
+    Ok(())
 }
 
-/// Injects one fault, holds it, heals it; records it on the timeline.
-async fn apply(dep: &mut Deployment, history: &History, fault: &Fault) -> Result<()> {
+/// Records faults on the timeline and measures each one's failover: right after a fault is
+/// in effect, a probe writes through a client that reaches every node directly (no links)
+/// until the cluster acknowledges; that write was sent after the fault, so its
+/// acknowledgement marks writes being accepted again. Probe writes are recorded like any
+/// other and checked by the same invariants.
+struct Injector<'h> {
+    history: &'h Arc<History>,
+    client: Client,
+    probes: JoinSet<()>,
+    n: u64,
+    prefix: String,
+}
+
+impl Injector<'_> {
+    /// The fault is in effect now: record it and start its probe.
+    fn began(&mut self, what: String) -> usize {
+        let ev = self.history.event("fault", what);
+        self.n += 1;
+        let jti = format!("{}-probe-{}", self.prefix, self.n);
+        let (history, client) = (self.history.clone(), self.client.clone());
+        self.probes.spawn(async move {
+            history.with(|r| r.attempted.insert(jti.clone()));
+            let at = history.with(|r| r.events[ev].at_ms);
+            loop {
+                let sent_ms = history.now_ms();
+                if let Ok(res) = client
+                    .revoke(Revoke::new(jti.clone(), unix_now() + 3600))
+                    .await
+                {
+                    let ack_ms = history.now_ms();
+                    history.with(|r| {
+                        r.events[ev].failover_ms = Some(ack_ms - at);
+                        r.acks.push(Ack {
+                            jti,
+                            region: "harness".into(),
+                            sent_ms,
+                            ack_ms,
+                            revision: res.revision,
+                        });
+                    });
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        ev
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A client for failover probes: direct to every node, quick to give up on one.
+async fn probe_client(dep: &Deployment) -> Result<Client> {
+    let mut config = ClientConfig::new(dep.nodes.values().map(|n| n.addr.clone()));
+    config.timeout = Duration::from_secs(120);
+    config.attempt_timeout = Duration::from_millis(500);
+    config.initial_backoff = Duration::from_millis(10);
+    config.max_backoff = Duration::from_millis(100);
+    config.heartbeat_interval = Duration::from_millis(200);
+    config.actor = "revokd-harness-probe".into();
+    Ok(Client::connect(config).await?)
+}
+
+/// Injects one fault, holds it, heals it; records it on the timeline from the moment it is
+/// in effect (`docker kill` alone can take a few hundred milliseconds).
+async fn apply(dep: &mut Deployment, inj: &mut Injector<'_>, fault: &Fault) -> Result<()> {
     // The description names the concrete node, not just the role.
     let named = |id: u64| format!("{fault} -> node {id}");
+    let history = inj.history.clone();
     match fault {
         Fault::Kill { target, down } => {
             let id = resolve(dep, target).await?;
-            let ev = history.event("fault", named(id));
             dep.kill(id)?;
+            let ev = inj.began(named(id));
             tokio::time::sleep(*down).await;
             dep.start(id)?;
             history.end_event(ev);
         }
         Fault::Pause { target, duration } => {
             let id = resolve(dep, target).await?;
-            let ev = history.event("fault", named(id));
             dep.pause(id)?;
+            let ev = inj.began(named(id));
             tokio::time::sleep(*duration).await;
             dep.resume(id)?;
             history.end_event(ev);
@@ -181,10 +275,10 @@ async fn apply(dep: &mut Deployment, history: &History, fault: &Fault) -> Result
             duration,
         } => {
             let id = resolve(dep, target).await?;
-            let ev = history.event("fault", named(id));
-            node_cut(dep, id, *cut);
+            node_cut(dep, id, *cut)?;
+            let ev = inj.began(named(id));
             tokio::time::sleep(*duration).await;
-            dep.net.heal();
+            dep.heal()?;
             history.end_event(ev);
         }
         Fault::PartitionRegion {
@@ -192,7 +286,6 @@ async fn apply(dep: &mut Deployment, history: &History, fault: &Fault) -> Result
             cut,
             duration,
         } => {
-            let ev = history.event("fault", fault.to_string());
             let inside = dep.net.region_sites(region);
             let outside: Vec<Site> = dep
                 .net
@@ -205,6 +298,7 @@ async fn apply(dep: &mut Deployment, history: &History, fault: &Fault) -> Result
                 Cut::Outbound => dep.net.partition(&inside, &outside, true),
                 Cut::Inbound => dep.net.partition(&outside, &inside, true),
             }
+            let ev = inj.began(fault.to_string());
             tokio::time::sleep(*duration).await;
             dep.net.heal();
             history.end_event(ev);
@@ -215,8 +309,8 @@ async fn apply(dep: &mut Deployment, history: &History, fault: &Fault) -> Result
             rtt,
             duration,
         } => {
-            let ev = history.event("fault", fault.to_string());
             dep.net.set_region_rtt(a, b, *rtt, Duration::ZERO);
+            let ev = inj.began(fault.to_string());
             tokio::time::sleep(*duration).await;
             dep.net.reset_latency();
             history.end_event(ev);
@@ -225,9 +319,9 @@ async fn apply(dep: &mut Deployment, history: &History, fault: &Fault) -> Result
             let ev = history.event("fault", fault.to_string());
             let ids: Vec<u64> = dep.nodes.keys().copied().collect();
             for id in ids {
-                let one = history.event("fault", format!("restart node {id} (rolling)"));
                 let stopped = tokio::task::block_in_place(|| dep.stop(id));
                 stopped?;
+                let one = inj.began(format!("restart node {id} (rolling)"));
                 dep.start(id)?;
                 history.end_event(one);
                 // The next node goes only once a leader serves again.
