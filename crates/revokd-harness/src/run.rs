@@ -52,6 +52,14 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
         opts.topology.name,
         opts.schedule.steps.len()
     );
+    for (i, st) in opts.schedule.steps.iter().enumerate() {
+        println!(
+            "   step {:>2}: after {:.1} s quiet, {}",
+            i + 1,
+            st.after.as_secs_f64(),
+            st.fault
+        );
+    }
     let mut dep = Deployment::up_on(&opts.topology, &data, opts.seed, opts.backend.clone())
         .await
         .context("bringing the topology up")?;
