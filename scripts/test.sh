@@ -32,6 +32,15 @@ echo "== chaos smoke: 3 nodes behind link proxies; kill the leader twice, cut a 
 echo "   one, with writers, replicas and linearizable checkers running; every invariant checked"
 ./target/release/revokd-harness chaos smoke --out target/chaos/smoke
 
+echo "== Docker: the compose cluster from locally built images (leader's container killed under"
+echo "   writes, every node checked), then the chaos smoke on containers; both skip without Docker"
+scripts/compose-smoke.sh
+if command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1; then
+    ./target/release/revokd-harness chaos smoke --backend docker --out target/chaos/smoke-docker
+else
+    echo "docker chaos smoke skipped: docker is not installed or its daemon does not answer"
+fi
+
 echo "== scripts/cluster.sh up/down"
 smoke_dir=$(mktemp -d)
 # The binary built above (a `-p revokd` build would compile it again with other features).
