@@ -260,7 +260,7 @@ async fn up(topology: &str, dir: &Path, seed: u64) -> Result<ExitCode> {
 fn summary(dirs: &[PathBuf]) -> Result<String> {
     use std::fmt::Write as _;
     let mut out = String::from(
-        "| Scenario | Topology | Seed | Acked | Lost | Worst failover | Without leader (total / longest) | Propagation p99 (worst region) | Worst replica staleness | Invariants |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| Scenario | Topology | Backend | Seed | Acked | Lost | Worst failover | Without leader (total / longest) | Propagation p99 (worst region) | Worst replica staleness | Invariants |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for dir in dirs {
         let path = dir.join("report.json");
@@ -294,9 +294,10 @@ fn summary(dirs: &[PathBuf]) -> Result<String> {
             .all(|v| v["held"].as_bool() == Some(true));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {:.0} ms | {:.0} / {:.0} ms | {p99:.0} ms ({region}) | {stale:.0} ms | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.0} ms | {:.0} / {:.0} ms | {p99:.0} ms ({region}) | {stale:.0} ms | {} |",
             r["scenario"].as_str().unwrap_or("?"),
             r["topology"].as_str().unwrap_or("?"),
+            r["backend"].as_str().unwrap_or("process"),
             r["seed"],
             r["revokes_acknowledged"],
             r["revokes_lost"],

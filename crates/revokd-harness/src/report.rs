@@ -71,6 +71,8 @@ pub struct Report {
     pub scenario: String,
     /// The topology.
     pub topology: String,
+    /// Where nodes ran: `process` or `docker`.
+    pub backend: String,
     /// The seed.
     pub seed: u64,
     /// The schedule that ran.
@@ -195,6 +197,10 @@ impl Report {
             Report {
                 scenario: opts.schedule.name.clone(),
                 topology: opts.topology.name.clone(),
+                backend: match opts.backend {
+                    crate::cluster::Backend::Process => "process".into(),
+                    crate::cluster::Backend::Docker { .. } => "docker".into(),
+                },
                 seed: opts.seed,
                 schedule: opts.schedule.clone(),
                 duration_s,
@@ -245,8 +251,8 @@ impl Report {
         let mut m = String::new();
         let _ = writeln!(
             m,
-            "# Chaos run: {} on {} (seed {})\n",
-            self.scenario, self.topology, self.seed
+            "# Chaos run: {} on {} ({} backend, seed {})\n",
+            self.scenario, self.topology, self.backend, self.seed
         );
         let _ = writeln!(
             m,
