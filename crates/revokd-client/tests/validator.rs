@@ -1236,6 +1236,253 @@ struct ManifestToken {
     expect: String,
 }
 
+/// A token whose claims segment is exactly `claims_json` (so keys can repeat), HS256-signed.
+fn hs256_with_raw_claims(claims_json: &str) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims_json.as_bytes());
+    let message = format!("{header}.{payload}");
+    let sig = jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &signing_key(Algorithm::HS256),
+        Algorithm::HS256,
+    )
+    .unwrap();
+    format!("{message}.{sig}")
+}
+
+#[test]
+fn duplicated_json_keys_are_rejected() {
+    // Two parsers reading different `exp`s is how such tokens slip through: one JSON object,
+    // one meaning, or no token.
+    let v = hs256();
+    let base = format!(
+        r#""iss":"{ISS}","aud":"{AUD}","jti":"dup","sub":"alice","iat":{}"#,
+        now()
+    );
+    let single = hs256_with_raw_claims(&format!(r#"{{{base},"exp":{}}}"#, now() + 600));
+    v.validate(&single)
+        .expect("the same token without duplicates is valid");
+    for dup in [
+        format!(r#"{{{base},"exp":{},"exp":{}}}"#, now() - 3600, now() + 600),
+        format!(r#"{{{base},"exp":{},"exp":{}}}"#, now() + 600, now() - 3600),
+        format!(r#"{{{base},"exp":{},"sub":"root"}}"#, now() + 600),
+        format!(r#"{{{base},"exp":{},"jti":"other"}}"#, now() + 600),
+        format!(
+            r#"{{{base},"exp":{},"iss":"https://evil.test"}}"#,
+            now() + 600
+        ),
+    ] {
+        let token = hs256_with_raw_claims(&dup);
+        let err = rejected(&v, &token);
+        assert!(
+            matches!(err, ValidationError::Malformed { .. }),
+            "{dup}: {err:?}"
+        );
+    }
+    // And in the header: a second `alg` must not pick another key or algorithm.
+    let token = raw_token(&json!({}), &claims(), b"x");
+    let (_, rest) = token.split_once('.').unwrap();
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","alg":"none"}"#);
+    let err = rejected(&v, &format!("{header}.{rest}"));
+    assert!(matches!(err, ValidationError::Malformed { .. }), "{err:?}");
+}
+
+#[test]
+fn non_canonical_base64_is_rejected() {
+    let v = hs256();
+    let good = sign(Algorithm::HS256, None, &claims());
+    v.validate(&good).unwrap();
+    let (head, sig) = good.rsplit_once('.').unwrap();
+    // Padding, the standard alphabet, and whitespace are not base64url without padding.
+    let padded = format!("{good}=");
+    let standard = format!(
+        "{head}.{}",
+        STANDARD.encode(URL_SAFE_NO_PAD.decode(sig).unwrap())
+    );
+    assert_ne!(
+        standard, good,
+        "the signature has a + or / in the standard alphabet"
+    );
+    for token in [
+        padded,
+        format!("{good} "),
+        format!(" {good}"),
+        format!("{head}.{sig}\n"),
+    ] {
+        let err = rejected(&v, &token);
+        assert!(
+            matches!(
+                err,
+                ValidationError::Malformed { .. } | ValidationError::BadSignature
+            ),
+            "{token:?}: {err:?}"
+        );
+    }
+    if standard.contains(['+', '/']) {
+        let err = rejected(&v, &standard);
+        assert!(
+            matches!(
+                err,
+                ValidationError::Malformed { .. } | ValidationError::BadSignature
+            ),
+            "{err:?}"
+        );
+    }
+    // The same signature bytes, spelled with non-zero trailing bits: a second encoding of one
+    // token must not be accepted (tokens are compared and logged as strings).
+    let last = sig.chars().last().unwrap();
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let idx = alphabet.iter().position(|&c| c == last as u8).unwrap();
+    // HS256 signatures are 32 bytes: 43 characters, the last carrying 2 unused bits.
+    assert_eq!(sig.len(), 43);
+    let twin = alphabet[(idx & !0b11) | 0b01] as char;
+    assert_ne!(
+        twin, last,
+        "canonical encodings leave the unused bits at zero"
+    );
+    let malleated = format!("{head}.{}{twin}", &sig[..42]);
+    let err = rejected(&v, &malleated);
+    assert!(
+        matches!(
+            err,
+            ValidationError::Malformed { .. } | ValidationError::BadSignature
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn huge_and_far_future_exp_is_rejected() {
+    let v = hs256();
+    // A token that outlives what the cluster keeps a jti revocation for (30 days by default).
+    let far = sign(
+        Algorithm::HS256,
+        None,
+        &with(claims(), "exp", json!(now() + 31 * 86400)),
+    );
+    assert_eq!(
+        rejected(&v, &far),
+        ValidationError::LifetimeTooLong {
+            max: revokd_client::validator::DEFAULT_MAX_LIFETIME
+        }
+    );
+    let in_limit = sign(
+        Algorithm::HS256,
+        None,
+        &with(claims(), "exp", json!(now() + 29 * 86400)),
+    );
+    v.validate(&in_limit).unwrap();
+    // Values at and past the edge of i64, and beyond any float range: rejected, never wrapped.
+    for exp in [
+        json!(i64::MAX),
+        json!(u64::MAX),
+        json!(1e300),
+        json!(9.3e18),
+        json!(-1e300),
+    ] {
+        let token = sign(Algorithm::HS256, None, &with(claims(), "exp", exp.clone()));
+        let err = rejected(&v, &token);
+        assert!(
+            matches!(
+                err,
+                ValidationError::LifetimeTooLong { .. }
+                    | ValidationError::Malformed { .. }
+                    | ValidationError::Expired
+            ),
+            "exp {exp}: {err:?}"
+        );
+    }
+    // Turned off, a far exp is accepted as is.
+    let lenient = Validator::builder()
+        .key(verifying_key(Algorithm::HS256))
+        .issuer(ISS)
+        .audience(AUD)
+        .max_lifetime(None)
+        .build()
+        .unwrap();
+    assert_eq!(
+        lenient.validate(&far).unwrap().claims.exp,
+        now() + 31 * 86400
+    );
+}
+
+#[test]
+fn kid_pointing_elsewhere_is_never_followed() {
+    let v = Validator::builder()
+        .key(verifying_key(Algorithm::HS256).kid("hmac"))
+        .key(verifying_key(Algorithm::RS256).kid("rsa"))
+        .issuer(ISS)
+        .audience(AUD)
+        .build()
+        .unwrap();
+    // Paths, URLs and injection strings are just unknown ids: nothing is read or fetched.
+    for kid in [
+        "../../../../dev/null",
+        "/etc/passwd",
+        "https://evil.test/key.pem",
+        "' OR '1'='1",
+        "hmac\u{0}",
+        "HMAC",
+    ] {
+        let err = rejected(&v, &sign(Algorithm::HS256, Some(kid), &claims()));
+        assert!(
+            matches!(err, ValidationError::UnknownKey { .. }),
+            "{kid:?}: {err:?}"
+        );
+    }
+    // The kid of one key with the algorithm of another: the key decides the algorithm.
+    let err = rejected(&v, &sign(Algorithm::RS256, Some("hmac"), &claims()));
+    assert!(
+        matches!(
+            err,
+            ValidationError::AlgorithmNotAllowed {
+                allowed: Algorithm::HS256,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let public_pem = fixture("rsa_public.pem");
+    let forged = sign_with(
+        Algorithm::HS256,
+        Some("rsa"),
+        &claims(),
+        &EncodingKey::from_secret(&public_pem),
+    );
+    assert!(matches!(
+        rejected(&v, &forged),
+        ValidationError::AlgorithmNotAllowed {
+            allowed: Algorithm::RS256,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn tokens_signed_by_a_rotated_out_key_are_rejected() {
+    let old = EncodingKey::from_rsa_pem(&fixture("rsa_other_private.pem")).unwrap();
+    let before_rotation = sign_with(Algorithm::RS256, Some("2025"), &claims(), &old);
+    // After rotation the validator knows only the new key ("2026").
+    let v = Validator::builder()
+        .key(verifying_key(Algorithm::RS256).kid("2026"))
+        .issuer(ISS)
+        .audience(AUD)
+        .build()
+        .unwrap();
+    assert_eq!(
+        rejected(&v, &before_rotation),
+        ValidationError::UnknownKey { kid: "2025".into() }
+    );
+    // Relabelled with the new kid, or with none, the old signature does not verify.
+    let relabelled = sign_with(Algorithm::RS256, Some("2026"), &claims(), &old);
+    assert_eq!(rejected(&v, &relabelled), ValidationError::BadSignature);
+    let v = validator(verifying_key(Algorithm::RS256));
+    let unlabelled = sign_with(Algorithm::RS256, None, &claims(), &old);
+    assert_eq!(rejected(&v, &unlabelled), ValidationError::BadSignature);
+    v.validate(&sign(Algorithm::RS256, None, &claims()))
+        .unwrap();
+}
+
 fn variant(result: &Result<revokd_client::Validated, ValidationError>) -> &'static str {
     match result {
         Ok(_) => "Ok",
@@ -1247,6 +1494,7 @@ fn variant(result: &Result<revokd_client::Validated, ValidationError>) -> &'stat
             ValidationError::AlgorithmNotAllowed { .. } => "AlgorithmNotAllowed",
             ValidationError::BadSignature => "BadSignature",
             ValidationError::Expired => "Expired",
+            ValidationError::LifetimeTooLong { .. } => "LifetimeTooLong",
             ValidationError::NotYetValid => "NotYetValid",
             ValidationError::WrongIssuer => "WrongIssuer",
             ValidationError::WrongAudience => "WrongAudience",
@@ -1284,6 +1532,9 @@ fn pyjwt_fixtures() {
             .keys(keys)
             .issuer(&manifest.issuer)
             .audience(&manifest.audience)
+            // The committed fixtures must stay valid for decades (exp is in 2100), beyond any
+            // lifetime limit; this test is about interoperability, the limit is tested above.
+            .max_lifetime(None)
             .build()
             .unwrap()
     };

@@ -62,6 +62,14 @@ pub enum ValidationError {
     /// `exp` is in the past, beyond the leeway.
     #[error("jwt: token expired (exp is in the past, beyond the leeway)")]
     Expired,
+    /// `exp` is further in the future than the validator's maximum lifetime allows (beyond
+    /// the leeway): such a token could outlive a revocation of its `jti`, which the cluster
+    /// keeps only as long as its own maximum token lifetime.
+    #[error("jwt: exp is further away than the maximum token lifetime ({max:?})")]
+    LifetimeTooLong {
+        /// The configured maximum.
+        max: std::time::Duration,
+    },
     /// `nbf` (or `iat`) is in the future, beyond the leeway.
     #[error("jwt: token not yet valid (nbf or iat is in the future, beyond the leeway)")]
     NotYetValid,
@@ -107,6 +115,7 @@ impl ValidationError {
             ValidationError::AlgorithmNotAllowed { .. } => "algorithm not allowed",
             ValidationError::BadSignature => "bad signature",
             ValidationError::Expired => "token expired",
+            ValidationError::LifetimeTooLong { .. } => "token lifetime too long",
             ValidationError::NotYetValid => "token not yet valid",
             ValidationError::WrongIssuer => "wrong issuer",
             ValidationError::WrongAudience => "wrong audience",

@@ -48,12 +48,17 @@ pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 /// The default maximum token length in bytes.
 pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
+/// The default maximum lifetime: `revokd`'s default `--max-token-lifetime-secs` (30 days).
+/// The cluster refuses to keep a `jti` revocation longer than that, so a token that lives
+/// longer could outlive its revocation.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Verifies JWTs and asks the revocation check about them. Cheap to share: wrap it in an
 /// [`Arc`]; validation takes `&self` and never blocks.
 pub struct Validator {
     keys: Box<[KeyEntry]>,
     max_token_len: usize,
+    max_lifetime: Option<Duration>,
     require_jti: bool,
     leeway: Duration,
     revocations: Option<Arc<dyn RevocationCheck>>,
@@ -77,6 +82,7 @@ impl std::fmt::Debug for Validator {
         f.debug_struct("Validator")
             .field("keys", &keys)
             .field("max_token_len", &self.max_token_len)
+            .field("max_lifetime", &self.max_lifetime)
             .field("require_jti", &self.require_jti)
             .field("leeway", &self.leeway)
             .field("revocations", &self.revocations.is_some())
@@ -121,16 +127,25 @@ impl Validator {
             .map_err(ValidationError::from_jwt)?
             .claims;
 
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let leeway = self.leeway.as_secs() as i64;
         // A token "issued" in the future could slip past a rule's cut-off (rules revoke tokens
         // issued before a time): only a holder of the signing key can mint one, but it is
         // never legitimate, so reject it like an early `nbf`.
         if let Some(iat) = claims.iat {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
-            if iat > now.saturating_add(self.leeway.as_secs() as i64) {
+            if iat > now.saturating_add(leeway) {
                 return Err(ValidationError::NotYetValid);
+            }
+        }
+        if let Some(max) = self.max_lifetime {
+            let limit = now
+                .saturating_add(i64::try_from(max.as_secs()).unwrap_or(i64::MAX))
+                .saturating_add(leeway);
+            if claims.exp > limit {
+                return Err(ValidationError::LifetimeTooLong { max });
             }
         }
         let jti = match claims.jti.as_deref() {
@@ -226,6 +241,7 @@ pub struct ValidatorBuilder {
     audiences: Vec<String>,
     leeway: Duration,
     max_token_len: usize,
+    max_lifetime: Option<Duration>,
     require_jti: bool,
     revocations: Option<Arc<dyn RevocationCheck>>,
 }
@@ -238,6 +254,7 @@ impl Default for ValidatorBuilder {
             audiences: Vec::new(),
             leeway: DEFAULT_LEEWAY,
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
+            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
             require_jti: true,
             revocations: None,
         }
@@ -252,6 +269,7 @@ impl std::fmt::Debug for ValidatorBuilder {
             .field("audiences", &self.audiences)
             .field("leeway", &self.leeway)
             .field("max_token_len", &self.max_token_len)
+            .field("max_lifetime", &self.max_lifetime)
             .field("require_jti", &self.require_jti)
             .field("revocations", &self.revocations.is_some())
             .finish()
@@ -297,6 +315,16 @@ impl ValidatorBuilder {
     /// [`DEFAULT_MAX_TOKEN_LEN`] (8 KiB); 0 is an error.
     pub fn max_token_len(mut self, max: usize) -> Self {
         self.max_token_len = max;
+        self
+    }
+
+    /// Tokens whose `exp` is further than this from now (beyond the leeway) are rejected
+    /// with [`ValidationError::LifetimeTooLong`]. Set it to the cluster's
+    /// `--max-token-lifetime-secs`: the cluster keeps a `jti` revocation no longer than that,
+    /// so a longer-lived token could outlive its revocation. Default
+    /// [`DEFAULT_MAX_LIFETIME`] (30 days, the cluster's default); `None` turns the check off.
+    pub fn max_lifetime(mut self, max: Option<Duration>) -> Self {
+        self.max_lifetime = max;
         self
     }
 
@@ -375,6 +403,7 @@ impl ValidatorBuilder {
         Ok(Validator {
             keys,
             max_token_len: self.max_token_len,
+            max_lifetime: self.max_lifetime,
             require_jti: self.require_jti,
             leeway: Duration::from_secs(self.leeway.as_secs()),
             revocations: self.revocations,
