@@ -5,6 +5,7 @@ mod bad_input;
 mod client;
 mod failover;
 mod harness;
+mod limits;
 mod membership;
 mod ops;
 mod replica;

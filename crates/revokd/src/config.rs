@@ -69,6 +69,13 @@ pub struct Config {
     /// (Raft traffic, forwarded writes and read-index calls). For NAT, a sidecar proxy, or the
     /// chaos harness's link proxies. Default empty: dial the advertised address.
     pub peer_routes: BTreeMap<u64, String>,
+    /// Writes (revokes, rules, membership changes) per second each client address may make
+    /// at this node, with a burst of one second's worth; over it, RESOURCE_EXHAUSTED with a
+    /// retry hint. Default 0: unlimited.
+    pub write_rate_limit: u32,
+    /// Reads (checks, snapshots, watches, status) per second each client address may make at
+    /// this node, likewise. Default 0: unlimited.
+    pub read_rate_limit: u32,
 }
 
 /// Command-line flags (each also an environment variable). Unset flags fall back to the
@@ -141,6 +148,12 @@ pub struct Args {
     /// `2=127.0.0.1:9102,3=127.0.0.1:9103`. [default: none]
     #[arg(long, env = "REVOKD_PEER_ROUTES")]
     pub peer_routes: Option<String>,
+    /// Writes per second per client address; 0 is unlimited. [default: 0]
+    #[arg(long, env = "REVOKD_WRITE_RATE_LIMIT")]
+    pub write_rate_limit: Option<u32>,
+    /// Reads per second per client address; 0 is unlimited. [default: 0]
+    #[arg(long, env = "REVOKD_READ_RATE_LIMIT")]
+    pub read_rate_limit: Option<u32>,
 }
 
 /// A configuration that cannot be used. The message says which setting and why.
@@ -190,6 +203,8 @@ impl Default for Config {
             default_deadline: Duration::from_secs(5),
             batch_max_tokens: revokd_core::MAX_BATCH,
             peer_routes: BTreeMap::new(),
+            write_rate_limit: 0,
+            read_rate_limit: 0,
         }
     }
 }
@@ -286,6 +301,8 @@ impl Config {
                 Some(s) => parse_peer_routes(&s)?,
                 None => BTreeMap::new(),
             },
+            write_rate_limit: layered!(write_rate_limit).unwrap_or(d.write_rate_limit),
+            read_rate_limit: layered!(read_rate_limit).unwrap_or(d.read_rate_limit),
         };
         cfg.validate()?;
         Ok(cfg)

@@ -170,9 +170,23 @@ pub async fn run(
         .map_err(|e| RunError::Raft(format!("reflection: {e}")))?;
 
     tracing::info!(id = config.id, listen = %config.listen, advertise = %config.advertise, data_dir = %config.data_dir.display(), "revokd: serving");
+    let limits = api::limits::RateLimits::new(config.write_rate_limit, config.read_rate_limit);
+    if limits.enabled() {
+        let (limits, mut rx) = (limits.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => limits.shrink(),
+                    _ = rx.changed() => return,
+                }
+            }
+        });
+    }
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .layer(metrics::MetricsLayer::new(metrics))
+        .layer(api::limits::RateLimitLayer::new(limits))
         .add_service(health_svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod convert;
 pub mod error;
+pub mod limits;
 pub mod revocation;
 
 use std::time::Duration;

@@ -1,0 +1,244 @@
+//! Per-client rate limits: a token bucket per client address for writes (revokes, rules,
+//! membership) and one for reads (checks, snapshots, watches, status), applied in front of
+//! the gRPC services. Over its budget a client gets RESOURCE_EXHAUSTED with a retry hint,
+//! while every other client keeps its own budget, so one flooding client cannot starve the
+//! rest.
+//!
+//! The identity is the client's IP address until authentication lands. Raft traffic between
+//! nodes, health checks and reflection are never limited; nor are writes a node forwards to
+//! the leader (they were limited where they arrived). The forwarding header is trusted as
+//! sent until peers authenticate with mutual TLS.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tonic::transport::server::TcpConnectInfo;
+
+use super::FORWARDED_HEADER;
+
+/// Metadata key carrying how long to wait before retrying, in milliseconds.
+pub const RETRY_AFTER_HEADER: &str = "x-revokd-retry-after-ms";
+
+/// Which budget a call draws from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Changes the revocation set or the membership.
+    Write,
+    /// Reads state or streams it.
+    Read,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Write => "writes",
+            Kind::Read => "reads",
+        }
+    }
+}
+
+/// Which budget a gRPC path draws from; `None` for calls that are never limited.
+pub fn classify(path: &str) -> Option<Kind> {
+    let (service, method) = path.trim_start_matches('/').split_once('/')?;
+    match (service, method) {
+        (
+            "revokd.v1.Revocation",
+            "Revoke" | "RevokeBatch" | "RevokeRule" | "Unrevoke" | "RemoveRule",
+        ) => Some(Kind::Write),
+        ("revokd.v1.Cluster", "AddLearner" | "ChangeMembership" | "TriggerSnapshot") => {
+            Some(Kind::Write)
+        }
+        ("revokd.v1.Revocation" | "revokd.v1.Cluster", _) => Some(Kind::Read),
+        _ => None,
+    }
+}
+
+/// The configured budgets. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct RateLimits {
+    writes: Option<(u32, Arc<DefaultKeyedRateLimiter<IpAddr>>)>,
+    reads: Option<(u32, Arc<DefaultKeyedRateLimiter<IpAddr>>)>,
+}
+
+impl RateLimits {
+    /// Budgets of `writes` and `reads` calls per second per client address, each with a
+    /// burst of one second's worth; 0 means unlimited.
+    pub fn new(writes: u32, reads: u32) -> Self {
+        let limiter = |per_second: u32| {
+            NonZeroU32::new(per_second).map(|n| {
+                (
+                    per_second,
+                    Arc::new(RateLimiter::keyed(Quota::per_second(n))),
+                )
+            })
+        };
+        RateLimits {
+            writes: limiter(writes),
+            reads: limiter(reads),
+        }
+    }
+
+    /// Whether any budget is set.
+    pub fn enabled(&self) -> bool {
+        self.writes.is_some() || self.reads.is_some()
+    }
+
+    /// Takes one call of `kind` from `client`'s budget, or says how long to wait.
+    pub fn check(&self, kind: Kind, client: IpAddr) -> Result<(), (u32, Duration)> {
+        let limiter = match kind {
+            Kind::Write => &self.writes,
+            Kind::Read => &self.reads,
+        };
+        let Some((per_second, limiter)) = limiter else {
+            return Ok(());
+        };
+        limiter.check_key(&client).map_err(|not_until| {
+            (
+                *per_second,
+                not_until.wait_time_from(DefaultClock::default().now()),
+            )
+        })
+    }
+
+    /// Drops the state of clients whose buckets are full again (bounded memory under many
+    /// client addresses).
+    pub fn shrink(&self) {
+        for (_, l) in [&self.writes, &self.reads].into_iter().flatten() {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+}
+
+/// Tower layer applying [`RateLimits`] in front of the gRPC router.
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    limits: RateLimits,
+}
+
+impl RateLimitLayer {
+    /// A layer enforcing `limits`.
+    pub fn new(limits: RateLimits) -> Self {
+        RateLimitLayer { limits }
+    }
+}
+
+impl<S> tower::Layer<S> for RateLimitLayer {
+    type Service = RateLimitService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimitService {
+            inner,
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+/// The service [`RateLimitLayer`] wraps around the gRPC router.
+#[derive(Clone)]
+pub struct RateLimitService<S> {
+    inner: S,
+    limits: RateLimits,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for RateLimitService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if let Some(refused) = self.refuse(&req) {
+            return Box::pin(async move { Ok(refused) });
+        }
+        Box::pin(self.inner.call(req))
+    }
+}
+
+impl<S> RateLimitService<S> {
+    /// The RESOURCE_EXHAUSTED answer for a call over its client's budget, if it is.
+    fn refuse<B>(&self, req: &http::Request<B>) -> Option<http::Response<tonic::body::Body>> {
+        if !self.limits.enabled() || req.headers().contains_key(FORWARDED_HEADER) {
+            return None;
+        }
+        let kind = classify(req.uri().path())?;
+        let client = req
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(|c| c.remote_addr)?
+            .ip();
+        let (per_second, wait) = self.limits.check(kind, client).err()?;
+        let wait_ms = wait.as_millis().max(1);
+        tracing::debug!(%client, kind = kind.name(), "api: rate limit exceeded");
+        let mut status = tonic::Status::resource_exhausted(format!(
+            "revokd: rate limit: more than {per_second} {} per second from {client}; retry after {wait_ms} ms",
+            kind.name()
+        ));
+        if let Ok(v) = wait_ms.to_string().parse() {
+            status.metadata_mut().insert(RETRY_AFTER_HEADER, v);
+        }
+        Some(status.into_http())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_draw_from_the_right_budget() {
+        assert_eq!(classify("/revokd.v1.Revocation/Revoke"), Some(Kind::Write));
+        assert_eq!(
+            classify("/revokd.v1.Revocation/RevokeBatch"),
+            Some(Kind::Write)
+        );
+        assert_eq!(
+            classify("/revokd.v1.Cluster/ChangeMembership"),
+            Some(Kind::Write)
+        );
+        assert_eq!(classify("/revokd.v1.Revocation/Check"), Some(Kind::Read));
+        assert_eq!(classify("/revokd.v1.Revocation/Watch"), Some(Kind::Read));
+        assert_eq!(classify("/revokd.v1.Cluster/Heartbeat"), Some(Kind::Read));
+        assert_eq!(classify("/revokd.v1.Raft/AppendEntries"), None);
+        assert_eq!(classify("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(classify("garbage"), None);
+    }
+
+    #[test]
+    fn each_client_has_its_own_bucket() {
+        let limits = RateLimits::new(5, 0);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..5 {
+            assert!(limits.check(Kind::Write, a).is_ok());
+        }
+        let (per_second, wait) = limits.check(Kind::Write, a).unwrap_err();
+        assert_eq!(per_second, 5);
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(200),
+            "{wait:?}"
+        );
+        assert!(
+            limits.check(Kind::Write, b).is_ok(),
+            "another client is unaffected"
+        );
+        assert!(
+            limits.check(Kind::Read, a).is_ok(),
+            "reads are unlimited here"
+        );
+        assert!(!RateLimits::new(0, 0).enabled());
+    }
+}
