@@ -41,6 +41,10 @@ pub struct Cli {
     /// Who the writes are recorded as (`revoked_by`).
     #[arg(long, global = true, env = "REVOKD_ACTOR", default_value = "revokctl")]
     pub actor: String,
+    /// Bearer JWT for a cluster started with --auth-key (writes need its admin scope; with
+    /// auth on, writes are recorded as the token's `sub`, not --actor).
+    #[arg(long, global = true, env = "REVOKD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -17,6 +17,7 @@ use revokd_proto::v1::revocation_client::RevocationClient;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::check::RuleKind;
@@ -58,6 +59,10 @@ pub struct ClientConfig {
     /// keep their advertised address as their identity. Default empty (dial what is
     /// advertised).
     pub address_map: BTreeMap<String, String>,
+    /// A bearer JWT sent with every call (`authorization: Bearer ...`), for clusters started
+    /// with `--auth-key`: writes need the admin scope, reads the read scope if one is set.
+    /// Default none.
+    pub bearer_token: Option<String>,
 }
 
 impl ClientConfig {
@@ -73,6 +78,7 @@ impl ClientConfig {
             attempt_timeout: Duration::from_secs(2),
             actor: "revokd-client".into(),
             address_map: BTreeMap::new(),
+            bearer_token: None,
         }
     }
 
@@ -97,6 +103,7 @@ impl ClientConfig {
         for e in &self.endpoints {
             endpoint(e, self)?;
         }
+        Bearer::new(self)?;
         Ok(())
     }
 }
@@ -138,6 +145,7 @@ pub struct Probe {
 pub(crate) struct NodeConn {
     pub(crate) addr: String,
     channel: Channel,
+    auth: Bearer,
     id: AtomicU64,
     healthy: AtomicBool,
     outstanding: AtomicUsize,
@@ -153,12 +161,38 @@ impl NodeConn {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub(crate) fn revocation(&self) -> RevocationClient<Channel> {
-        RevocationClient::new(self.channel.clone()).max_decoding_message_size(64 << 20)
+    pub(crate) fn revocation(&self) -> RevocationClient<InterceptedService<Channel, Bearer>> {
+        RevocationClient::with_interceptor(self.channel.clone(), self.auth.clone())
+            .max_decoding_message_size(64 << 20)
     }
 
-    pub(crate) fn cluster(&self) -> ClusterClient<Channel> {
-        ClusterClient::new(self.channel.clone())
+    pub(crate) fn cluster(&self) -> ClusterClient<InterceptedService<Channel, Bearer>> {
+        ClusterClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call when the client has a token.
+#[derive(Clone)]
+pub(crate) struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    fn new(config: &ClientConfig) -> Result<Bearer, Error> {
+        match &config.bearer_token {
+            None => Ok(Bearer(None)),
+            Some(t) => format!("Bearer {}", t.trim())
+                .parse()
+                .map(|v| Bearer(Some(v)))
+                .map_err(|_| Error::Config("bearer_token is not a valid header value".into())),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
     }
 }
 
@@ -363,6 +397,7 @@ impl Client {
             if !nodes.iter().any(|n: &Arc<NodeConn>| n.addr == addr) {
                 nodes.push(Arc::new(NodeConn {
                     channel: endpoint(&addr, &config)?.connect_lazy(),
+                    auth: Bearer::new(&config)?,
                     addr,
                     id: AtomicU64::new(0),
                     healthy: AtomicBool::new(true),
@@ -475,6 +510,7 @@ impl Client {
                     tracing::info!(node = m.id, addr = %m.address, "revokd-client: learned member");
                     nodes.push(Arc::new(NodeConn {
                         channel: ep.connect_lazy(),
+                        auth: Bearer::new(&self.inner.config).unwrap_or(Bearer(None)),
                         addr: m.address.clone(),
                         id: AtomicU64::new(m.id),
                         healthy: AtomicBool::new(true),

@@ -76,6 +76,27 @@ pub struct Config {
     /// Reads (checks, snapshots, watches, status) per second each client address may make at
     /// this node, likewise. Default 0: unlimited.
     pub read_rate_limit: u32,
+    /// Admin authorization by bearer JWT. Default: off (every call is open).
+    pub auth: Option<AuthSettings>,
+}
+
+/// How the node verifies admins' bearer JWTs (see `api::auth`).
+#[derive(Clone, Debug)]
+pub struct AuthSettings {
+    /// PEM public key (RS*, PS*, ES*, EdDSA) or a file holding the HMAC secret (HS*, at least
+    /// 32 bytes). Required to turn authorization on.
+    pub key_file: PathBuf,
+    /// The one algorithm tokens must use. Default RS256.
+    pub algorithm: jsonwebtoken::Algorithm,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud`.
+    pub audience: String,
+    /// Scope writes and membership changes need (in `scope` or `scp`). Default
+    /// `revokd:admin`.
+    pub admin_scope: String,
+    /// Scope reads need. Default: none (reads and watches are open).
+    pub read_scope: Option<String>,
 }
 
 /// Command-line flags (each also an environment variable). Unset flags fall back to the
@@ -154,6 +175,25 @@ pub struct Args {
     /// Reads per second per client address; 0 is unlimited. [default: 0]
     #[arg(long, env = "REVOKD_READ_RATE_LIMIT")]
     pub read_rate_limit: Option<u32>,
+    /// Turn admin authorization on: writes need a bearer JWT verified with this key (PEM
+    /// public key, or a file holding an HMAC secret). [default: off]
+    #[arg(long, env = "REVOKD_AUTH_KEY")]
+    pub auth_key: Option<PathBuf>,
+    /// The algorithm admin tokens must use. [default: RS256]
+    #[arg(long, env = "REVOKD_AUTH_ALGORITHM")]
+    pub auth_algorithm: Option<String>,
+    /// Required `iss` of admin tokens (required with --auth-key).
+    #[arg(long, env = "REVOKD_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// Required `aud` of admin tokens (required with --auth-key).
+    #[arg(long, env = "REVOKD_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+    /// Scope writes need. [default: revokd:admin]
+    #[arg(long, env = "REVOKD_AUTH_ADMIN_SCOPE")]
+    pub auth_admin_scope: Option<String>,
+    /// Scope reads need. [default: none, reads are open]
+    #[arg(long, env = "REVOKD_AUTH_READ_SCOPE")]
+    pub auth_read_scope: Option<String>,
 }
 
 /// A configuration that cannot be used. The message says which setting and why.
@@ -205,6 +245,7 @@ impl Default for Config {
             peer_routes: BTreeMap::new(),
             write_rate_limit: 0,
             read_rate_limit: 0,
+            auth: None,
         }
     }
 }
@@ -303,6 +344,36 @@ impl Config {
             },
             write_rate_limit: layered!(write_rate_limit).unwrap_or(d.write_rate_limit),
             read_rate_limit: layered!(read_rate_limit).unwrap_or(d.read_rate_limit),
+            auth: match layered!(auth_key) {
+                None => {
+                    if layered!(auth_issuer).is_some() || layered!(auth_audience).is_some() {
+                        return Err(ConfigError::Invalid(
+                            "auth-issuer and auth-audience need auth-key".into(),
+                        ));
+                    }
+                    None
+                }
+                Some(key_file) => {
+                    let algorithm = layered!(auth_algorithm).unwrap_or_else(|| "RS256".into());
+                    Some(AuthSettings {
+                        key_file,
+                        algorithm: algorithm.parse().map_err(|_| {
+                            ConfigError::Invalid(format!(
+                                "auth-algorithm {algorithm:?} is not a JWS algorithm (RS256, ES256, EdDSA, HS256, ...)"
+                            ))
+                        })?,
+                        issuer: layered!(auth_issuer).ok_or_else(|| {
+                            ConfigError::Invalid("auth-key needs auth-issuer".into())
+                        })?,
+                        audience: layered!(auth_audience).ok_or_else(|| {
+                            ConfigError::Invalid("auth-key needs auth-audience".into())
+                        })?,
+                        admin_scope: layered!(auth_admin_scope)
+                            .unwrap_or_else(|| "revokd:admin".into()),
+                        read_scope: layered!(auth_read_scope),
+                    })
+                }
+            },
         };
         cfg.validate()?;
         Ok(cfg)

@@ -58,6 +58,9 @@ pub enum RunError {
     /// The data directory could not be opened.
     #[error(transparent)]
     Storage(#[from] storage::StorageError),
+    /// A setting turned out unusable at start (for example an unreadable key file).
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     /// Raft could not start.
     #[error("revokd: raft: {0}")]
     Raft(String),
@@ -73,6 +76,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let config = Arc::new(config);
+    // The key is read and checked before anything binds.
+    let auth = match &config.auth {
+        Some(s) => Some(api::auth::Authorizer::new(s).map_err(RunError::Config)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| RunError::Bind {
@@ -187,6 +195,7 @@ pub async fn run(
         .tcp_nodelay(true)
         .layer(metrics::MetricsLayer::new(metrics))
         .layer(api::limits::RateLimitLayer::new(limits))
+        .layer(api::auth::AuthLayer::new(auth))
         .add_service(health_svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -184,6 +184,7 @@ pub async fn run(ctx: &Ctx, a: &BenchArgs) -> Result<i32, CliError> {
         for i in 0..n {
             let mut config = ctx.client.config().clone();
             config.actor = ctx.cli.actor.clone();
+            config.bearer_token = ctx.cli.token.clone();
             let c = Client::connect(config).await?;
             replicas.push(
                 Replica::connect(

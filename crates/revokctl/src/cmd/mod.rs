@@ -38,6 +38,7 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
     let mut config = ClientConfig::new(cli.endpoints.iter().cloned());
     config.timeout = cli.timeout;
     config.actor = cli.actor.clone();
+    config.bearer_token = cli.token.clone();
     let client = Client::connect(config).await?;
     let ctx = Ctx {
         client,

@@ -2,6 +2,7 @@
 //! forwarding, and the mapping of errors to statuses ([`error`]) and of core types to
 //! protobuf ([`convert`]).
 
+pub mod auth;
 pub mod cluster;
 pub mod convert;
 pub mod error;
@@ -111,6 +112,7 @@ pub struct Routed<Req> {
     /// When the call must be answered.
     pub deadline: Instant,
     forwarded: bool,
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     attempts: u32,
 }
 
@@ -120,12 +122,14 @@ impl<Req: Clone> Routed<Req> {
         let deadline = deadline(req.metadata(), node.config.default_deadline);
         let forwarded = req.metadata().contains_key(FORWARDED_HEADER);
         let actor = actor(req.metadata());
+        let authorization = req.metadata().get("authorization").cloned();
         Routed {
             node: node.clone(),
             body: req.into_inner(),
             actor,
             deadline,
             forwarded,
+            authorization,
             attempts: 0,
         }
     }
@@ -154,6 +158,10 @@ impl<Req: Clone> Routed<Req> {
                 );
                 if let Ok(v) = self.actor.parse() {
                     fwd.metadata_mut().insert(ACTOR_HEADER, v);
+                }
+                // The leader verifies the caller's token again.
+                if let Some(v) = self.authorization.clone() {
+                    fwd.metadata_mut().insert("authorization", v);
                 }
                 Ok(Hop::Forward(self.node.channel(id, &addr)?, fwd))
             }

@@ -1,0 +1,268 @@
+//! Admin authorization against a real cluster: writes need a bearer JWT with the admin scope
+//! from the configured issuer and audience; the verified `sub` is what the revision records.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use revokd_client::{Client, ClientConfig, Revoke};
+use revokd_e2e::{check_req, now, revoke_req};
+use revokd_proto::v1::{self as pb, revocation_client::RevocationClient};
+use revokd_testkit::{channel, ClusterOptions, ProcessCluster};
+use serde_json::{json, Value};
+use tonic::Code;
+
+const ISS: &str = "https://auth.test";
+const AUD: &str = "revokd";
+
+fn keys_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crates/revokd-client/tests/fixtures/keys")
+}
+
+fn token_with(claims: Value, key_file: &str) -> Result<String> {
+    let pem = std::fs::read(keys_dir().join(key_file))?;
+    Ok(encode(
+        &Header::new(Algorithm::RS256),
+        &claims,
+        &EncodingKey::from_rsa_pem(&pem)?,
+    )?)
+}
+
+fn admin_claims(sub: &str, scope: &str) -> Value {
+    json!({ "iss": ISS, "aud": AUD, "sub": sub, "scope": scope, "iat": now(), "exp": now() + 300 })
+}
+
+fn with(mut v: Value, k: &str, x: Value) -> Value {
+    v[k] = x;
+    v
+}
+
+/// A raw Revocation client to `addr` that sends `token` (if any) and claims to be `actor`.
+async fn revoke_as(
+    addr: &str,
+    token: Option<&str>,
+    actor: &str,
+    jti: &str,
+) -> Result<pb::WriteResponse, tonic::Status> {
+    let mut client =
+        RevocationClient::new(channel(addr).map_err(|e| tonic::Status::internal(e.to_string()))?);
+    let mut req = tonic::Request::new(revoke_req(jti));
+    if let Some(t) = token {
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    req.metadata_mut()
+        .insert("x-revokd-actor", actor.parse().unwrap());
+    client.revoke(req).await.map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn writes_need_an_admin_token_and_record_its_subject() -> Result<()> {
+    let key = keys_dir().join("rsa_public.pem");
+    let c = ProcessCluster::start_with(
+        3,
+        ClusterOptions::args([
+            "--auth-key".to_owned(),
+            key.display().to_string(),
+            "--auth-algorithm".into(),
+            "RS256".into(),
+            "--auth-issuer".into(),
+            ISS.into(),
+            "--auth-audience".into(),
+            AUD.into(),
+        ]),
+    )
+    .await?;
+    let leader = c.wait_leader(Duration::from_secs(10)).await?;
+    let follower = c
+        .nodes
+        .keys()
+        .copied()
+        .find(|&id| id != leader)
+        .context("a follower")?;
+    let (at_leader, at_follower) = (c.addr(leader)?, c.addr(follower)?);
+
+    let admin = token_with(
+        admin_claims("alice", "openid revokd:admin"),
+        "rsa_private.pem",
+    )?;
+    // Through a follower (forwarded with the token, verified again by the leader), claiming
+    // to be someone else: recorded as the token's subject.
+    let w = revoke_as(&at_follower, Some(&admin), "mallory", "by-alice").await?;
+    ensure!(w.revision > 0);
+    // `scp` as a list works too, through the client crate.
+    let bob = token_with(
+        with(admin_claims("bob", ""), "scp", json!(["revokd:admin"])),
+        "rsa_private.pem",
+    )?;
+    let mut config = ClientConfig::new(c.endpoints());
+    config.bearer_token = Some(bob);
+    Client::connect(config)
+        .await?
+        .revoke(Revoke::new("by-bob", now() + 600))
+        .await?;
+
+    let refused = |code: Code, says: &'static str| {
+        move |r: Result<pb::WriteResponse, tonic::Status>| -> Result<()> {
+            let s = match r {
+                Ok(w) => anyhow::bail!("accepted: {w:?}"),
+                Err(s) => s,
+            };
+            ensure!(s.code() == code, "expected {code:?}, got {s}");
+            ensure!(
+                s.message().contains(says),
+                "{:?} should say {says:?}",
+                s.message()
+            );
+            ensure!(
+                !s.message().contains("eyJ"),
+                "the token is never echoed: {}",
+                s.message()
+            );
+            Ok(())
+        }
+    };
+    refused(Code::Unauthenticated, "no bearer token")(
+        revoke_as(&at_leader, None, "x", "no-token").await,
+    )?;
+    let expired = token_with(
+        with(
+            admin_claims("alice", "revokd:admin"),
+            "exp",
+            json!(now() - 3600),
+        ),
+        "rsa_private.pem",
+    )?;
+    refused(Code::Unauthenticated, "xpired")(
+        revoke_as(&at_leader, Some(&expired), "x", "expired").await,
+    )?;
+    let reader = token_with(admin_claims("carol", "revokd:read"), "rsa_private.pem")?;
+    refused(Code::PermissionDenied, "lacks scope revokd:admin")(
+        revoke_as(&at_follower, Some(&reader), "x", "wrong-scope").await,
+    )?;
+    let other_aud = token_with(
+        with(
+            admin_claims("alice", "revokd:admin"),
+            "aud",
+            json!("billing"),
+        ),
+        "rsa_private.pem",
+    )?;
+    refused(Code::Unauthenticated, "token rejected")(
+        revoke_as(&at_leader, Some(&other_aud), "x", "other-audience").await,
+    )?;
+    let forged = token_with(
+        admin_claims("alice", "revokd:admin"),
+        "rsa_other_private.pem",
+    )?;
+    refused(Code::Unauthenticated, "token rejected")(
+        revoke_as(&at_leader, Some(&forged), "x", "forged").await,
+    )?;
+    refused(Code::Unauthenticated, "token rejected")(
+        revoke_as(&at_leader, Some("not.a.jwt"), "x", "garbage").await,
+    )?;
+
+    // Reads stay open by default; the audit trail (Check, Watch) names the admins.
+    let mut api = c.revocation(follower)?;
+    let check = |jti: &str| check_req(jti, pb::Consistency::Linearizable, 0);
+    let got = api.check(check("by-alice")).await?.into_inner();
+    let who = |r: &pb::CheckResponse| match r.result.as_ref().and_then(|r| r.matched.as_ref()) {
+        Some(pb::check_result::Matched::Token(t)) => t.revoked_by.clone(),
+        _ => String::new(),
+    };
+    ensure!(who(&got) == "alice", "recorded as {:?}", who(&got));
+    ensure!(who(&api.check(check("by-bob")).await?.into_inner()) == "bob");
+    for jti in [
+        "no-token",
+        "expired",
+        "wrong-scope",
+        "other-audience",
+        "forged",
+        "garbage",
+    ] {
+        let r = api.check(check(jti)).await?.into_inner();
+        ensure!(
+            !r.result.is_some_and(|r| r.revoked),
+            "{jti} was refused, yet stored"
+        );
+    }
+    let mut watch = api
+        .watch(pb::WatchRequest { from_revision: 0 })
+        .await?
+        .into_inner();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let msg = tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .context("watch stalled")??
+            .context("watch ended")?;
+        for e in msg.events {
+            if let Some(pb::event::Change::Revoked(t)) = e.change {
+                seen.push((t.jti, t.revoked_by));
+            }
+        }
+    }
+    ensure!(
+        seen == [
+            ("by-alice".into(), "alice".into()),
+            ("by-bob".into(), "bob".into())
+        ],
+        "{seen:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn reads_can_require_a_scope_and_bad_settings_stop_the_node() -> Result<()> {
+    let key = keys_dir().join("rsa_public.pem");
+    let c = ProcessCluster::start_with(
+        1,
+        ClusterOptions::args([
+            "--auth-key".to_owned(),
+            key.display().to_string(),
+            "--auth-issuer".into(),
+            ISS.into(),
+            "--auth-audience".into(),
+            AUD.into(),
+            "--auth-read-scope".into(),
+            "revokd:read".into(),
+        ]),
+    )
+    .await?;
+    let mut api = c.revocation(1)?;
+    let err = api
+        .check(check_req("x", pb::Consistency::Local, 0))
+        .await
+        .expect_err("reads need a token now");
+    ensure!(err.code() == Code::Unauthenticated, "{err}");
+    let reader = token_with(admin_claims("carol", "revokd:read"), "rsa_private.pem")?;
+    let mut req = tonic::Request::new(check_req("x", pb::Consistency::Local, 0));
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {reader}").parse()?);
+    api.check(req).await?;
+
+    // A key file that is not a key: the node refuses to start and says why.
+    let out = std::process::Command::new(revokd_testkit::revokd_bin()?)
+        .args([
+            "--auth-key",
+            "/etc/hostname",
+            "--auth-issuer",
+            ISS,
+            "--auth-audience",
+            AUD,
+        ])
+        .output()?;
+    ensure!(!out.status.success(), "started with a bad key");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(stderr.contains("auth-key /etc/hostname"), "{stderr}");
+    let out = std::process::Command::new(revokd_testkit::revokd_bin()?)
+        .args(["--auth-key", &key.display().to_string()])
+        .output()?;
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("auth-key needs auth-issuer"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
