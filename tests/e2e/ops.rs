@@ -100,3 +100,77 @@ async fn metrics_and_reflection_are_served() -> Result<()> {
     tokio::time::sleep(Duration::from_millis(10)).await;
     Ok(())
 }
+
+/// The value of an unlabelled metric in a /metrics page.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_watcher_that_stops_reading_is_dropped() -> Result<()> {
+    let metrics_addr = format!("127.0.0.1:{}", free_port()?);
+    let c = ProcessCluster::start_with(
+        1,
+        ClusterOptions::args([
+            "--metrics-listen".to_owned(),
+            metrics_addr.clone(),
+            "--watch-stall-timeout-secs".into(),
+            "2".into(),
+        ]),
+    )
+    .await?;
+    let mut api = c.revocation(1)?;
+    // Opened, and then never read.
+    let mut stalled = api
+        .watch(revokd_proto::v1::WatchRequest { from_revision: 0 })
+        .await?
+        .into_inner();
+    let open = http_get(&metrics_addr, "/metrics").await?;
+    ensure!(metric(&open, "revokd_watchers") == Some(1.0), "{open}");
+
+    // Far more than the stream's queue and the transport's windows hold: 400 change sets of
+    // 100 ids with long reasons, each its own watch message.
+    let reason = "r".repeat(200);
+    for b in 0..400 {
+        let tokens = (0..100)
+            .map(|i| {
+                let mut s = revokd_e2e::spec(&format!("stall-{b}-{i}"), 600);
+                s.reason = reason.clone();
+                s
+            })
+            .collect();
+        api.revoke_batch(revokd_proto::v1::RevokeBatchRequest { tokens })
+            .await?;
+    }
+    let text = eventually(Duration::from_secs(20), || async {
+        let text = http_get(&metrics_addr, "/metrics").await?;
+        ensure!(
+            metric(&text, "revokd_watchers_dropped_total") == Some(1.0)
+                && metric(&text, "revokd_watchers") == Some(0.0),
+            "watcher not dropped yet"
+        );
+        Ok(text)
+    })
+    .await?;
+    ensure!(text.contains("revokd_watchers 0"));
+
+    // What was queued can still be read; then the stream ends instead of waiting forever.
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stalled.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+    ensure!(ended.is_ok(), "the dropped watch stream never ended");
+    // The node serves new watchers as before.
+    let mut fresh = api
+        .watch(revokd_proto::v1::WatchRequest { from_revision: 0 })
+        .await?
+        .into_inner();
+    ensure!(fresh.message().await?.is_some());
+    Ok(())
+}

@@ -78,6 +78,9 @@ pub struct Config {
     pub read_rate_limit: u32,
     /// Admin authorization by bearer JWT. Default: off (every call is open).
     pub auth: Option<AuthSettings>,
+    /// A `Watch` stream whose reader takes nothing for this long while changes wait is
+    /// ended, so a stalled watcher holds neither memory nor a task. Default 30 s.
+    pub watch_stall_timeout: Duration,
 }
 
 /// How the node verifies admins' bearer JWTs (see `api::auth`).
@@ -194,6 +197,10 @@ pub struct Args {
     /// Scope reads need. [default: none, reads are open]
     #[arg(long, env = "REVOKD_AUTH_READ_SCOPE")]
     pub auth_read_scope: Option<String>,
+    /// Seconds a Watch stream may go unread while changes wait before it is ended.
+    /// [default: 30]
+    #[arg(long, env = "REVOKD_WATCH_STALL_TIMEOUT_SECS")]
+    pub watch_stall_timeout_secs: Option<u64>,
 }
 
 /// A configuration that cannot be used. The message says which setting and why.
@@ -246,6 +253,7 @@ impl Default for Config {
             write_rate_limit: 0,
             read_rate_limit: 0,
             auth: None,
+            watch_stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -344,6 +352,9 @@ impl Config {
             },
             write_rate_limit: layered!(write_rate_limit).unwrap_or(d.write_rate_limit),
             read_rate_limit: layered!(read_rate_limit).unwrap_or(d.read_rate_limit),
+            watch_stall_timeout: layered!(watch_stall_timeout_secs)
+                .map(secs)
+                .unwrap_or(d.watch_stall_timeout),
             auth: match layered!(auth_key) {
                 None => {
                     if layered!(auth_issuer).is_some() || layered!(auth_audience).is_some() {
@@ -426,6 +437,9 @@ impl Config {
         }
         if self.batch_max_tokens == 0 {
             return bad("batch-max-tokens must be at least 1".into());
+        }
+        if self.watch_stall_timeout.is_zero() {
+            return bad("watch-stall-timeout-secs must be at least 1".into());
         }
         if self.default_deadline.is_zero() {
             return bad("default-deadline-ms must be at least 1".into());

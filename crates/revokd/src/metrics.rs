@@ -31,6 +31,8 @@ pub struct Metrics {
     watch_window_start: IntGauge,
     replicas: IntGauge,
     replica_lag: IntGaugeVec,
+    watchers: IntGauge,
+    watchers_dropped: IntGauge,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -118,6 +120,12 @@ impl Metrics {
                 "revokd_replicas",
                 "validator replicas that sent a heartbeat recently",
             ),
+            watchers: gauge(&registry, "revokd_watchers", "open Watch streams"),
+            watchers_dropped: gauge(
+                &registry,
+                "revokd_watchers_dropped_total",
+                "Watch streams ended because the watcher read nothing for the stall timeout",
+            ),
             replica_lag,
             registry,
             requests,
@@ -142,6 +150,8 @@ impl Metrics {
             self.rules.set(st.set.rule_count() as i64);
         }
         self.watch_window_start.set(node.sm.window_start() as i64);
+        self.watchers.set(node.watchers.open() as i64);
+        self.watchers_dropped.set(node.watchers.dropped() as i64);
         let replicas = node.replicas.list(self.applied.get() as u64);
         self.replicas.set(replicas.len() as i64);
         // Replicas come and go: export exactly the current ones.

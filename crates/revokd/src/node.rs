@@ -45,9 +45,53 @@ pub struct Node {
     pub config: Arc<Config>,
     /// The validator replicas that report to this node.
     pub replicas: Arc<ReplicaRegistry>,
+    /// Open `Watch` streams.
+    pub watchers: Arc<Watchers>,
     proposer: Proposer,
     read_waiters: Arc<Mutex<ReadWaiters>>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+/// Counts open `Watch` streams and those dropped for not reading.
+#[derive(Debug, Default)]
+pub struct Watchers {
+    open: std::sync::atomic::AtomicUsize,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+/// Held by a `Watch` stream's task: counts it as open until dropped.
+pub struct WatcherGuard(Arc<Watchers>);
+
+impl Watchers {
+    /// Counts a new stream until the guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> WatcherGuard {
+        self.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        WatcherGuard(self.clone())
+    }
+
+    /// Open streams.
+    pub fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Streams dropped because their watcher stopped reading.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records a stream dropped for not reading.
+    pub fn record_dropped(&self) {
+        self.dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Linearizable reads waiting for a read index, and whether a round is under way.
@@ -77,6 +121,7 @@ impl Node {
             config,
             channels: Arc::default(),
             replicas: Arc::default(),
+            watchers: Arc::default(),
         }
     }
 

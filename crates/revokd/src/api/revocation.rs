@@ -420,60 +420,37 @@ impl Revocation for RevocationService {
             })?;
         let (tx, rx) = mpsc::channel(256);
         let sm = self.node.sm.clone();
+        let watchers = self.node.watchers.clone();
+        let stall = self.node.config.watch_stall_timeout;
         tokio::spawn(async move {
+            let _open = watchers.enter();
             let mut feed = WatchFeed {
                 sm,
                 last: from,
                 backlog,
                 live,
+                tx,
+                stall,
             };
-            let mut applied = feed.sm.applied();
-            // Say at once how far this node has applied, even if no change comes: a watcher
-            // starting below it learns it is current.
-            applied.mark_changed();
-            loop {
-                if feed.flush(&tx).await.is_err() {
-                    return;
-                }
-                let step = tokio::select! {
-                    biased;
-                    item = feed.live.recv() => feed.take(item),
-                    changed = applied.changed() => match changed {
-                        Err(_) => Err(Status::unavailable("revokd: node is shutting down")),
-                        Ok(()) => {
-                            // Every change set up to `revision` was published before the
-                            // applied revision moved: take them all, then say so.
-                            let revision = *applied.borrow_and_update();
-                            feed.drain().map(|()| Some(revision))
-                        }
-                    },
-                };
-                match step {
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
-                    Ok(None) => {}
-                    Ok(Some(revision)) => {
-                        if feed.flush(&tx).await.is_err() {
-                            return;
-                        }
-                        if revision > feed.last {
-                            feed.last = revision;
-                            let progress = pb::WatchResponse {
-                                revision,
-                                events: Vec::new(),
-                            };
-                            if tx.send(Ok(progress)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
+            if let Err(Gone::Stalled) = feed.run().await {
+                watchers.record_dropped();
+                tracing::warn!(
+                    stall = ?feed.stall,
+                    revision = feed.last,
+                    "watch: ended a stream whose reader took nothing"
+                );
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// Why a watch stream ended early.
+enum Gone {
+    /// The watcher disconnected.
+    Left,
+    /// The watcher read nothing for the stall timeout while messages waited.
+    Stalled,
 }
 
 /// One watcher's position in the change feed.
@@ -484,14 +461,65 @@ struct WatchFeed {
     /// Change sets received but not sent yet.
     backlog: Vec<std::sync::Arc<revokd_core::ChangeSet>>,
     live: broadcast::Receiver<WatchItem>,
+    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    /// How long a message may wait for the watcher to take it.
+    stall: std::time::Duration,
 }
 
 impl WatchFeed {
-    /// Sends the backlog in order, skipping what was already sent. Errs when the watcher left.
-    async fn flush(
-        &mut self,
-        tx: &mpsc::Sender<Result<pb::WatchResponse, Status>>,
-    ) -> Result<(), ()> {
+    /// Streams until the watcher leaves, stalls, or the node stops.
+    async fn run(&mut self) -> Result<(), Gone> {
+        let mut applied = self.sm.applied();
+        // Say at once how far this node has applied, even if no change comes: a watcher
+        // starting below it learns it is current.
+        applied.mark_changed();
+        loop {
+            self.flush().await?;
+            let step = tokio::select! {
+                biased;
+                item = self.live.recv() => self.take(item),
+                changed = applied.changed() => match changed {
+                    Err(_) => Err(Status::unavailable("revokd: node is shutting down")),
+                    Ok(()) => {
+                        // Every change set up to `revision` was published before the
+                        // applied revision moved: take them all, then say so.
+                        let revision = *applied.borrow_and_update();
+                        self.drain().map(|()| Some(revision))
+                    }
+                },
+            };
+            match step {
+                Err(status) => {
+                    let _ = self.send(Err(status)).await;
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Ok(Some(revision)) => {
+                    self.flush().await?;
+                    if revision > self.last {
+                        self.last = revision;
+                        let progress = pb::WatchResponse {
+                            revision,
+                            events: Vec::new(),
+                        };
+                        self.send(Ok(progress)).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues one message for the watcher, waiting at most the stall timeout for room.
+    async fn send(&self, msg: Result<pb::WatchResponse, Status>) -> Result<(), Gone> {
+        match self.tx.send_timeout(msg, self.stall).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Gone::Stalled),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Gone::Left),
+        }
+    }
+
+    /// Sends the backlog in order, skipping what was already sent.
+    async fn flush(&mut self) -> Result<(), Gone> {
         for cs in std::mem::take(&mut self.backlog) {
             if cs.revision <= self.last {
                 continue;
@@ -501,7 +529,7 @@ impl WatchFeed {
                 revision: cs.revision,
                 events: cs.events.iter().map(event_pb).collect(),
             };
-            tx.send(Ok(msg)).await.map_err(|_| ())?;
+            self.send(Ok(msg)).await?;
         }
         Ok(())
     }
