@@ -80,4 +80,8 @@ pub enum SnapshotError {
     /// The body does not decode.
     #[error("snapshot: malformed body: {0}")]
     Decode(#[from] postcard::Error),
+    /// The body decodes but is not a state the encoder can produce (a token id or a rule
+    /// twice, an empty id): installing it would corrupt the set's indexes.
+    #[error("snapshot: inconsistent body: {0}")]
+    Inconsistent(String),
 }

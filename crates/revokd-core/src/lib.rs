@@ -32,7 +32,7 @@ pub use error::{InvalidInput, SnapshotError};
 pub use event::{ChangeSet, Event};
 pub use state::RevocationSet;
 pub use types::{
-    issued_before, validate_jti, validate_jti_query, Match, RevokedToken, Rule, RuleKind, RuleSpec,
-    TokenQuery, TokenSpec, DEFAULT_MAX_TOKEN_LIFETIME_SECS, MAX_BATCH, MAX_BATCH_BYTES,
-    MAX_JTI_LEN, MAX_TEXT_LEN,
+    issued_before, validate_jti, validate_jti_query, validate_text, Match, RevokedToken, Rule,
+    RuleKind, RuleSpec, TokenQuery, TokenSpec, DEFAULT_MAX_TOKEN_LIFETIME_SECS, MAX_BATCH,
+    MAX_BATCH_BYTES, MAX_JTI_LEN, MAX_TEXT_LEN,
 };

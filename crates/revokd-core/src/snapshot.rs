@@ -84,10 +84,85 @@ impl RevocationSet {
             });
         }
         let body: Body = postcard::from_bytes(body)?;
-        Ok(RevocationSet::from_parts(
-            body.revision,
-            body.tokens,
-            body.rules,
-        ))
+        RevocationSet::from_parts(body.revision, body.tokens, body.rules)
+            .map_err(SnapshotError::Inconsistent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::RuleKind;
+
+    fn token(jti: &str, expires_at: i64) -> RevokedToken {
+        RevokedToken {
+            jti: jti.into(),
+            expires_at,
+            reason: String::new(),
+            subject: String::new(),
+            revoked_by: "a".into(),
+            revision: 1,
+        }
+    }
+
+    fn rule(value: &str) -> Rule {
+        Rule {
+            kind: RuleKind::Subject,
+            value: value.into(),
+            not_before: 10,
+            reason: String::new(),
+            revoked_by: "a".into(),
+            revision: 1,
+            drop_at: 100,
+        }
+    }
+
+    /// A snapshot with a valid header and checksum around an arbitrary body.
+    fn framed(revision: u64, tokens: Vec<RevokedToken>, rules: Vec<Rule>) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Raw {
+            revision: u64,
+            tokens: Vec<RevokedToken>,
+            rules: Vec<Rule>,
+        }
+        let body = postcard::to_stdvec(&Raw {
+            revision,
+            tokens,
+            rules,
+        })
+        .unwrap();
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    // Found by the snapshot_decode fuzz target (crates/revokd-fuzz): a checksummed body with
+    // one token id twice decoded into a set whose expiry index kept a stale entry.
+    #[test]
+    fn checksummed_but_inconsistent_bodies_are_refused() {
+        let ok = framed(5, vec![token("a", 50), token("b", 60)], vec![rule("alice")]);
+        let set = RevocationSet::decode_snapshot(&ok).unwrap();
+        assert_eq!(set.token_count(), 2);
+        for (bad, says) in [
+            (
+                framed(5, vec![token("a", 50), token("a", 10_000)], vec![]),
+                "appears twice",
+            ),
+            (framed(5, vec![token("", 50)], vec![]), "empty id"),
+            (
+                framed(5, vec![], vec![rule("x"), rule("x")]),
+                "appears twice",
+            ),
+            (framed(5, vec![], vec![rule("")]), "empty value"),
+        ] {
+            let err = RevocationSet::decode_snapshot(&bad).unwrap_err();
+            assert!(
+                matches!(&err, SnapshotError::Inconsistent(m) if m.contains(says)),
+                "{err}"
+            );
+        }
     }
 }

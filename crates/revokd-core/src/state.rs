@@ -265,23 +265,38 @@ impl RevocationSet {
         Outcome::Applied(revision)
     }
 
-    /// Rebuilds a set from its parts (used when decoding a snapshot).
+    /// Rebuilds a set from its parts (used when decoding a snapshot). Refuses parts the
+    /// encoder never produces: a token id or a rule twice (a second copy of a token with
+    /// another expiry would leave a stale expiry index entry, and a purge would then drop the
+    /// live token early), or an empty token id or rule value.
     pub(crate) fn from_parts(
         revision: u64,
         tokens: impl IntoIterator<Item = RevokedToken>,
         rules: impl IntoIterator<Item = Rule>,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let mut set = RevocationSet {
             revision,
             ..Self::default()
         };
         for t in tokens {
+            if t.jti.is_empty() {
+                return Err("a token with an empty id".into());
+            }
+            if set.tokens.contains_key(t.jti.as_str()) {
+                return Err(format!("token id {:?} appears twice", truncated(&t.jti)));
+            }
             set.insert_token(t);
         }
         for r in rules {
-            set.rules[r.kind.index()].insert(r.value.clone(), r);
+            if r.value.is_empty() {
+                return Err(format!("a {} rule with an empty value", r.kind));
+            }
+            let kind = r.kind;
+            if set.rules[kind.index()].insert(r.value.clone(), r).is_some() {
+                return Err(format!("a {kind} rule appears twice"));
+            }
         }
-        set
+        Ok(set)
     }
 
     /// A digest of the whole content and revision, equal on two replicas exactly when their
@@ -308,3 +323,11 @@ impl PartialEq for RevocationSet {
 }
 
 impl Eq for RevocationSet {}
+
+/// At most 64 characters of `s`, for error messages.
+fn truncated(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
