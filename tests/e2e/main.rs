@@ -11,6 +11,7 @@ mod membership;
 mod ops;
 mod replica;
 mod revokctl;
+mod tls;
 mod validator;
 mod watch;
 mod write_read;

@@ -15,6 +15,7 @@ fn compacting() -> ClusterOptions {
         extra_args: ["--snapshot-logs", "50", "--snapshot-keep-logs", "0"]
             .map(String::from)
             .to_vec(),
+        ..Default::default()
     }
 }
 

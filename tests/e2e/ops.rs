@@ -29,6 +29,7 @@ async fn metrics_and_reflection_are_served() -> Result<()> {
         1,
         ClusterOptions {
             extra_args: vec!["--metrics-listen".into(), metrics_addr.clone()],
+            ..Default::default()
         },
     )
     .await?;

@@ -97,6 +97,7 @@ async fn watch_older_than_the_window_is_out_of_range_and_snapshot_recovers() -> 
         3,
         ClusterOptions {
             extra_args: vec!["--watch-window".into(), "10".into()],
+            ..Default::default()
         },
     )
     .await?;

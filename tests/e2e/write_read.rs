@@ -225,6 +225,7 @@ async fn purge_drops_expired_entries_on_every_node() -> Result<()> {
         3,
         ClusterOptions {
             extra_args: vec!["--purge-interval-secs".into(), "1".into()],
+            ..Default::default()
         },
     )
     .await?;

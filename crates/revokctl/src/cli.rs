@@ -45,6 +45,15 @@ pub struct Cli {
     /// auth on, writes are recorded as the token's `sub`, not --actor).
     #[arg(long, global = true, env = "REVOKD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The cluster CA's PEM certificate: talk TLS to nodes started with --tls-cert.
+    #[arg(long, global = true, env = "REVOKD_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// A PEM client certificate to present over TLS (with --tls-key).
+    #[arg(long, global = true, env = "REVOKCTL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM key of --tls-cert.
+    #[arg(long, global = true, env = "REVOKCTL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -63,6 +63,43 @@ pub struct ClientConfig {
     /// with `--auth-key`: writes need the admin scope, reads the read scope if one is set.
     /// Default none.
     pub bearer_token: Option<String>,
+    /// TLS for clusters started with `--tls-cert`: the cluster CA to trust, and optionally a
+    /// client certificate. Default none (plaintext).
+    pub tls: Option<ClientTls>,
+}
+
+/// How a [`Client`] verifies the nodes over TLS.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// PEM certificate of the cluster CA.
+    pub ca_pem: Vec<u8>,
+    /// PEM certificate and key to present, if the deployment asks for one. Default none.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name to verify in the nodes' certificates instead of the host dialed. Default none.
+    pub server_name: Option<String>,
+}
+
+impl ClientTls {
+    /// Trusts the cluster CA in `ca_pem`.
+    pub fn new(ca_pem: impl Into<Vec<u8>>) -> Self {
+        ClientTls {
+            ca_pem: ca_pem.into(),
+            identity: None,
+            server_name: None,
+        }
+    }
+
+    fn tonic(&self) -> tonic::transport::ClientTlsConfig {
+        let mut c = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.identity {
+            c = c.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        if let Some(name) = &self.server_name {
+            c = c.domain_name(name.clone());
+        }
+        c
+    }
 }
 
 impl ClientConfig {
@@ -79,6 +116,7 @@ impl ClientConfig {
             actor: "revokd-client".into(),
             address_map: BTreeMap::new(),
             bearer_token: None,
+            tls: None,
         }
     }
 
@@ -123,8 +161,15 @@ fn endpoint(addr: &str, config: &ClientConfig) -> Result<Endpoint, Error> {
     if addr.is_empty() || !addr.contains(':') {
         return Err(Error::Config(format!("endpoint {addr:?} is not host:port")));
     }
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Error::Config(format!("endpoint {addr:?}: {e}")))?
+    let ep = match &config.tls {
+        None => Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::Config(format!("endpoint {addr:?}: {e}")))?,
+        Some(tls) => Endpoint::from_shared(format!("https://{addr}"))
+            .map_err(|e| Error::Config(format!("endpoint {addr:?}: {e}")))?
+            .tls_config(tls.tonic())
+            .map_err(|e| Error::Config(format!("tls: {e}")))?,
+    };
+    Ok(ep
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))

@@ -32,7 +32,8 @@ pub mod validator;
 
 pub use check::{Revocation, RevocationCheck, RevokedBy, RuleKind, TokenQuery, Verdict};
 pub use connection::{
-    Client, ClientConfig, Receipt, ReceiptedWrite, ReplicaQuorum, Revoke, WriteOutcome, WriteResult,
+    Client, ClientConfig, ClientTls, Receipt, ReceiptedWrite, ReplicaQuorum, Revoke, WriteOutcome,
+    WriteResult,
 };
 pub use error::Error;
 pub use layer::{BearerAuth, BearerAuthLayer};

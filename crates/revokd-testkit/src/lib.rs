@@ -5,6 +5,8 @@
 //! Every process is tracked by PID and stopped when the [`ProcessCluster`] is dropped; nothing
 //! is ever stopped by name.
 
+pub mod devca;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::TcpListener;
@@ -121,6 +123,9 @@ impl NodeProc {
 pub struct ClusterOptions {
     /// Extra flags for every node (for example `--snapshot-logs 100`).
     pub extra_args: Vec<String>,
+    /// The cluster CA's PEM certificate when the nodes serve TLS (give them `--tls-*` flags
+    /// in `extra_args`): the kit's own channels then use TLS and trust it.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 impl ClusterOptions {
@@ -128,8 +133,21 @@ impl ClusterOptions {
     pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(args: I) -> Self {
         ClusterOptions {
             extra_args: args.into_iter().map(Into::into).collect(),
+            tls_ca: None,
         }
     }
+}
+
+/// A lazily connecting TLS channel to `addr`, trusting the CA in `ca_pem`.
+pub fn tls_channel(addr: &str, ca_pem: &[u8]) -> Result<Channel> {
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem));
+    Ok(Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .connect_lazy())
 }
 
 /// A cluster of real `revokd` processes on loopback.
@@ -180,7 +198,18 @@ impl ProcessCluster {
         self.dir.path()
     }
 
-    fn add_node(&mut self, id: u64, addr: String, mut args: Vec<String>) -> Result<()> {
+    fn add_node(&mut self, id: u64, addr: String, args: Vec<String>) -> Result<()> {
+        let extra = self.opts.extra_args.clone();
+        self.add_node_with(id, addr, args, extra)
+    }
+
+    fn add_node_with(
+        &mut self,
+        id: u64,
+        addr: String,
+        mut args: Vec<String>,
+        extra: Vec<String>,
+    ) -> Result<()> {
         let data_dir = self.dir.path().join(format!("node{id}"));
         let log = self.dir.path().join(format!("node{id}.log"));
         args.extend([
@@ -191,7 +220,7 @@ impl ProcessCluster {
             "--data-dir".into(),
             data_dir.display().to_string(),
         ]);
-        args.extend(self.opts.extra_args.iter().cloned());
+        args.extend(extra);
         let mut node = NodeProc {
             id,
             addr,
@@ -234,6 +263,23 @@ impl ProcessCluster {
         Ok(addr)
     }
 
+    /// Starts a new, empty node that waits to be added with `AddLearner`, with `args` in place
+    /// of the cluster's extra flags (for example another certificate).
+    pub fn start_joiner_with(&mut self, id: u64, args: Vec<String>) -> Result<String> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        self.add_node_with(id, addr.clone(), vec!["--join".into()], args)?;
+        Ok(addr)
+    }
+
+    /// A channel to a node: TLS when the cluster serves it.
+    pub fn channel(&self, id: u64) -> Result<Channel> {
+        let addr = self.addr(id)?;
+        match &self.opts.tls_ca {
+            Some(ca) => tls_channel(&addr, ca),
+            None => channel(&addr),
+        }
+    }
+
     fn node(&self, id: u64) -> Result<&NodeProc> {
         self.nodes.get(&id).ok_or_else(|| anyhow!("no node {id}"))
     }
@@ -256,14 +302,14 @@ impl ProcessCluster {
 
     /// A `Revocation` client for a node.
     pub fn revocation(&self, id: u64) -> Result<RevocationClient<Channel>> {
-        Ok(RevocationClient::new(channel(&self.addr(id)?)?)
+        Ok(RevocationClient::new(self.channel(id)?)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20))
     }
 
     /// A `Cluster` client for a node.
     pub fn cluster(&self, id: u64) -> Result<ClusterClient<Channel>> {
-        Ok(ClusterClient::new(channel(&self.addr(id)?)?))
+        Ok(ClusterClient::new(self.channel(id)?))
     }
 
     /// A node's status.

@@ -81,6 +81,20 @@ pub struct Config {
     /// A `Watch` stream whose reader takes nothing for this long while changes wait is
     /// ended, so a stalled watcher holds neither memory nor a task. Default 30 s.
     pub watch_stall_timeout: Duration,
+    /// TLS for clients and peers. Default: off (plaintext).
+    pub tls: Option<TlsSettings>,
+}
+
+/// The node's certificate, key and the cluster CA (see `network::tls`).
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    /// PEM certificate chain of this node, issued by the cluster CA.
+    pub cert: PathBuf,
+    /// PEM private key of that certificate.
+    pub key: PathBuf,
+    /// PEM certificate of the cluster CA: verifies peers (which must present a certificate
+    /// it issued) and any client certificate.
+    pub ca: PathBuf,
 }
 
 /// How the node verifies admins' bearer JWTs (see `api::auth`).
@@ -201,6 +215,15 @@ pub struct Args {
     /// [default: 30]
     #[arg(long, env = "REVOKD_WATCH_STALL_TIMEOUT_SECS")]
     pub watch_stall_timeout_secs: Option<u64>,
+    /// This node's PEM certificate (turns TLS on, with --tls-key and --tls-ca).
+    #[arg(long, env = "REVOKD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "REVOKD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA's PEM certificate: peers must present a certificate it issued.
+    #[arg(long, env = "REVOKD_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// A configuration that cannot be used. The message says which setting and why.
@@ -254,6 +277,7 @@ impl Default for Config {
             read_rate_limit: 0,
             auth: None,
             watch_stall_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -355,6 +379,15 @@ impl Config {
             watch_stall_timeout: layered!(watch_stall_timeout_secs)
                 .map(secs)
                 .unwrap_or(d.watch_stall_timeout),
+            tls: match (layered!(tls_cert), layered!(tls_key), layered!(tls_ca)) {
+                (None, None, None) => None,
+                (Some(cert), Some(key), Some(ca)) => Some(TlsSettings { cert, key, ca }),
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "tls-cert, tls-key and tls-ca go together: give all three or none".into(),
+                    ))
+                }
+            },
             auth: match layered!(auth_key) {
                 None => {
                     if layered!(auth_issuer).is_some() || layered!(auth_audience).is_some() {

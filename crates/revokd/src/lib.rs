@@ -76,7 +76,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let config = Arc::new(config);
-    // The key is read and checked before anything binds.
+    // Keys and certificates are read and checked before anything binds.
+    let tls = match &config.tls {
+        Some(s) => Some(network::tls::Tls::load(s)?),
+        None => None,
+    };
     let auth = match &config.auth {
         Some(s) => Some(api::auth::Authorizer::new(s).map_err(RunError::Config)?),
         None => None,
@@ -110,13 +114,17 @@ pub async fn run(
     let raft = Raft::new(
         config.id,
         Arc::new(raft_config),
-        NetworkFactory::with_routes(config.peer_routes.clone()),
+        NetworkFactory::new(
+            config.peer_routes.clone(),
+            tls.as_ref().map(|t| t.client.clone()),
+        ),
         log.clone(),
         sm.clone(),
     )
     .await
     .map_err(|e| RunError::Raft(e.to_string()))?;
-    let node = Node::new(raft.clone(), sm, config.clone());
+    let mut node = Node::new(raft.clone(), sm, config.clone());
+    node.peer_tls = tls.as_ref().map(|t| t.client.clone());
     initialize(&node).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -191,7 +199,13 @@ pub async fn run(
             }
         });
     }
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = &tls {
+        builder = builder
+            .tls_config(t.server.clone())
+            .map_err(|e| RunError::Config(config::ConfigError::Invalid(format!("tls: {e}"))))?;
+    }
+    let server = builder
         .tcp_nodelay(true)
         .layer(metrics::MetricsLayer::new(metrics))
         .layer(api::limits::RateLimitLayer::new(limits))
@@ -208,7 +222,7 @@ pub async fn run(
             node.clone(),
         )))
         .add_service(
-            RaftServer::new(RaftService::new(raft.clone()))
+            RaftServer::new(RaftService::new(raft.clone(), tls.is_some()))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
         )

@@ -47,6 +47,8 @@ pub struct Node {
     pub replicas: Arc<ReplicaRegistry>,
     /// Open `Watch` streams.
     pub watchers: Arc<Watchers>,
+    /// How to dial peers when TLS is on.
+    pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
     proposer: Proposer,
     read_waiters: Arc<Mutex<ReadWaiters>>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
@@ -122,6 +124,7 @@ impl Node {
             channels: Arc::default(),
             replicas: Arc::default(),
             watchers: Arc::default(),
+            peer_tls: None,
         }
     }
 
@@ -138,10 +141,13 @@ impl Node {
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
         }
-        let ch = channel(addr, Duration::from_millis(500)).map_err(|e| ApiError::Forward {
-            addr: addr.to_owned(),
-            message: e.to_string(),
-        })?;
+        let ch =
+            channel(addr, Duration::from_millis(500), self.peer_tls.as_ref()).map_err(|e| {
+                ApiError::Forward {
+                    addr: addr.to_owned(),
+                    message: e.to_string(),
+                }
+            })?;
         map.insert(addr.to_owned(), ch.clone());
         Ok(ch)
     }

@@ -185,6 +185,7 @@ pub async fn run(ctx: &Ctx, a: &BenchArgs) -> Result<i32, CliError> {
             let mut config = ctx.client.config().clone();
             config.actor = ctx.cli.actor.clone();
             config.bearer_token = ctx.cli.token.clone();
+            config.tls = super::tls(&ctx.cli)?;
             let c = Client::connect(config).await?;
             replicas.push(
                 Replica::connect(

@@ -27,6 +27,24 @@ pub struct Ctx {
     pub cli: Cli,
 }
 
+/// The TLS settings from `--tls-ca` (and `--tls-cert`/`--tls-key`), if given.
+pub fn tls(cli: &Cli) -> Result<Option<revokd_client::ClientTls>, CliError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", p.display())))
+    };
+    let Some(ca) = &cli.tls_ca else {
+        if cli.tls_cert.is_some() {
+            return Err(CliError::Usage("--tls-cert needs --tls-ca".into()));
+        }
+        return Ok(None);
+    };
+    let mut tls = revokd_client::ClientTls::new(read(ca)?);
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        tls.identity = Some((read(cert)?, read(key)?));
+    }
+    Ok(Some(tls))
+}
+
 /// Runs the command; returns the exit code on success paths that still report something
 /// (an import with rejected lines).
 pub async fn run(cli: Cli) -> Result<i32, CliError> {
@@ -39,6 +57,7 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
     config.timeout = cli.timeout;
     config.actor = cli.actor.clone();
     config.bearer_token = cli.token.clone();
+    config.tls = tls(&cli)?;
     let client = Client::connect(config).await?;
     let ctx = Ctx {
         client,

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tonic::transport::server::TcpConnectInfo;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::FORWARDED_HEADER;
 
@@ -175,9 +175,13 @@ impl<S> RateLimitService<S> {
             return None;
         }
         let kind = classify(req.uri().path())?;
-        let client = req
-            .extensions()
+        let ext = req.extensions();
+        let client = ext
             .get::<TcpConnectInfo>()
+            .or_else(|| {
+                ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                    .map(|t| t.get_ref())
+            })
             .and_then(|c| c.remote_addr)?
             .ip();
         let (per_second, wait) = self.limits.check(kind, client).err()?;

@@ -13,7 +13,7 @@ use openraft::EntryPayload;
 use revokd_proto::v1::raft_client::RaftClient;
 use revokd_proto::v1::RaftPayload;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::codec::{decode_raw, encode};
 use crate::consensus::typ::{
@@ -32,20 +32,31 @@ pub const APPEND_BUDGET: usize = 1024 * 1024;
 #[derive(Clone, Default)]
 pub struct NetworkFactory {
     routes: Arc<BTreeMap<NodeId, String>>,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl NetworkFactory {
-    /// A factory that dials `routes[id]` instead of node `id`'s advertised address.
-    pub fn with_routes(routes: BTreeMap<NodeId, String>) -> Self {
+    /// A factory that dials `routes[id]` instead of node `id`'s advertised address, over TLS
+    /// when `tls` is given.
+    pub fn new(routes: BTreeMap<NodeId, String>, tls: Option<ClientTlsConfig>) -> Self {
         NetworkFactory {
             routes: Arc::new(routes),
+            tls,
         }
     }
 }
 
-/// Builds a lazily connecting channel to `addr` (`host:port`).
-pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+/// Builds a lazily connecting channel to `addr` (`host:port`), over TLS when `tls` is given.
+pub fn channel(
+    addr: &str,
+    connect_timeout: Duration,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Channel, tonic::transport::Error> {
+    let ep = match tls {
+        None => Endpoint::from_shared(format!("http://{addr}"))?,
+        Some(t) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(t.clone())?,
+    };
+    Ok(ep
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
@@ -58,7 +69,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
         let addr = self.routes.get(&target).unwrap_or(&node.addr);
-        let client = channel(addr, Duration::from_millis(500)).map(|ch| {
+        let client = channel(addr, Duration::from_millis(500), self.tls.as_ref()).map(|ch| {
             RaftClient::new(ch)
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE)

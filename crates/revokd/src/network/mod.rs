@@ -7,4 +7,5 @@ pub mod codec;
 pub mod server;
 
 pub use client::NetworkFactory;
+pub mod tls;
 pub use server::RaftService;

@@ -5,17 +5,20 @@ use revokd_proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
 use tonic::{Request, Response, Status};
 
 use super::codec::{decode, encode};
+use super::tls::require_peer;
 use crate::consensus::typ::{AppendEntriesRequest, InstallSnapshotRequest, Raft, VoteRequest};
 
 /// Serves `revokd.v1.Raft` for a local Raft instance.
 pub struct RaftService {
     raft: Raft,
+    /// With TLS on, callers must present a certificate of the cluster CA.
+    tls: bool,
 }
 
 impl RaftService {
-    /// Wraps a Raft instance.
-    pub fn new(raft: Raft) -> Self {
-        RaftService { raft }
+    /// Wraps a Raft instance; `tls` makes every call require a peer certificate.
+    pub fn new(raft: Raft, tls: bool) -> Self {
+        RaftService { raft, tls }
     }
 }
 
@@ -31,11 +34,13 @@ impl RaftApi for RaftService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        require_peer(&req, self.tls)?;
         let rpc: AppendEntriesRequest = decode(req.get_ref(), "AppendEntries")?;
         reply(&self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        require_peer(&req, self.tls)?;
         let rpc: VoteRequest = decode(req.get_ref(), "Vote")?;
         reply(&self.raft.vote(rpc).await)
     }
@@ -44,14 +49,16 @@ impl RaftApi for RaftService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        require_peer(&req, self.tls)?;
         let rpc: InstallSnapshotRequest = decode(req.get_ref(), "InstallSnapshot")?;
         reply(&self.raft.install_snapshot(rpc).await)
     }
 
     async fn read_index(
         &self,
-        _req: Request<ReadIndexRequest>,
+        req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
+        require_peer(&req, self.tls)?;
         match self.raft.get_read_log_id().await {
             Ok((read, _applied)) => Ok(Response::new(ReadIndexResponse {
                 read_revision: read.map(|l| l.index).unwrap_or(0),

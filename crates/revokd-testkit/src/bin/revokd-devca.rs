@@ -1,0 +1,37 @@
+//! `revokd-devca`: writes a development CA and node certificates for a local TLS cluster
+//! (`scripts/gen-certs.sh` runs it). Not for production: keys are unencrypted.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use revokd_testkit::devca::DevCa;
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut out = PathBuf::from("certs");
+    let mut nodes: Vec<String> = Vec::new();
+    let mut sans: Vec<String> = vec!["localhost".into(), "127.0.0.1".into()];
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--out" => out = args.next().map(PathBuf::from).unwrap_or(out),
+            "--node" => nodes.extend(args.next()),
+            "--san" => sans.extend(args.next()),
+            "-h" | "--help" => {
+                println!("revokd-devca [--out DIR] [--node NAME]... [--san HOST_OR_IP]...\n\nWrites DIR/ca.pem and DIR/<node>.pem + DIR/<node>-key.pem per node (default nodes:\nnode1 node2 node3), each valid for its name, localhost, 127.0.0.1 and every --san.");
+                return Ok(());
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    if nodes.is_empty() {
+        nodes = vec!["node1".into(), "node2".into(), "node3".into()];
+    }
+    let ca = DevCa::new("revokd development CA")?;
+    println!("{}", ca.write_ca(&out)?.display());
+    let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
+    for n in &nodes {
+        let (cert, key) = ca.issue(n, &sans)?.write(&out, n)?;
+        println!("{} {}", cert.display(), key.display());
+    }
+    Ok(())
+}
