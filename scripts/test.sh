@@ -31,6 +31,8 @@ echo "== client benchmark smoke run (Redis rows need redis-server; skipped and s
 echo "== chaos smoke: 3 nodes behind link proxies; kill the leader twice, cut a follower off, pause"
 echo "   one, with writers, replicas and linearizable checkers running; every invariant checked"
 ./target/release/revokd-harness chaos smoke --out target/chaos/smoke
+echo "== the same with TLS on every link (mutual TLS between nodes, clients trusting the CA)"
+./target/release/revokd-harness chaos smoke --tls --out target/chaos/smoke-tls
 
 echo "== Docker: the compose cluster from locally built images (leader's container killed under"
 echo "   writes, every node checked), then the chaos smoke on containers; both skip without Docker"

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use revokd_client::{pb, Replica};
 use revokd_proto::v1::revocation_client::RevocationClient;
-use revokd_testkit::{channel, eventually};
+use revokd_testkit::eventually;
 use serde::Serialize;
 
 use crate::cluster::Deployment;
@@ -44,13 +44,17 @@ fn verdict(invariant: &str, failures: Vec<String>) -> Verdict {
 }
 
 /// A node's whole set, read with `Snapshot` at a revision no older than `min_revision`.
-async fn node_set(addr: &str, min_revision: u64) -> Result<(u64, HashSet<String>)> {
+async fn node_set(
+    addr: &str,
+    min_revision: u64,
+    tls_ca: Option<&[u8]>,
+) -> Result<(u64, HashSet<String>)> {
     let mut req = tonic::Request::new(pb::SnapshotRequest {
         chunk_size: 10_000,
         min_revision,
     });
     req.set_timeout(Duration::from_secs(20));
-    let mut stream = RevocationClient::new(channel(addr)?)
+    let mut stream = RevocationClient::new(crate::cluster::node_channel(addr, tls_ca)?)
         .max_decoding_message_size(64 << 20)
         .snapshot(req)
         .await?
@@ -95,7 +99,10 @@ pub async fn check_invariants(
         Err(_) => 0,
     };
     for n in dep.nodes.values() {
-        let read = eventually(Duration::from_secs(30), || node_set(&n.addr, commit)).await;
+        let read = eventually(Duration::from_secs(30), || {
+            node_set(&n.addr, commit, dep.tls_ca.as_deref())
+        })
+        .await;
         match read {
             Ok(s) => {
                 sets.insert(n.spec.id, s);
@@ -211,7 +218,7 @@ async fn replica_matches(dep: &Deployment, rep: &Replica) -> Result<()> {
         .map(|n| n.addr.clone())
         .ok_or_else(|| anyhow!("no nodes"))?;
     eventually(Duration::from_secs(30), || async {
-        let (revision, set) = node_set(&addr, 0).await?;
+        let (revision, set) = node_set(&addr, 0, dep.tls_ca.as_deref()).await?;
         if !rep
             .wait_for_revision(revision, Duration::from_secs(10))
             .await

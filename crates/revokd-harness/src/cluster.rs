@@ -122,6 +122,8 @@ pub struct Deployment {
     docker_network: Option<String>,
     bin: PathBuf,
     dir: PathBuf,
+    /// The cluster CA when the nodes run TLS.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 /// Runs `docker` with `args`; fails with its stderr.
@@ -173,17 +175,43 @@ impl Deployment {
     /// Starts every node of `topology` as local processes under `dir` (created if missing),
     /// behind link proxies seeded by `seed`; waits for a leader and adds the learners.
     pub async fn up(topology: &Topology, dir: &Path, seed: u64) -> Result<Deployment> {
-        Self::up_on(topology, dir, seed, Backend::Process).await
+        Self::up_on(topology, dir, seed, Backend::Process, false).await
     }
 
-    /// Like [`Deployment::up`], on the given backend.
+    /// Like [`Deployment::up`], on the given backend, with TLS (a development CA made for
+    /// the run, under `dir/certs`) when `tls`.
     pub async fn up_on(
         topology: &Topology,
         dir: &Path,
         seed: u64,
         backend: Backend,
+        tls: bool,
     ) -> Result<Deployment> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if tls && matches!(backend, Backend::Docker { .. }) {
+            bail!("TLS with --backend docker is not supported yet; use the process backend");
+        }
+        let (tls_ca, tls_args) = if tls {
+            let certs = dir.join("certs");
+            let ca = revokd_testkit::devca::DevCa::new("revokd-harness CA")?;
+            let ca_path = ca.write_ca(&certs)?;
+            let (cert, key) = ca
+                .issue("node", &["localhost", "127.0.0.1"])?
+                .write(&certs, "node")?;
+            (
+                Some(ca.ca_pem.clone().into_bytes()),
+                vec![
+                    "--tls-cert".to_owned(),
+                    cert.display().to_string(),
+                    "--tls-key".into(),
+                    key.display().to_string(),
+                    "--tls-ca".into(),
+                    ca_path.display().to_string(),
+                ],
+            )
+        } else {
+            (None, Vec::new())
+        };
         let bin = match backend {
             Backend::Process => revokd_testkit::revokd_bin()?,
             Backend::Docker { .. } => PathBuf::from("docker"),
@@ -276,6 +304,7 @@ impl Deployment {
                 args.push("--join".into());
             }
             args.extend(topology.node.extra_args.iter().cloned());
+            args.extend(tls_args.iter().cloned());
             nodes.insert(
                 s.id,
                 NodeProcess {
@@ -298,6 +327,7 @@ impl Deployment {
             docker_network: docker_net,
             bin,
             dir: dir.to_owned(),
+            tls_ca,
         };
         let ids: Vec<u64> = d.nodes.keys().copied().collect();
         for id in ids {
@@ -335,6 +365,7 @@ impl Deployment {
         config.timeout = Duration::from_secs(20);
         config.heartbeat_interval = Duration::from_millis(250);
         config.actor = "revokd-harness".into();
+        config.tls = self.tls_ca.clone().map(revokd_client::ClientTls::new);
         Ok(Client::connect(config).await?)
     }
 
@@ -355,6 +386,7 @@ impl Deployment {
         };
         let mut config = ClientConfig::new(endpoints);
         config.address_map = self.net.address_map(region);
+        config.tls = self.tls_ca.clone().map(revokd_client::ClientTls::new);
         config
     }
 
@@ -604,7 +636,7 @@ impl Deployment {
 
     /// A node's status, asked directly (not through any link), within `timeout`.
     pub async fn status(&self, id: u64, timeout: Duration) -> Result<pb::StatusResponse> {
-        status_of(&self.node(id)?.addr, timeout).await
+        status_of(&self.node(id)?.addr, timeout, self.tls_ca.as_deref()).await
     }
 
     /// Every voter's id and address.
@@ -618,7 +650,12 @@ impl Deployment {
 
     /// The leader a majority of voters agree on, if any (asked directly, 300 ms per node).
     pub async fn leader(&self) -> Option<u64> {
-        majority_leader(&self.voters(), Duration::from_millis(300)).await
+        majority_leader(
+            &self.voters(),
+            Duration::from_millis(300),
+            self.tls_ca.as_deref(),
+        )
+        .await
     }
 
     /// Waits until a majority of voters agree on a leader.
@@ -677,11 +714,23 @@ impl Drop for Deployment {
     }
 }
 
+/// A channel to a node at `addr`: TLS trusting `tls_ca` when the deployment runs TLS.
+pub fn node_channel(addr: &str, tls_ca: Option<&[u8]>) -> Result<tonic::transport::Channel> {
+    match tls_ca {
+        Some(ca) => revokd_testkit::tls_channel(addr, ca),
+        None => channel(addr),
+    }
+}
+
 /// A node's status, asked directly at `addr` within `timeout`.
-pub async fn status_of(addr: &str, timeout: Duration) -> Result<pb::StatusResponse> {
+pub async fn status_of(
+    addr: &str,
+    timeout: Duration,
+    tls_ca: Option<&[u8]>,
+) -> Result<pb::StatusResponse> {
     let mut req = tonic::Request::new(pb::StatusRequest {});
     req.set_timeout(timeout);
-    let mut client = ClusterClient::new(channel(addr)?);
+    let mut client = ClusterClient::new(node_channel(addr, tls_ca)?);
     Ok(tokio::time::timeout(timeout, client.status(req))
         .await
         .map_err(|_| anyhow!("{addr}: no status within {timeout:?}"))??
@@ -691,9 +740,17 @@ pub async fn status_of(addr: &str, timeout: Duration) -> Result<pb::StatusRespon
 /// The leader that a majority of `voters` name and that itself answers as leader, asking
 /// each directly (a paused or dead node simply does not answer within `timeout`). Followers
 /// keep naming a dead leader until they elect another, so their word alone is not enough.
-pub async fn majority_leader(voters: &[(u64, String)], timeout: Duration) -> Option<u64> {
-    let answers =
-        futures::future::join_all(voters.iter().map(|(_, addr)| status_of(addr, timeout))).await;
+pub async fn majority_leader(
+    voters: &[(u64, String)],
+    timeout: Duration,
+    tls_ca: Option<&[u8]>,
+) -> Option<u64> {
+    let answers = futures::future::join_all(
+        voters
+            .iter()
+            .map(|(_, addr)| status_of(addr, timeout, tls_ca)),
+    )
+    .await;
     let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
     let mut leading = Vec::new();
     for s in answers.into_iter().flatten() {

@@ -41,6 +41,9 @@ enum Cmd {
         /// Seeds the links' jitter.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Run the nodes with TLS (a development CA under DIR/data/certs).
+        #[arg(long)]
+        tls: bool,
     },
     /// Stop what `up` started (by the PIDs it recorded).
     Down {
@@ -81,6 +84,9 @@ enum Cmd {
         /// The node image for `--backend docker` (scripts/docker-image.sh builds it).
         #[arg(long, default_value = "revokd:local")]
         image: String,
+        /// Run the nodes with TLS (a development CA made for the run) and every client over it.
+        #[arg(long)]
+        tls: bool,
     },
     /// List the scenarios and topologies.
     List,
@@ -122,7 +128,8 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             topology,
             dir,
             seed,
-        } => up(&topology, &dir, seed).await,
+            tls,
+        } => up(&topology, &dir, seed, tls).await,
         Cmd::Down { dir } => down(&dir),
         Cmd::Summary { dirs } => {
             print!("{}", summary(&dirs)?);
@@ -156,6 +163,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             keep_data,
             backend,
             image,
+            tls,
         } => {
             let topo_name = match topology {
                 Some(t) => t,
@@ -179,6 +187,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                     Backend::Process => cluster::Backend::Process,
                     Backend::Docker => cluster::Backend::Docker { image },
                 },
+                tls,
             })
             .await?;
             println!("\n{}", report.markdown());
@@ -195,7 +204,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
     }
 }
 
-async fn up(topology: &str, dir: &Path, seed: u64) -> Result<ExitCode> {
+async fn up(topology: &str, dir: &Path, seed: u64, tls: bool) -> Result<ExitCode> {
     let state = dir.join("harness.json");
     if state.exists() {
         bail!(
@@ -205,7 +214,14 @@ async fn up(topology: &str, dir: &Path, seed: u64) -> Result<ExitCode> {
         );
     }
     let topology = Topology::load(topology)?;
-    let dep = Deployment::up(&topology, &dir.join("data"), seed).await?;
+    let dep = Deployment::up_on(
+        &topology,
+        &dir.join("data"),
+        seed,
+        cluster::Backend::Process,
+        tls,
+    )
+    .await?;
     dep.write_state(&state)?;
     println!(
         "topology {} is up (harness pid {})",
@@ -237,8 +253,16 @@ async fn up(topology: &str, dir: &Path, seed: u64) -> Result<ExitCode> {
         );
     }
     let all: Vec<&str> = dep.nodes.values().map(|n| n.addr.as_str()).collect();
+    let tls_flag = if tls {
+        format!(
+            " --tls-ca {}",
+            dir.join("data").join("certs").join("ca.pem").display()
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "no added latency: revokctl --endpoints {} status",
+        "no added latency: revokctl --endpoints {} status{tls_flag}",
         all.join(",")
     );
     println!(

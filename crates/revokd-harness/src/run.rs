@@ -38,6 +38,8 @@ pub struct RunOptions {
     pub keep_data: bool,
     /// Where nodes run.
     pub backend: Backend,
+    /// Run the nodes with TLS (and the clients over it).
+    pub tls: bool,
 }
 
 /// Runs one scenario and returns its report (also written to `out_dir`). The report says
@@ -60,9 +62,15 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
             st.fault
         );
     }
-    let mut dep = Deployment::up_on(&opts.topology, &data, opts.seed, opts.backend.clone())
-        .await
-        .context("bringing the topology up")?;
+    let mut dep = Deployment::up_on(
+        &opts.topology,
+        &data,
+        opts.seed,
+        opts.backend.clone(),
+        opts.tls,
+    )
+    .await
+    .context("bringing the topology up")?;
     let history = Arc::new(History::new());
     let placements = |count: fn(&crate::topology::Region) -> u32| -> Vec<Placement> {
         opts.topology
@@ -95,6 +103,7 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
         &checkers,
         &replicas,
         dep.voters(),
+        dep.tls_ca.clone(),
     )
     .await?;
     println!(
@@ -251,6 +260,7 @@ async fn probe_client(dep: &Deployment) -> Result<Client> {
     config.max_backoff = Duration::from_millis(100);
     config.heartbeat_interval = Duration::from_millis(200);
     config.actor = "revokd-harness-probe".into();
+    config.tls = dep.tls_ca.clone().map(revokd_client::ClientTls::new);
     Ok(Client::connect(config).await?)
 }
 

@@ -65,6 +65,7 @@ impl Workload {
         checkers: &[Placement],
         replicas: &[Placement],
         voters: Vec<(u64, String)>,
+        tls_ca: Option<Vec<u8>>,
     ) -> Result<Workload> {
         let (stop_writes, stop_w) = watch::channel(false);
         let (stop_replicas, stop_r) = watch::channel(false);
@@ -99,7 +100,7 @@ impl Workload {
                 stop_r.clone(),
             ));
         }
-        followers.spawn(monitor(history.clone(), voters, stop_r));
+        followers.spawn(monitor(history.clone(), voters, tls_ca, stop_r));
 
         let mut tasks = JoinSet::new();
         for (i, p) in writers.iter().enumerate() {
@@ -332,6 +333,7 @@ async fn follow(
 async fn monitor(
     history: Arc<History>,
     voters: Vec<(u64, String)>,
+    tls_ca: Option<Vec<u8>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -342,7 +344,9 @@ async fn monitor(
             _ = stop.changed() => return,
             _ = tick.tick() => {}
         }
-        let leader = crate::cluster::majority_leader(&voters, Duration::from_millis(300)).await;
+        let leader =
+            crate::cluster::majority_leader(&voters, Duration::from_millis(300), tls_ca.as_deref())
+                .await;
         let at = history.now_ms();
         history.with(|r| r.leader_samples.push((at, leader)));
         if last != Some(leader) {
