@@ -128,3 +128,23 @@ pub async fn client(endpoints: &[String]) -> Result<Client> {
     config.timeout = Duration::from_secs(10);
     Ok(Client::connect(config).await?)
 }
+
+/// Node flags for TLS with a certificate for `name` issued by `ca`, written into `dir`.
+pub fn tls_args(
+    dir: &std::path::Path,
+    ca: &revokd_testkit::devca::DevCa,
+    name: &str,
+) -> Result<Vec<String>> {
+    let ca_path = ca.write_ca(dir)?;
+    let (cert, key) = ca
+        .issue(name, &["localhost", "127.0.0.1"])?
+        .write(dir, name)?;
+    Ok(vec![
+        "--tls-cert".into(),
+        cert.display().to_string(),
+        "--tls-key".into(),
+        key.display().to_string(),
+        "--tls-ca".into(),
+        ca_path.display().to_string(),
+    ])
+}

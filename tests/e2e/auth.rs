@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use revokd_client::{Client, ClientConfig, Revoke};
-use revokd_e2e::{check_req, now, revoke_req};
+use revokd_client::{Client, ClientConfig, ClientTls, Revoke};
+use revokd_e2e::{check_req, now, revoke_req, tls_args};
 use revokd_proto::v1::{self as pb, revocation_client::RevocationClient};
-use revokd_testkit::{channel, ClusterOptions, ProcessCluster};
+use revokd_testkit::devca::DevCa;
+use revokd_testkit::{tls_channel, ClusterOptions, ProcessCluster};
 use serde_json::{json, Value};
 use tonic::Code;
 
@@ -38,15 +39,17 @@ fn with(mut v: Value, k: &str, x: Value) -> Value {
     v
 }
 
-/// A raw Revocation client to `addr` that sends `token` (if any) and claims to be `actor`.
+/// A raw Revocation client to `addr` (over TLS trusting `ca`) that sends `token` (if any)
+/// and claims to be `actor`.
 async fn revoke_as(
     addr: &str,
+    ca: &[u8],
     token: Option<&str>,
     actor: &str,
     jti: &str,
 ) -> Result<pb::WriteResponse, tonic::Status> {
-    let mut client =
-        RevocationClient::new(channel(addr).map_err(|e| tonic::Status::internal(e.to_string()))?);
+    let ch = tls_channel(addr, ca).map_err(|e| tonic::Status::internal(e.to_string()))?;
+    let mut client = RevocationClient::new(ch);
     let mut req = tonic::Request::new(revoke_req(jti));
     if let Some(t) = token {
         req.metadata_mut()
@@ -59,21 +62,31 @@ async fn revoke_as(
 
 #[tokio::test]
 async fn writes_need_an_admin_token_and_record_its_subject() -> Result<()> {
+    // A TLS cluster (mutual TLS between nodes) with admin authorization.
     let key = keys_dir().join("rsa_public.pem");
+    let dir = tempfile::tempdir()?;
+    let ca = DevCa::new("auth test CA")?;
+    let mut args: Vec<String> = [
+        "--auth-key".to_owned(),
+        key.display().to_string(),
+        "--auth-algorithm".into(),
+        "RS256".into(),
+        "--auth-issuer".into(),
+        ISS.into(),
+        "--auth-audience".into(),
+        AUD.into(),
+    ]
+    .to_vec();
+    args.extend(tls_args(dir.path(), &ca, "node")?);
     let c = ProcessCluster::start_with(
         3,
-        ClusterOptions::args([
-            "--auth-key".to_owned(),
-            key.display().to_string(),
-            "--auth-algorithm".into(),
-            "RS256".into(),
-            "--auth-issuer".into(),
-            ISS.into(),
-            "--auth-audience".into(),
-            AUD.into(),
-        ]),
+        ClusterOptions {
+            extra_args: args,
+            tls_ca: Some(ca.ca_pem.clone().into_bytes()),
+        },
     )
     .await?;
+    let ca_pem = ca.ca_pem.as_bytes();
     let leader = c.wait_leader(Duration::from_secs(10)).await?;
     let follower = c
         .nodes
@@ -89,7 +102,7 @@ async fn writes_need_an_admin_token_and_record_its_subject() -> Result<()> {
     )?;
     // Through a follower (forwarded with the token, verified again by the leader), claiming
     // to be someone else: recorded as the token's subject.
-    let w = revoke_as(&at_follower, Some(&admin), "mallory", "by-alice").await?;
+    let w = revoke_as(&at_follower, ca_pem, Some(&admin), "mallory", "by-alice").await?;
     ensure!(w.revision > 0);
     // `scp` as a list works too, through the client crate.
     let bob = token_with(
@@ -98,6 +111,7 @@ async fn writes_need_an_admin_token_and_record_its_subject() -> Result<()> {
     )?;
     let mut config = ClientConfig::new(c.endpoints());
     config.bearer_token = Some(bob);
+    config.tls = Some(ClientTls::new(ca_pem.to_vec()));
     Client::connect(config)
         .await?
         .revoke(Revoke::new("by-bob", now() + 600))
@@ -124,7 +138,7 @@ async fn writes_need_an_admin_token_and_record_its_subject() -> Result<()> {
         }
     };
     refused(Code::Unauthenticated, "no bearer token")(
-        revoke_as(&at_leader, None, "x", "no-token").await,
+        revoke_as(&at_leader, ca_pem, None, "x", "no-token").await,
     )?;
     let expired = token_with(
         with(
@@ -135,11 +149,11 @@ async fn writes_need_an_admin_token_and_record_its_subject() -> Result<()> {
         "rsa_private.pem",
     )?;
     refused(Code::Unauthenticated, "xpired")(
-        revoke_as(&at_leader, Some(&expired), "x", "expired").await,
+        revoke_as(&at_leader, ca_pem, Some(&expired), "x", "expired").await,
     )?;
     let reader = token_with(admin_claims("carol", "revokd:read"), "rsa_private.pem")?;
     refused(Code::PermissionDenied, "lacks scope revokd:admin")(
-        revoke_as(&at_follower, Some(&reader), "x", "wrong-scope").await,
+        revoke_as(&at_follower, ca_pem, Some(&reader), "x", "wrong-scope").await,
     )?;
     let other_aud = token_with(
         with(
@@ -150,17 +164,17 @@ async fn writes_need_an_admin_token_and_record_its_subject() -> Result<()> {
         "rsa_private.pem",
     )?;
     refused(Code::Unauthenticated, "token rejected")(
-        revoke_as(&at_leader, Some(&other_aud), "x", "other-audience").await,
+        revoke_as(&at_leader, ca_pem, Some(&other_aud), "x", "other-audience").await,
     )?;
     let forged = token_with(
         admin_claims("alice", "revokd:admin"),
         "rsa_other_private.pem",
     )?;
     refused(Code::Unauthenticated, "token rejected")(
-        revoke_as(&at_leader, Some(&forged), "x", "forged").await,
+        revoke_as(&at_leader, ca_pem, Some(&forged), "x", "forged").await,
     )?;
     refused(Code::Unauthenticated, "token rejected")(
-        revoke_as(&at_leader, Some("not.a.jwt"), "x", "garbage").await,
+        revoke_as(&at_leader, ca_pem, Some("not.a.jwt"), "x", "garbage").await,
     )?;
 
     // Reads stay open by default; the audit trail (Check, Watch) names the admins.

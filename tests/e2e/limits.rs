@@ -5,17 +5,20 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use revokd_e2e::{check_req, revoke_req};
+use revokd_e2e::{check_req, revoke_req, tls_args};
 use revokd_proto::v1::{self as pb, revocation_client::RevocationClient};
+use revokd_testkit::devca::DevCa;
 use revokd_testkit::{ClusterOptions, ProcessCluster};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::Code;
 
 /// A client whose connections come from `local` (a loopback address of its own), so the node
-/// sees it as a distinct client.
-fn client_from(local: &str, addr: &str) -> Result<RevocationClient<Channel>> {
+/// sees it as a distinct client; over TLS trusting `ca`.
+fn client_from(local: &str, addr: &str, ca: &[u8]) -> Result<RevocationClient<Channel>> {
     let ip: IpAddr = local.parse()?;
-    let ch = Endpoint::from_shared(format!("http://{addr}"))?
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    let ch = Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
         .local_address(Some(ip))
         .timeout(Duration::from_secs(10))
         .connect_lazy();
@@ -41,18 +44,29 @@ async fn paced_revokes(
 
 #[tokio::test]
 async fn a_flooding_client_is_limited_and_others_are_not() -> Result<()> {
+    // On a TLS cluster: the limiter sees the client's address through TLS too.
+    let dir = tempfile::tempdir()?;
+    let ca = DevCa::new("limits test CA")?;
+    let mut args: Vec<String> = ["--write-rate-limit", "20", "--read-rate-limit", "50"]
+        .map(String::from)
+        .to_vec();
+    args.extend(tls_args(dir.path(), &ca, "node")?);
     let c = ProcessCluster::start_with(
         3,
-        ClusterOptions::args(["--write-rate-limit", "20", "--read-rate-limit", "50"]),
+        ClusterOptions {
+            extra_args: args,
+            tls_ca: Some(ca.ca_pem.clone().into_bytes()),
+        },
     )
     .await?;
+    let ca = ca.ca_pem.as_bytes();
     c.wait_leader(Duration::from_secs(10)).await?;
     let node = c.addr(2)?;
-    let mut calm = client_from("127.0.0.3", &node)?;
+    let mut calm = client_from("127.0.0.3", &node, ca)?;
     let baseline = paced_revokes(&mut calm, "calm-before", 10).await?;
 
     // 400 revokes as fast as 40 concurrent tasks can send them, from another address.
-    let flooder = client_from("127.0.0.2", &node)?;
+    let flooder = client_from("127.0.0.2", &node, ca)?;
     let mut flood = tokio::task::JoinSet::new();
     for t in 0..40 {
         let mut f = flooder.clone();
@@ -106,7 +120,7 @@ async fn a_flooding_client_is_limited_and_others_are_not() -> Result<()> {
     );
 
     // Reads have their own budget: a check flood is limited too, writes stay available.
-    let mut reader = client_from("127.0.0.4", &node)?;
+    let mut reader = client_from("127.0.0.4", &node, ca)?;
     let mut read_limited = 0;
     for i in 0..200 {
         let q = check_req(

@@ -6,26 +6,11 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use revokd_client::{Client, ClientConfig, ClientTls, Revoke};
-use revokd_e2e::now;
+use revokd_e2e::{now, tls_args};
 use revokd_proto::v1::{self as pb, raft_client::RaftClient};
 use revokd_testkit::devca::DevCa;
 use revokd_testkit::{channel, tls_channel, ClusterOptions, ProcessCluster};
 use tonic::Code;
-
-fn tls_args(dir: &std::path::Path, ca: &DevCa, name: &str) -> Result<Vec<String>> {
-    let ca_path = ca.write_ca(dir)?;
-    let (cert, key) = ca
-        .issue(name, &["localhost", "127.0.0.1"])?
-        .write(dir, name)?;
-    Ok(vec![
-        "--tls-cert".into(),
-        cert.display().to_string(),
-        "--tls-key".into(),
-        key.display().to_string(),
-        "--tls-ca".into(),
-        ca_path.display().to_string(),
-    ])
-}
 
 #[tokio::test]
 async fn a_tls_cluster_refuses_plaintext_and_strangers() -> Result<()> {
