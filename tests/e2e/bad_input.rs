@@ -222,3 +222,54 @@ async fn bad_input_gets_clear_errors_and_the_node_keeps_serving() -> Result<()> 
     assert_eq!(s.revoked_tokens, 2);
     Ok(())
 }
+
+/// Waits until the node closes `s` (a read returns 0 bytes or fails), up to `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn silent_connections_cannot_hold_the_node_hostage() -> Result<()> {
+    let c = ProcessCluster::start_with(
+        1,
+        revokd_testkit::ClusterOptions::args(["--max-connections", "8"]),
+    )
+    .await?;
+    let addr = c.addr(1)?;
+    // Twelve connections that never send a byte, against a limit of eight: those over the
+    // limit are closed at once...
+    let mut silent = Vec::new();
+    for _ in 0..12 {
+        silent.push(tokio::net::TcpStream::connect(&addr).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut kept = Vec::new();
+    let mut refused = 0;
+    for mut s in silent {
+        if closed_within(&mut s, Duration::from_millis(200)).await {
+            refused += 1;
+        } else {
+            kept.push(s);
+        }
+    }
+    // (a connection the test kit itself closed meanwhile may have freed a slot)
+    anyhow::ensure!(
+        refused >= 2,
+        "only {refused} of 12 were refused with a limit of 8"
+    );
+    // ...and those holding a slot are closed after the first-byte timeout (10 s).
+    for s in &mut kept {
+        anyhow::ensure!(
+            closed_within(s, Duration::from_secs(15)).await,
+            "a silent connection was kept open"
+        );
+    }
+    let mut api = c.revocation(1)?;
+    api.revoke(revoke_req("after-the-silent-ones")).await?;
+    Ok(())
+}

@@ -83,6 +83,10 @@ pub struct Config {
     pub watch_stall_timeout: Duration,
     /// TLS for clients and peers. Default: off (plaintext).
     pub tls: Option<TlsSettings>,
+    /// Most connections open at once (clients, watchers and peers together); more are closed
+    /// as soon as they are accepted. A connection that sends nothing for 10 s is closed too.
+    /// Default 4,096.
+    pub max_connections: usize,
 }
 
 /// The node's certificate, key and the cluster CA (see `network::tls`).
@@ -224,6 +228,9 @@ pub struct Args {
     /// The cluster CA's PEM certificate: peers must present a certificate it issued.
     #[arg(long, env = "REVOKD_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// Most connections open at once; more are closed at accept. [default: 4096]
+    #[arg(long, env = "REVOKD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 /// A configuration that cannot be used. The message says which setting and why.
@@ -278,6 +285,7 @@ impl Default for Config {
             auth: None,
             watch_stall_timeout: Duration::from_secs(30),
             tls: None,
+            max_connections: 4096,
         }
     }
 }
@@ -379,6 +387,7 @@ impl Config {
             watch_stall_timeout: layered!(watch_stall_timeout_secs)
                 .map(secs)
                 .unwrap_or(d.watch_stall_timeout),
+            max_connections: layered!(max_connections).unwrap_or(d.max_connections),
             tls: match (layered!(tls_cert), layered!(tls_key), layered!(tls_ca)) {
                 (None, None, None) => None,
                 (Some(cert), Some(key), Some(ca)) => Some(TlsSettings { cert, key, ca }),
@@ -470,6 +479,9 @@ impl Config {
         }
         if self.batch_max_tokens == 0 {
             return bad("batch-max-tokens must be at least 1".into());
+        }
+        if self.max_connections < 8 {
+            return bad("max-connections must be at least 8 (peers hold connections too)".into());
         }
         if self.watch_stall_timeout.is_zero() {
             return bad("watch-stall-timeout-secs must be at least 1".into());

@@ -207,6 +207,11 @@ pub async fn run(
     }
     let server = builder
         .tcp_nodelay(true)
+        // Established connections: dead peers are found by keepalive, and one connection
+        // cannot open streams without bound.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(1024))
         .layer(metrics::MetricsLayer::new(metrics))
         .layer(api::limits::RateLimitLayer::new(limits))
         .layer(api::auth::AuthLayer::new(auth))
@@ -227,10 +232,10 @@ pub async fn run(
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
         )
         .serve_with_incoming_shutdown(
-            // Nagle's algorithm would hold small watch messages back for up to a delayed-ACK
-            // period (tens of milliseconds): the builder's `tcp_nodelay` does not reach
-            // connections from a listener we bound ourselves, so set it here.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            // Connection limits and the first-byte timeout; TCP_NODELAY is set there too
+            // (Nagle's algorithm would hold small watch messages back for a delayed-ACK
+            // period, and the builder's flag does not reach a listener we bound ourselves).
+            network::incoming::limited(listener, config.max_connections),
             wait_stop(stop_rx.clone()),
         );
     // Connections that stay open (watchers, peers, idle clients) would hold a graceful

@@ -7,5 +7,6 @@ pub mod codec;
 pub mod server;
 
 pub use client::NetworkFactory;
+pub mod incoming;
 pub mod tls;
 pub use server::RaftService;
