@@ -148,3 +148,29 @@ pub fn tls_args(
         ca_path.display().to_string(),
     ])
 }
+
+/// A cluster of `n` nodes serving TLS (mutual TLS between them) with certificates from a
+/// fresh development CA, plus `args`. Keep the returned directory alive as long as the
+/// cluster: it holds the certificates.
+pub async fn tls_cluster(
+    n: u64,
+    args: &[&str],
+) -> Result<(
+    revokd_testkit::ProcessCluster,
+    revokd_testkit::devca::DevCa,
+    tempfile::TempDir,
+)> {
+    let dir = tempfile::tempdir()?;
+    let ca = revokd_testkit::devca::DevCa::new("test cluster CA")?;
+    let mut extra_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    extra_args.extend(tls_args(dir.path(), &ca, "node")?);
+    let cluster = revokd_testkit::ProcessCluster::start_with(
+        n,
+        revokd_testkit::ClusterOptions {
+            extra_args,
+            tls_ca: Some(ca.ca_pem.clone().into_bytes()),
+        },
+    )
+    .await?;
+    Ok((cluster, ca, dir))
+}

@@ -7,9 +7,8 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use revokd_client::{Client, ClientConfig, ClientTls, Revoke};
-use revokd_e2e::{check_req, now, revoke_req, tls_args};
+use revokd_e2e::{check_req, now, revoke_req, tls_cluster};
 use revokd_proto::v1::{self as pb, revocation_client::RevocationClient};
-use revokd_testkit::devca::DevCa;
 use revokd_testkit::{tls_channel, ClusterOptions, ProcessCluster};
 use serde_json::{json, Value};
 use tonic::Code;
@@ -63,27 +62,19 @@ async fn revoke_as(
 #[tokio::test]
 async fn writes_need_an_admin_token_and_record_its_subject() -> Result<()> {
     // A TLS cluster (mutual TLS between nodes) with admin authorization.
-    let key = keys_dir().join("rsa_public.pem");
-    let dir = tempfile::tempdir()?;
-    let ca = DevCa::new("auth test CA")?;
-    let mut args: Vec<String> = [
-        "--auth-key".to_owned(),
-        key.display().to_string(),
-        "--auth-algorithm".into(),
-        "RS256".into(),
-        "--auth-issuer".into(),
-        ISS.into(),
-        "--auth-audience".into(),
-        AUD.into(),
-    ]
-    .to_vec();
-    args.extend(tls_args(dir.path(), &ca, "node")?);
-    let c = ProcessCluster::start_with(
+    let key = keys_dir().join("rsa_public.pem").display().to_string();
+    let (c, ca, _certs) = tls_cluster(
         3,
-        ClusterOptions {
-            extra_args: args,
-            tls_ca: Some(ca.ca_pem.clone().into_bytes()),
-        },
+        &[
+            "--auth-key",
+            &key,
+            "--auth-algorithm",
+            "RS256",
+            "--auth-issuer",
+            ISS,
+            "--auth-audience",
+            AUD,
+        ],
     )
     .await?;
     let ca_pem = ca.ca_pem.as_bytes();

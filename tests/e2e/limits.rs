@@ -5,10 +5,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use revokd_e2e::{check_req, revoke_req, tls_args};
+use revokd_e2e::{check_req, revoke_req, tls_cluster};
 use revokd_proto::v1::{self as pb, revocation_client::RevocationClient};
-use revokd_testkit::devca::DevCa;
-use revokd_testkit::{ClusterOptions, ProcessCluster};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::Code;
 
@@ -45,20 +43,8 @@ async fn paced_revokes(
 #[tokio::test]
 async fn a_flooding_client_is_limited_and_others_are_not() -> Result<()> {
     // On a TLS cluster: the limiter sees the client's address through TLS too.
-    let dir = tempfile::tempdir()?;
-    let ca = DevCa::new("limits test CA")?;
-    let mut args: Vec<String> = ["--write-rate-limit", "20", "--read-rate-limit", "50"]
-        .map(String::from)
-        .to_vec();
-    args.extend(tls_args(dir.path(), &ca, "node")?);
-    let c = ProcessCluster::start_with(
-        3,
-        ClusterOptions {
-            extra_args: args,
-            tls_ca: Some(ca.ca_pem.clone().into_bytes()),
-        },
-    )
-    .await?;
+    let (c, ca, _certs) =
+        tls_cluster(3, &["--write-rate-limit", "20", "--read-rate-limit", "50"]).await?;
     let ca = ca.ca_pem.as_bytes();
     c.wait_leader(Duration::from_secs(10)).await?;
     let node = c.addr(2)?;

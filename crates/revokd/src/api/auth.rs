@@ -11,14 +11,12 @@
 //! logged and counted (`revokd_grpc_requests_total{code="16"|"7"}`); the token never is.
 //! Raft traffic between nodes is not covered here: that is mutual TLS's job.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use super::gate::Gate;
 use super::limits::{classify, Kind};
 use super::ACTOR_HEADER;
 use crate::config::{AuthSettings, ConfigError};
@@ -165,82 +163,39 @@ impl Authorizer {
     }
 }
 
-/// Tower layer enforcing an [`Authorizer`] in front of the gRPC router (pass-through when
-/// authorization is off).
-#[derive(Clone)]
-pub struct AuthLayer {
-    auth: Option<Authorizer>,
-}
-
-impl AuthLayer {
-    /// A layer enforcing `auth`, if any.
-    pub fn new(auth: Option<Authorizer>) -> Self {
-        AuthLayer { auth }
-    }
-}
-
-impl<S> tower::Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        AuthService {
-            inner,
-            auth: self.auth.clone(),
-        }
-    }
-}
-
-/// The service [`AuthLayer`] wraps around the gRPC router.
-#[derive(Clone)]
-pub struct AuthService<S> {
-    inner: S,
-    auth: Option<Authorizer>,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Send,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        if let (Some(auth), Some(kind)) = (&self.auth, classify(req.uri().path())) {
-            match auth.authorize(kind, req.uri().path(), req.headers()) {
-                Ok(Some(sub)) => {
-                    // The verified subject is who the write is recorded as.
-                    match http::HeaderValue::from_str(&sub) {
-                        Ok(v) if !sub.is_empty() => {
-                            req.headers_mut().insert(ACTOR_HEADER, v);
-                        }
-                        _ => {
-                            req.headers_mut().remove(ACTOR_HEADER);
-                        }
+impl Gate for Authorizer {
+    /// Refuses a call without the credential it needs; on success records the verified
+    /// subject as the identity of the write.
+    fn admit(&self, head: &mut http::request::Parts) -> Result<(), tonic::Status> {
+        let Some(kind) = classify(head.uri.path()) else {
+            return Ok(());
+        };
+        let method = head.uri.path().to_owned();
+        match self.authorize(kind, &method, &head.headers) {
+            Ok(Some(sub)) => {
+                // The verified subject is who the write is recorded as.
+                match http::HeaderValue::from_str(&sub) {
+                    Ok(v) if !sub.is_empty() => {
+                        head.headers.insert(ACTOR_HEADER, v);
+                    }
+                    _ => {
+                        head.headers.remove(ACTOR_HEADER);
                     }
                 }
-                Ok(None) => {}
-                Err(refusal) => {
-                    let method = req.uri().path().to_owned();
-                    let status = match refusal {
-                        Refusal::Unauthenticated(m) => {
-                            tracing::info!(%method, reason = %m, "auth: unauthenticated");
-                            tonic::Status::unauthenticated(format!("revokd: auth: {m}"))
-                        }
-                        Refusal::Forbidden(m) => {
-                            tracing::info!(%method, reason = %m, "auth: permission denied");
-                            tonic::Status::permission_denied(format!("revokd: auth: {m}"))
-                        }
-                    };
-                    return Box::pin(async move { Ok(status.into_http()) });
-                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(Refusal::Unauthenticated(m)) => {
+                tracing::info!(%method, reason = %m, "auth: unauthenticated");
+                Err(tonic::Status::unauthenticated(format!("revokd: auth: {m}")))
+            }
+            Err(Refusal::Forbidden(m)) => {
+                tracing::info!(%method, reason = %m, "auth: permission denied");
+                Err(tonic::Status::permission_denied(format!(
+                    "revokd: auth: {m}"
+                )))
             }
         }
-        Box::pin(self.inner.call(req))
     }
 }
 

@@ -9,18 +9,16 @@
 //! the leader (they were limited where they arrived). The forwarding header is trusted as
 //! sent until peers authenticate with mutual TLS.
 
-use std::future::Future;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
+use super::gate::Gate;
 use super::FORWARDED_HEADER;
 
 /// Metadata key carrying how long to wait before retrying, in milliseconds.
@@ -117,74 +115,30 @@ impl RateLimits {
     }
 }
 
-/// Tower layer applying [`RateLimits`] in front of the gRPC router.
-#[derive(Clone)]
-pub struct RateLimitLayer {
-    limits: RateLimits,
-}
-
-impl RateLimitLayer {
-    /// A layer enforcing `limits`.
-    pub fn new(limits: RateLimits) -> Self {
-        RateLimitLayer { limits }
-    }
-}
-
-impl<S> tower::Layer<S> for RateLimitLayer {
-    type Service = RateLimitService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimitService {
-            inner,
-            limits: self.limits.clone(),
+impl Gate for RateLimits {
+    /// Refuses, with RESOURCE_EXHAUSTED, a call over its client's budget.
+    fn admit(&self, head: &mut http::request::Parts) -> Result<(), tonic::Status> {
+        if !self.enabled() || head.headers.contains_key(FORWARDED_HEADER) {
+            return Ok(());
         }
-    }
-}
-
-/// The service [`RateLimitLayer`] wraps around the gRPC router.
-#[derive(Clone)]
-pub struct RateLimitService<S> {
-    inner: S,
-    limits: RateLimits,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for RateLimitService<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Send,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if let Some(refused) = self.refuse(&req) {
-            return Box::pin(async move { Ok(refused) });
-        }
-        Box::pin(self.inner.call(req))
-    }
-}
-
-impl<S> RateLimitService<S> {
-    /// The RESOURCE_EXHAUSTED answer for a call over its client's budget, if it is.
-    fn refuse<B>(&self, req: &http::Request<B>) -> Option<http::Response<tonic::body::Body>> {
-        if !self.limits.enabled() || req.headers().contains_key(FORWARDED_HEADER) {
-            return None;
-        }
-        let kind = classify(req.uri().path())?;
-        let ext = req.extensions();
-        let client = ext
+        let Some(kind) = classify(head.uri.path()) else {
+            return Ok(());
+        };
+        let ext = &head.extensions;
+        let Some(client) = ext
             .get::<TcpConnectInfo>()
             .or_else(|| {
                 ext.get::<TlsConnectInfo<TcpConnectInfo>>()
                     .map(|t| t.get_ref())
             })
-            .and_then(|c| c.remote_addr)?
-            .ip();
-        let (per_second, wait) = self.limits.check(kind, client).err()?;
+            .and_then(|c| c.remote_addr)
+            .map(|a| a.ip())
+        else {
+            return Ok(());
+        };
+        let Err((per_second, wait)) = self.check(kind, client) else {
+            return Ok(());
+        };
         let wait_ms = wait.as_millis().max(1);
         tracing::debug!(%client, kind = kind.name(), "api: rate limit exceeded");
         let mut status = tonic::Status::resource_exhausted(format!(
@@ -194,7 +148,7 @@ impl<S> RateLimitService<S> {
         if let Ok(v) = wait_ms.to_string().parse() {
             status.metadata_mut().insert(RETRY_AFTER_HEADER, v);
         }
-        Some(status.into_http())
+        Err(status)
     }
 }
 

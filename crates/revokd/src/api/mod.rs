@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cluster;
 pub mod convert;
 pub mod error;
+pub mod gate;
 pub mod limits;
 pub mod revocation;
 
