@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, ensure, Context, Result};
 use revokd_client::{Client, Revoke};
 use revokd_harness::cluster::{Deployment, UpState};
-use revokd_harness::net::Site;
 use revokd_harness::topology::Topology;
 use revokd_proto::v1::{self as pb, cluster_client::ClusterClient};
 use revokd_testkit::{channel, eventually, harness_bin};
@@ -75,13 +74,7 @@ async fn links_add_latency_and_partitions_cut_traffic() -> Result<()> {
         .revoke(Revoke::new("before-cut", unix_now() + 600))
         .await?;
     let inside = dep.net.region_sites("b");
-    let outside: Vec<Site> = dep
-        .net
-        .all_sites()
-        .into_iter()
-        .filter(|s| !inside.contains(s))
-        .collect();
-    dep.net.partition(&inside, &outside, false);
+    dep.net.partition(&inside, &dep.net.others(&inside), false);
     let during = writer_a
         .revoke(Revoke::new("during-cut", unix_now() + 600))
         .await

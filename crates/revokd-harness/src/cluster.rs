@@ -583,13 +583,7 @@ impl Deployment {
             return Ok(());
         }
         let me = [Site::Node(id)];
-        let rest: Vec<Site> = self
-            .net
-            .all_sites()
-            .into_iter()
-            .filter(|s| *s != Site::Node(id))
-            .collect();
-        self.net.partition(&me, &rest, false);
+        self.net.partition(&me, &self.net.others(&me), false);
         Ok(())
     }
 

@@ -168,6 +168,14 @@ impl Network {
             .collect()
     }
 
+    /// Every site not in `inside`: the other side of a partition.
+    pub fn others(&self, inside: &[Site]) -> Vec<Site> {
+        self.all_sites()
+            .into_iter()
+            .filter(|s| !inside.contains(s))
+            .collect()
+    }
+
     /// The nodes and clients of one region.
     pub fn region_sites(&self, region: &str) -> Vec<Site> {
         self.all_sites()

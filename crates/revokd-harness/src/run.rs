@@ -176,22 +176,23 @@ async fn resolve(dep: &Deployment, target: &Target) -> Result<u64> {
     }
 }
 
+/// Cuts `inside` off from every other site through the links, as `cut` says (from the
+/// point of view of `inside`).
+fn cut_off(dep: &Deployment, inside: &[Site], cut: Cut) {
+    let outside = dep.net.others(inside);
+    match cut {
+        Cut::Both => dep.net.partition(inside, &outside, false),
+        Cut::Outbound => dep.net.partition(inside, &outside, true),
+        Cut::Inbound => dep.net.partition(&outside, inside, true),
+    }
+}
+
 fn node_cut(dep: &mut Deployment, id: u64, cut: Cut) -> Result<()> {
     if cut == Cut::Both {
+        // A real disconnect where the backend has one (Docker), else the links.
         return dep.isolate(id);
     }
-    let me = [Site::Node(id)];
-    let rest: Vec<Site> = dep
-        .net
-        .all_sites()
-        .into_iter()
-        .filter(|s| *s != Site::Node(id))
-        .collect();
-    match cut {
-        Cut::Both => unreachable!("isolated above"),
-        Cut::Outbound => dep.net.partition(&me, &rest, true),
-        Cut::Inbound => dep.net.partition(&rest, &me, true),
-    }
+    cut_off(dep, &[Site::Node(id)], cut);
     Ok(())
 }
 
@@ -304,18 +305,7 @@ async fn apply(dep: &mut Deployment, inj: &mut Injector<'_>, fault: &Fault) -> R
             cut,
             duration,
         } => {
-            let inside = dep.net.region_sites(region);
-            let outside: Vec<Site> = dep
-                .net
-                .all_sites()
-                .into_iter()
-                .filter(|s| !inside.contains(s))
-                .collect();
-            match cut {
-                Cut::Both => dep.net.partition(&inside, &outside, false),
-                Cut::Outbound => dep.net.partition(&inside, &outside, true),
-                Cut::Inbound => dep.net.partition(&outside, &inside, true),
-            }
+            cut_off(dep, &dep.net.region_sites(region), *cut);
             let ev = inj.began(fault.to_string());
             tokio::time::sleep(*duration).await;
             dep.net.heal();
