@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and property tests, openraft's storage conformance suite, the
 # end-to-end tests over real revokd processes (node, client crate, chaos harness), doc tests,
-# smoke runs of both benchmarks, the chaos smoke, and the local cluster script. Everything builds once, in release mode, in one
-# target dir.
+# smoke runs of the benchmarks, a short fuzzing run of every fuzz target, the chaos smoke, and
+# the local cluster script. Everything builds once, in release mode, in one target dir (the
+# fuzz targets build in their own, crates/revokd-fuzz/target, with sanitizers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,13 @@ echo "== benchmark smoke run"
 
 echo "== client benchmark smoke run (Redis rows need redis-server; skipped and said so without)"
 ./target/release/revokd-client-bench --smoke > /dev/null
+
+echo "== security benchmark smoke run (plaintext, TLS, TLS + tokens, TLS + admin certificates)"
+./target/release/revokd-security-bench --secs 1 --clients 4 > /dev/null
+
+echo "== fuzz smoke: every cargo-fuzz target for ${FUZZ_SECONDS:-15} s from the committed corpus"
+echo "   (libFuzzer + AddressSanitizer; scripts/fuzz.sh runs longer)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-15} scripts/fuzz.sh
 
 echo "== chaos smoke: 3 nodes behind link proxies; kill the leader twice, cut a follower off, pause"
 echo "   one, with writers, replicas and linearizable checkers running; every invariant checked"

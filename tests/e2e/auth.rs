@@ -128,9 +128,10 @@ async fn writes_need_an_admin_token_and_record_its_subject() -> Result<()> {
             Ok(())
         }
     };
-    refused(Code::Unauthenticated, "no bearer token")(
-        revoke_as(&at_leader, ca_pem, None, "x", "no-token").await,
-    )?;
+    refused(
+        Code::Unauthenticated,
+        "no credential; this call needs a bearer token",
+    )(revoke_as(&at_leader, ca_pem, None, "x", "no-token").await)?;
     let expired = token_with(
         with(
             admin_claims("alice", "revokd:admin"),

@@ -1,6 +1,7 @@
 //! End-to-end tests: real `revokd` processes over gRPC on loopback, real sled on disk.
 //! All cluster tests compile into this one binary.
 
+mod admin_certs;
 mod auth;
 mod bad_input;
 mod client;

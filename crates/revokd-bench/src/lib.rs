@@ -3,7 +3,8 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
@@ -141,4 +142,74 @@ pub fn start_redis(bin: &str, fsync_always: bool) -> Result<(Spawned, String)> {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     bail!("redis-server did not start on port {port}")
+}
+
+/// One measured row.
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct Row {
+    /// What was measured.
+    pub what: String,
+    /// Operations that succeeded.
+    pub ops: u64,
+    /// Operations that failed.
+    pub errors: u64,
+    /// Wall time of the measurement.
+    pub secs: f64,
+    /// Successful operations per second.
+    pub per_sec: f64,
+    /// Median latency, microseconds.
+    pub p50_us: u64,
+    /// 99th percentile latency, microseconds.
+    pub p99_us: u64,
+    /// Slowest operation, microseconds.
+    pub max_us: u64,
+}
+
+/// Runs `clients` tasks for `dur`, each calling `op(task, i)` in a loop; returns the row.
+pub async fn closed_loop<F, Fut>(what: String, clients: usize, dur: Duration, op: F) -> Row
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let end = start + dur;
+    let mut tasks = Vec::new();
+    for t in 0..clients {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = hist();
+            let mut errors = 0u64;
+            let mut i = 0u64;
+            while Instant::now() < end {
+                let t0 = Instant::now();
+                if op(t, i).await {
+                    let _ = h.record(t0.elapsed().as_micros().max(1) as u64);
+                } else {
+                    errors += 1;
+                }
+                i += 1;
+            }
+            (h, errors)
+        }));
+    }
+    let mut h = hist();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((th, e)) = t.await {
+            let _ = h.add(th);
+            errors += e;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Row {
+        what,
+        ops: h.len(),
+        errors,
+        secs,
+        per_sec: h.len() as f64 / secs,
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        max_us: h.max(),
+    }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use revokd_bench::{dir_bytes, hist, machine, now, rss_bytes, uuidish};
+use revokd_bench::{closed_loop, dir_bytes, machine, now, rss_bytes, uuidish, Row};
 use revokd_proto::v1::{self as pb, revocation_client::RevocationClient};
 use revokd_testkit::{channel, eventually, ClusterOptions, ProcessCluster};
 use tonic::transport::Channel;
@@ -50,72 +50,10 @@ struct Args {
     json: Option<std::path::PathBuf>,
 }
 
-/// One measured row.
-#[derive(serde::Serialize, Clone, Debug)]
-struct Row {
-    what: String,
-    ops: u64,
-    errors: u64,
-    secs: f64,
-    per_sec: f64,
-    p50_us: u64,
-    p99_us: u64,
-    max_us: u64,
-}
-
 fn client(ch: &Channel) -> RevocationClient<Channel> {
     RevocationClient::new(ch.clone())
         .max_encoding_message_size(64 << 20)
         .max_decoding_message_size(64 << 20)
-}
-
-/// Runs `clients` tasks for `dur`, each calling `op(task, i)` in a loop; returns the row.
-async fn closed_loop<F, Fut>(what: String, clients: usize, dur: Duration, op: F) -> Row
-where
-    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let op = Arc::new(op);
-    let start = Instant::now();
-    let end = start + dur;
-    let mut tasks = Vec::new();
-    for t in 0..clients {
-        let op = op.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut h = hist();
-            let mut errors = 0u64;
-            let mut i = 0u64;
-            while Instant::now() < end {
-                let t0 = Instant::now();
-                if op(t, i).await {
-                    let _ = h.record(t0.elapsed().as_micros().max(1) as u64);
-                } else {
-                    errors += 1;
-                }
-                i += 1;
-            }
-            (h, errors)
-        }));
-    }
-    let mut h = hist();
-    let mut errors = 0;
-    for t in tasks {
-        if let Ok((th, e)) = t.await {
-            let _ = h.add(th);
-            errors += e;
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    Row {
-        what,
-        ops: h.len(),
-        errors,
-        secs,
-        per_sec: h.len() as f64 / secs,
-        p50_us: h.value_at_quantile(0.5),
-        p99_us: h.value_at_quantile(0.99),
-        max_us: h.max(),
-    }
 }
 
 /// Durable writes through the leader at `addr`, as a client that follows the leader hint

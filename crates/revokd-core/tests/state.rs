@@ -435,3 +435,29 @@ proptest! {
         prop_assert!(a.rules().all(|r| r.drop_at > now));
     }
 }
+
+// Found by the `apply` fuzz target (crates/revokd-fuzz; the input is in its corpus): apply
+// accepted a subject rule with an empty value, which the API never proposes, but the
+// snapshot loader refused it, so a node holding such a state could not restore its own
+// snapshot. Whatever apply can produce must survive a snapshot.
+#[test]
+fn every_state_apply_can_reach_restores_from_its_snapshot() {
+    let mut set = RevocationSet::new();
+    set.apply(1, &revoke("", 100, 10));
+    set.apply(
+        2,
+        &Command::RevokeRule {
+            rule: RuleSpec {
+                kind: RuleKind::Subject,
+                value: String::new(),
+                not_before: 50,
+                reason: String::new(),
+                drop_at: 200,
+            },
+            by: String::new(),
+        },
+    );
+    let restored = RevocationSet::decode_snapshot(&set.encode_snapshot()).expect("own snapshot");
+    assert_eq!(restored.digest(), set.digest());
+    assert_eq!(restored.token_count(), 1);
+}

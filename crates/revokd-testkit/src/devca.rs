@@ -1,5 +1,6 @@
 //! A development certificate authority (rcgen): a CA and node certificates for running a TLS
-//! cluster locally and in tests. Not for production: the keys are written unencrypted.
+//! cluster locally and in tests, and an admin CA with admins' client certificates. Not for
+//! production: the keys are written unencrypted.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -68,10 +69,30 @@ impl DevCa {
         })
     }
 
+    /// A client certificate for the admin `name` (its common name), valid for client
+    /// authentication only.
+    pub fn issue_client(&self, name: &str) -> Result<Issued> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
     /// Writes `ca.pem` into `dir` (created if missing).
     pub fn write_ca(&self, dir: &Path) -> Result<PathBuf> {
+        self.write_ca_as(dir, "ca")
+    }
+
+    /// Writes the CA certificate as `<name>.pem` into `dir` (created if missing).
+    pub fn write_ca_as(&self, dir: &Path, name: &str) -> Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join("ca.pem");
+        let path = dir.join(format!("{name}.pem"));
         std::fs::write(&path, &self.ca_pem)
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)

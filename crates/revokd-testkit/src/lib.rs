@@ -140,8 +140,20 @@ impl ClusterOptions {
 
 /// A lazily connecting TLS channel to `addr`, trusting the CA in `ca_pem`.
 pub fn tls_channel(addr: &str, ca_pem: &[u8]) -> Result<Channel> {
-    let tls = tonic::transport::ClientTlsConfig::new()
+    tls_channel_as(addr, ca_pem, None)
+}
+
+/// Like [`tls_channel`], presenting a client certificate (`(cert_pem, key_pem)`) if given.
+pub fn tls_channel_as(
+    addr: &str,
+    ca_pem: &[u8],
+    identity: Option<(&[u8], &[u8])>,
+) -> Result<Channel> {
+    let mut tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+    }
     Ok(Endpoint::from_shared(format!("https://{addr}"))?
         .tls_config(tls)?
         .connect_timeout(Duration::from_millis(500))

@@ -96,9 +96,17 @@ pub struct TlsSettings {
     pub cert: PathBuf,
     /// PEM private key of that certificate.
     pub key: PathBuf,
-    /// PEM certificate of the cluster CA: verifies peers (which must present a certificate
-    /// it issued) and any client certificate.
+    /// PEM certificate of the cluster CA: verifies peers, which must present a certificate
+    /// it issued.
     pub ca: PathBuf,
+    /// PEM certificate of the CA that issues admins' client certificates (`--admin-client-ca`).
+    /// A client presenting a certificate it issued is an admin (writes, membership and reads)
+    /// without a bearer token. Must differ from the cluster CA. Default: none (admins use
+    /// bearer tokens).
+    pub admin_ca: Option<PathBuf>,
+    /// Names (subject CN, else the first DNS or e-mail SAN) of the admin certificates allowed
+    /// (`--admin-client-names`). Default: empty, every certificate of the admin CA.
+    pub admin_names: Vec<String>,
 }
 
 /// How the node verifies admins' bearer JWTs (see `api::auth`).
@@ -228,6 +236,14 @@ pub struct Args {
     /// The cluster CA's PEM certificate: peers must present a certificate it issued.
     #[arg(long, env = "REVOKD_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// The PEM certificate of a CA (not the cluster CA) issuing admins' client certificates:
+    /// a client presenting one may write without a bearer token. Needs TLS. [default: none]
+    #[arg(long, env = "REVOKD_ADMIN_CLIENT_CA")]
+    pub admin_client_ca: Option<PathBuf>,
+    /// Comma-separated names (certificate CN, else its first DNS or e-mail SAN) allowed as
+    /// admins by --admin-client-ca. [default: any certificate that CA issued]
+    #[arg(long, env = "REVOKD_ADMIN_CLIENT_NAMES")]
+    pub admin_client_names: Option<String>,
     /// Most connections open at once; more are closed at accept. [default: 4096]
     #[arg(long, env = "REVOKD_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -389,8 +405,38 @@ impl Config {
                 .unwrap_or(d.watch_stall_timeout),
             max_connections: layered!(max_connections).unwrap_or(d.max_connections),
             tls: match (layered!(tls_cert), layered!(tls_key), layered!(tls_ca)) {
-                (None, None, None) => None,
-                (Some(cert), Some(key), Some(ca)) => Some(TlsSettings { cert, key, ca }),
+                (None, None, None) => {
+                    if layered!(admin_client_ca).is_some() {
+                        return Err(ConfigError::Invalid(
+                            "admin-client-ca needs TLS (tls-cert, tls-key and tls-ca)".into(),
+                        ));
+                    }
+                    None
+                }
+                (Some(cert), Some(key), Some(ca)) => {
+                    let admin_names: Vec<String> = layered!(admin_client_names)
+                        .map(|s| {
+                            s.split(',')
+                                .map(str::trim)
+                                .filter(|n| !n.is_empty())
+                                .map(str::to_owned)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let admin_ca = layered!(admin_client_ca);
+                    if admin_ca.is_none() && !admin_names.is_empty() {
+                        return Err(ConfigError::Invalid(
+                            "admin-client-names needs admin-client-ca".into(),
+                        ));
+                    }
+                    Some(TlsSettings {
+                        cert,
+                        key,
+                        ca,
+                        admin_ca,
+                        admin_names,
+                    })
+                }
                 _ => {
                     return Err(ConfigError::Invalid(
                         "tls-cert, tls-key and tls-ca go together: give all three or none".into(),

@@ -81,10 +81,15 @@ pub async fn run(
         Some(s) => Some(network::tls::Tls::load(s)?),
         None => None,
     };
-    let auth = match &config.auth {
-        Some(s) => Some(api::auth::Authorizer::new(s).map_err(RunError::Config)?),
-        None => None,
-    };
+    let auth = api::auth::Authorizer::new(
+        config.auth.as_ref(),
+        tls.as_ref().and_then(|t| t.admins.clone()),
+    )
+    .map_err(RunError::Config)?;
+    let identify = api::caller::Identify::new(
+        tls.as_ref().map(|t| t.peers.clone()),
+        tls.as_ref().and_then(|t| t.admins.clone()),
+    );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| RunError::Bind {
@@ -213,8 +218,10 @@ pub async fn run(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(Some(1024))
         .layer(metrics::MetricsLayer::new(metrics))
-        .layer(api::gate::GateLayer::new(limits))
+        // Who is calling, then may they (which also names them), then within their budget.
+        .layer(api::gate::GateLayer::new(identify))
         .layer(api::gate::GateLayer::new(auth))
+        .layer(api::gate::GateLayer::new(limits))
         .add_service(health_svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -227,9 +234,12 @@ pub async fn run(
             node.clone(),
         )))
         .add_service(
-            RaftServer::new(RaftService::new(raft.clone(), tls.is_some()))
-                .max_decoding_message_size(MAX_RAFT_MESSAGE)
-                .max_encoding_message_size(MAX_RAFT_MESSAGE),
+            RaftServer::new(RaftService::new(
+                raft.clone(),
+                tls.as_ref().map(|t| t.peers.clone()),
+            ))
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE),
         )
         .serve_with_incoming_shutdown(
             // Connection limits and the first-byte timeout; TCP_NODELAY is set there too

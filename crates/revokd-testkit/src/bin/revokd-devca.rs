@@ -1,5 +1,6 @@
-//! `revokd-devca`: writes a development CA and node certificates for a local TLS cluster
-//! (`scripts/gen-certs.sh` runs it). Not for production: keys are unencrypted.
+//! `revokd-devca`: writes a development CA and node certificates for a local TLS cluster, and
+//! optionally an admin CA with admins' client certificates (`scripts/gen-certs.sh` runs it).
+//! Not for production: keys are unencrypted.
 
 use std::path::PathBuf;
 
@@ -11,13 +12,15 @@ fn main() -> Result<()> {
     let mut out = PathBuf::from("certs");
     let mut nodes: Vec<String> = Vec::new();
     let mut sans: Vec<String> = vec!["localhost".into(), "127.0.0.1".into()];
+    let mut admins: Vec<String> = Vec::new();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--out" => out = args.next().map(PathBuf::from).unwrap_or(out),
             "--node" => nodes.extend(args.next()),
             "--san" => sans.extend(args.next()),
+            "--admin" => admins.extend(args.next()),
             "-h" | "--help" => {
-                println!("revokd-devca [--out DIR] [--node NAME]... [--san HOST_OR_IP]...\n\nWrites DIR/ca.pem and DIR/<node>.pem + DIR/<node>-key.pem per node (default nodes:\nnode1 node2 node3), each valid for its name, localhost, 127.0.0.1 and every --san.");
+                println!("revokd-devca [--out DIR] [--node NAME]... [--san HOST_OR_IP]... [--admin NAME]...\n\nWrites DIR/ca.pem and DIR/<node>.pem + DIR/<node>-key.pem per node (default nodes:\nnode1 node2 node3), each valid for its name, localhost, 127.0.0.1 and every --san.\nWith --admin: also DIR/admin-ca.pem, a separate CA for admins (revokd --admin-client-ca),\nand DIR/<admin>.pem + DIR/<admin>-key.pem, a client certificate named NAME per admin.");
                 return Ok(());
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -32,6 +35,14 @@ fn main() -> Result<()> {
     for n in &nodes {
         let (cert, key) = ca.issue(n, &sans)?.write(&out, n)?;
         println!("{} {}", cert.display(), key.display());
+    }
+    if !admins.is_empty() {
+        let admin_ca = DevCa::new("revokd development admin CA")?;
+        println!("{}", admin_ca.write_ca_as(&out, "admin-ca")?.display());
+        for a in &admins {
+            let (cert, key) = admin_ca.issue_client(a)?.write(&out, a)?;
+            println!("{} {}", cert.display(), key.display());
+        }
     }
     Ok(())
 }

@@ -1,25 +1,24 @@
-//! Per-client rate limits: a token bucket per client address for writes (revokes, rules,
+//! Per-client rate limits: a token bucket per client identity for writes (revokes, rules,
 //! membership) and one for reads (checks, snapshots, watches, status), applied in front of
 //! the gRPC services. Over its budget a client gets RESOURCE_EXHAUSTED with a retry hint,
 //! while every other client keeps its own budget, so one flooding client cannot starve the
 //! rest.
 //!
-//! The identity is the client's IP address until authentication lands. Raft traffic between
-//! nodes, health checks and reflection are never limited; nor are writes a node forwards to
-//! the leader (they were limited where they arrived). The forwarding header is trusted as
-//! sent until peers authenticate with mutual TLS.
+//! The identity is the authenticated [`Principal`] when the authorizer (which runs first)
+//! verified one, so admins sharing an address (behind a NAT or a proxy) have a budget each
+//! and one admin cannot escape its budget by changing address; otherwise it is the client's
+//! IP address. Raft traffic between nodes, health checks and reflection are never limited;
+//! nor are writes another node forwards to the leader (they were limited where they arrived;
+//! with TLS on, only a peer's forwarding counts, see [`Caller::forwarded`]).
 
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::caller::{Caller, Principal};
+use super::gate::Gate;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-
-use super::gate::Gate;
-use super::FORWARDED_HEADER;
 
 /// Metadata key carrying how long to wait before retrying, in milliseconds.
 pub const RETRY_AFTER_HEADER: &str = "x-revokd-retry-after-ms";
@@ -61,12 +60,12 @@ pub fn classify(path: &str) -> Option<Kind> {
 /// The configured budgets. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct RateLimits {
-    writes: Option<(u32, Arc<DefaultKeyedRateLimiter<IpAddr>>)>,
-    reads: Option<(u32, Arc<DefaultKeyedRateLimiter<IpAddr>>)>,
+    writes: Option<(u32, Arc<DefaultKeyedRateLimiter<String>>)>,
+    reads: Option<(u32, Arc<DefaultKeyedRateLimiter<String>>)>,
 }
 
 impl RateLimits {
-    /// Budgets of `writes` and `reads` calls per second per client address, each with a
+    /// Budgets of `writes` and `reads` calls per second per client, each with a
     /// burst of one second's worth; 0 means unlimited.
     pub fn new(writes: u32, reads: u32) -> Self {
         let limiter = |per_second: u32| {
@@ -88,8 +87,9 @@ impl RateLimits {
         self.writes.is_some() || self.reads.is_some()
     }
 
-    /// Takes one call of `kind` from `client`'s budget, or says how long to wait.
-    pub fn check(&self, kind: Kind, client: IpAddr) -> Result<(), (u32, Duration)> {
+    /// Takes one call of `kind` from `client`'s budget (a principal, or `ip:<address>`), or
+    /// says how long to wait.
+    pub fn check(&self, kind: Kind, client: &str) -> Result<(), (u32, Duration)> {
         let limiter = match kind {
             Kind::Write => &self.writes,
             Kind::Read => &self.reads,
@@ -97,7 +97,8 @@ impl RateLimits {
         let Some((per_second, limiter)) = limiter else {
             return Ok(());
         };
-        limiter.check_key(&client).map_err(|not_until| {
+        // `check_key` wants an owned key; the lookup itself is by hash.
+        limiter.check_key(&client.to_owned()).map_err(|not_until| {
             (
                 *per_second,
                 not_until.wait_time_from(DefaultClock::default().now()),
@@ -106,7 +107,7 @@ impl RateLimits {
     }
 
     /// Drops the state of clients whose buckets are full again (bounded memory under many
-    /// client addresses).
+    /// client identities).
     pub fn shrink(&self) {
         for (_, l) in [&self.writes, &self.reads].into_iter().flatten() {
             l.retain_recent();
@@ -118,24 +119,25 @@ impl RateLimits {
 impl Gate for RateLimits {
     /// Refuses, with RESOURCE_EXHAUSTED, a call over its client's budget.
     fn admit(&self, head: &mut http::request::Parts) -> Result<(), tonic::Status> {
-        if !self.enabled() || head.headers.contains_key(FORWARDED_HEADER) {
+        if !self.enabled() {
             return Ok(());
         }
         let Some(kind) = classify(head.uri.path()) else {
             return Ok(());
         };
-        let ext = &head.extensions;
-        let Some(client) = ext
-            .get::<TcpConnectInfo>()
-            .or_else(|| {
-                ext.get::<TlsConnectInfo<TcpConnectInfo>>()
-                    .map(|t| t.get_ref())
-            })
-            .and_then(|c| c.remote_addr)
-            .map(|a| a.ip())
-        else {
+        let caller = head.extensions.get::<Caller>();
+        if caller.is_some_and(|c| c.forwarded) {
             return Ok(());
+        }
+        let client = match (
+            head.extensions.get::<Principal>(),
+            caller.and_then(|c| c.addr),
+        ) {
+            (Some(Principal(p)), _) => p.clone(),
+            (None, Some(addr)) => format!("ip:{addr}"),
+            (None, None) => return Ok(()),
         };
+        let client = client.as_str();
         let Err((per_second, wait)) = self.check(kind, client) else {
             return Ok(());
         };
@@ -178,8 +180,7 @@ mod tests {
     #[test]
     fn each_client_has_its_own_bucket() {
         let limits = RateLimits::new(5, 0);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let (a, b) = ("ip:10.0.0.1", "sub:alice");
         for _ in 0..5 {
             assert!(limits.check(Kind::Write, a).is_ok());
         }

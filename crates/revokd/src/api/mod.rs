@@ -3,6 +3,7 @@
 //! protobuf ([`convert`]).
 
 pub mod auth;
+pub mod caller;
 pub mod cluster;
 pub mod convert;
 pub mod error;
@@ -21,7 +22,8 @@ use error::ApiError;
 
 /// Set on requests a node forwards to the leader, so they are never forwarded twice.
 pub const FORWARDED_HEADER: &str = "x-revokd-forwarded";
-/// The identity recorded with a write (until authentication lands, a caller-declared name).
+/// The identity recorded with a write: the verified admin with authorization on (see
+/// [`auth`]), a caller-declared name without.
 pub const ACTOR_HEADER: &str = "x-revokd-actor";
 
 /// Longest deadline honoured, whatever the caller asks.

@@ -5,20 +5,21 @@ use revokd_proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
 use tonic::{Request, Response, Status};
 
 use super::codec::{decode, encode};
-use super::tls::require_peer;
+use super::tls::{require_peer, CaCheck};
 use crate::consensus::typ::{AppendEntriesRequest, InstallSnapshotRequest, Raft, VoteRequest};
 
 /// Serves `revokd.v1.Raft` for a local Raft instance.
 pub struct RaftService {
     raft: Raft,
     /// With TLS on, callers must present a certificate of the cluster CA.
-    tls: bool,
+    peers: Option<CaCheck>,
 }
 
 impl RaftService {
-    /// Wraps a Raft instance; `tls` makes every call require a peer certificate.
-    pub fn new(raft: Raft, tls: bool) -> Self {
-        RaftService { raft, tls }
+    /// Wraps a Raft instance; with `peers` (TLS on) every call needs a certificate that CA
+    /// issued.
+    pub fn new(raft: Raft, peers: Option<CaCheck>) -> Self {
+        RaftService { raft, peers }
     }
 }
 
@@ -34,13 +35,13 @@ impl RaftApi for RaftService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        require_peer(&req, self.tls)?;
+        require_peer(&req, self.peers.as_ref())?;
         let rpc: AppendEntriesRequest = decode(req.get_ref(), "AppendEntries")?;
         reply(&self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        require_peer(&req, self.tls)?;
+        require_peer(&req, self.peers.as_ref())?;
         let rpc: VoteRequest = decode(req.get_ref(), "Vote")?;
         reply(&self.raft.vote(rpc).await)
     }
@@ -49,7 +50,7 @@ impl RaftApi for RaftService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        require_peer(&req, self.tls)?;
+        require_peer(&req, self.peers.as_ref())?;
         let rpc: InstallSnapshotRequest = decode(req.get_ref(), "InstallSnapshot")?;
         reply(&self.raft.install_snapshot(rpc).await)
     }
@@ -58,7 +59,7 @@ impl RaftApi for RaftService {
         &self,
         req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        require_peer(&req, self.tls)?;
+        require_peer(&req, self.peers.as_ref())?;
         match self.raft.get_read_log_id().await {
             Ok((read, _applied)) => Ok(Response::new(ReadIndexResponse {
                 read_revision: read.map(|l| l.index).unwrap_or(0),

@@ -1,0 +1,275 @@
+//! `revokd-security-bench`: what TLS and admin authorization cost. Starts a real 3-node
+//! cluster in each of four set-ups, one after the other in one run, and measures the same
+//! durable `Revoke` and `Check` (LOCAL) workloads on each:
+//!
+//! - plaintext, authorization off (the default);
+//! - TLS, mutual TLS between the nodes;
+//! - TLS plus bearer tokens (RS256) for writes and reads (`--auth-read-scope`): every call
+//!   carries a token the node verifies;
+//! - TLS plus an admin client certificate (`--admin-client-ca`), no token.
+//!
+//! Each row is compared with the plaintext row of the same workload (ops/s ratio), which is
+//! the figure to read on a shared machine.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Parser;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use revokd_bench::{closed_loop, machine, now, Row};
+use revokd_proto::v1::{self as pb, revocation_client::RevocationClient};
+use revokd_testkit::devca::{DevCa, Issued};
+use revokd_testkit::{channel, tls_channel_as, ClusterOptions, ProcessCluster};
+use tonic::transport::Channel;
+
+#[derive(Parser, Debug)]
+#[command(about = "Measure the cost of TLS and admin authorization on a real 3-node cluster.")]
+struct Args {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    secs: u64,
+    /// Concurrent clients for the concurrent rows.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+}
+
+/// One way of running the cluster and calling it.
+struct Setup {
+    name: &'static str,
+    node_args: Vec<String>,
+    /// The CA clients trust (TLS on).
+    ca: Option<Vec<u8>>,
+    /// A client certificate to present.
+    identity: Option<Issued>,
+    /// A bearer token to send.
+    token: Option<String>,
+}
+
+impl Setup {
+    fn channel(&self, addr: &str) -> Result<Channel> {
+        match &self.ca {
+            None => channel(addr),
+            Some(ca) => tls_channel_as(
+                addr,
+                ca,
+                self.identity
+                    .as_ref()
+                    .map(|i| (i.cert_pem.as_bytes(), i.key_pem.as_bytes())),
+            ),
+        }
+    }
+}
+
+fn keys_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../revokd-client/tests/fixtures/keys")
+}
+
+/// The four set-ups, with their certificates and keys written under `dir`.
+fn setups(dir: &std::path::Path) -> Result<Vec<Setup>> {
+    let ca = DevCa::new("bench cluster CA")?;
+    let ca_path = ca.write_ca(dir)?;
+    let (cert, key) = ca
+        .issue("node", &["localhost", "127.0.0.1"])?
+        .write(dir, "node")?;
+    let tls_args = vec![
+        "--tls-cert".to_string(),
+        cert.display().to_string(),
+        "--tls-key".into(),
+        key.display().to_string(),
+        "--tls-ca".into(),
+        ca_path.display().to_string(),
+    ];
+    let admin_ca = DevCa::new("bench admin CA")?;
+    let admin_ca_path = admin_ca.write_ca_as(dir, "admin-ca")?;
+    let (iss, aud) = ("https://bench.auth", "revokd");
+    let token = encode(
+        &Header::new(Algorithm::RS256),
+        &serde_json::json!({
+            "iss": iss, "aud": aud, "sub": "bench", "scope": "revokd:admin revokd:read",
+            "iat": now(), "exp": now() + 3600,
+        }),
+        &EncodingKey::from_rsa_pem(&std::fs::read(keys_dir().join("rsa_private.pem"))?)?,
+    )?;
+    let with = |extra: &[String]| -> Vec<String> {
+        tls_args.iter().chain(extra).cloned().collect::<Vec<_>>()
+    };
+    let ca_pem = Some(ca.ca_pem.clone().into_bytes());
+    Ok(vec![
+        Setup {
+            name: "plaintext",
+            node_args: vec![],
+            ca: None,
+            identity: None,
+            token: None,
+        },
+        Setup {
+            name: "TLS",
+            node_args: tls_args.clone(),
+            ca: ca_pem.clone(),
+            identity: None,
+            token: None,
+        },
+        Setup {
+            name: "TLS + bearer token (RS256) on every call",
+            node_args: with(&[
+                "--auth-key".into(),
+                keys_dir().join("rsa_public.pem").display().to_string(),
+                "--auth-issuer".into(),
+                iss.into(),
+                "--auth-audience".into(),
+                aud.into(),
+                "--auth-read-scope".into(),
+                "revokd:read".into(),
+            ]),
+            ca: ca_pem.clone(),
+            identity: None,
+            token: Some(token),
+        },
+        Setup {
+            name: "TLS + admin client certificate",
+            node_args: with(&[
+                "--admin-client-ca".into(),
+                admin_ca_path.display().to_string(),
+            ]),
+            ca: ca_pem,
+            identity: Some(admin_ca.issue_client("bench")?),
+            token: None,
+        },
+    ])
+}
+
+/// A request carrying the set-up's token, if any.
+fn request<T>(body: T, token: &Option<Arc<str>>) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(body);
+    if let Some(t) = token {
+        if let Ok(v) = format!("Bearer {t}").parse() {
+            req.metadata_mut().insert("authorization", v);
+        }
+    }
+    req
+}
+
+async fn measure(setup: &Setup, args: &Args) -> Result<Vec<Row>> {
+    let c = ProcessCluster::start_with(
+        3,
+        ClusterOptions {
+            extra_args: setup.node_args.clone(),
+            tls_ca: setup.ca.clone(),
+        },
+    )
+    .await?;
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    let token: Option<Arc<str>> = setup.token.as_deref().map(Arc::from);
+    let dur = Duration::from_secs(args.secs);
+    let leader_pool: Arc<Vec<Channel>> = Arc::new(
+        (0..8)
+            .map(|_| setup.channel(&c.addr(leader)?))
+            .collect::<Result<_>>()?,
+    );
+    let all_nodes: Arc<Vec<Channel>> = Arc::new(
+        c.endpoints()
+            .iter()
+            .map(|a| setup.channel(a))
+            .collect::<Result<_>>()?,
+    );
+    let mut rows = Vec::new();
+    for clients in [1, args.clients] {
+        let (pool, token) = (leader_pool.clone(), token.clone());
+        let row = closed_loop(
+            format!("Revoke, {clients} clients | {}", setup.name),
+            clients,
+            dur,
+            move |t, i| {
+                let mut api = RevocationClient::new(pool[t % pool.len()].clone());
+                let req = request(
+                    pb::RevokeRequest {
+                        token: Some(pb::RevokedTokenSpec {
+                            jti: format!("s{clients}-{t}-{i}"),
+                            expires_at: now() + 3600,
+                            reason: String::new(),
+                            subject: String::new(),
+                        }),
+                    },
+                    &token,
+                );
+                async move { api.revoke(req).await.is_ok() }
+            },
+        )
+        .await;
+        eprintln!("  {row:?}");
+        rows.push(row);
+    }
+    let (nodes, token, clients) = (all_nodes.clone(), token.clone(), args.clients);
+    let row = closed_loop(
+        format!("Check LOCAL, {clients} clients | {}", setup.name),
+        clients,
+        dur,
+        move |t, i| {
+            let mut api = RevocationClient::new(nodes[(t + i as usize) % nodes.len()].clone());
+            let req = request(
+                pb::CheckRequest {
+                    token: Some(pb::TokenQuery {
+                        jti: format!("s1-0-{i}"),
+                        ..Default::default()
+                    }),
+                    consistency: pb::Consistency::Local as i32,
+                    min_revision: 0,
+                },
+                &token,
+            );
+            async move { api.check(req).await.is_ok() }
+        },
+    )
+    .await;
+    eprintln!("  {row:?}");
+    rows.push(row);
+    Ok(rows)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let mut results: Vec<Row> = Vec::new();
+    for setup in setups(dir.path())? {
+        eprintln!("== {}", setup.name);
+        results.extend(measure(&setup, &args).await?);
+    }
+    let date = String::from_utf8(
+        std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()?
+            .stdout,
+    )?;
+    println!(
+        "Machine: {}. Date: {}. Command: `{}`.\n",
+        machine(),
+        date.trim(),
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    println!("| workload | set-up | ops/s | errors | p50 | p99 | ops/s vs plaintext |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for r in &results {
+        let (workload, setup) = r.what.split_once(" | ").unwrap_or((&r.what, ""));
+        let base = results
+            .iter()
+            .find(|b| b.what == format!("{workload} | plaintext"))
+            .map_or(f64::NAN, |b| r.per_sec / b.per_sec);
+        println!(
+            "| {workload} | {setup} | {:.0} | {} | {:.2} ms | {:.2} ms | {base:.2}x |",
+            r.per_sec,
+            r.errors,
+            r.p50_us as f64 / 1000.0,
+            r.p99_us as f64 / 1000.0,
+        );
+    }
+    // Every call must have been served: a refused credential would only show as errors.
+    let failed: Vec<&Row> = results
+        .iter()
+        .filter(|r| r.ops == 0 || r.errors > 0)
+        .collect();
+    anyhow::ensure!(failed.is_empty(), "calls failed in {failed:?}");
+    Ok(())
+}
