@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use revokd_proto::v1 as pb;
 use revokd_proto::v1::cluster_client::ClusterClient;
@@ -66,6 +66,9 @@ pub struct ClientConfig {
     /// TLS for clusters started with `--tls-cert`: the cluster CA to trust, and optionally a
     /// client certificate. Default none (plaintext).
     pub tls: Option<ClientTls>,
+    /// How connections to the nodes are opened. Default TCP; the deterministic simulation
+    /// dials through its simulated network.
+    pub dialer: revokd_proto::dial::Dialer,
 }
 
 /// How a [`Client`] verifies the nodes over TLS.
@@ -117,6 +120,7 @@ impl ClientConfig {
             address_map: BTreeMap::new(),
             bearer_token: None,
             tls: None,
+            dialer: revokd_proto::dial::Dialer::default(),
         }
     }
 
@@ -396,12 +400,7 @@ pub struct ReceiptedWrite {
     pub receipt: Receipt,
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::unix_now;
 
 pub(crate) fn rule_kind_pb(kind: RuleKind) -> pb::RuleKind {
     match kind {
@@ -441,7 +440,7 @@ impl Client {
             let addr = strip_scheme(e).to_owned();
             if !nodes.iter().any(|n: &Arc<NodeConn>| n.addr == addr) {
                 nodes.push(Arc::new(NodeConn {
-                    channel: endpoint(&addr, &config)?.connect_lazy(),
+                    channel: config.dialer.connect_lazy(endpoint(&addr, &config)?),
                     auth: Bearer::new(&config)?,
                     addr,
                     id: AtomicU64::new(0),
@@ -554,7 +553,7 @@ impl Client {
                 Ok(ep) => {
                     tracing::info!(node = m.id, addr = %m.address, "revokd-client: learned member");
                     nodes.push(Arc::new(NodeConn {
-                        channel: ep.connect_lazy(),
+                        channel: self.inner.config.dialer.connect_lazy(ep),
                         auth: Bearer::new(&self.inner.config).unwrap_or(Bearer(None)),
                         addr: m.address.clone(),
                         id: AtomicU64::new(m.id),

@@ -23,6 +23,7 @@ compile_error!(
 );
 
 pub mod check;
+pub mod clock;
 pub mod connection;
 pub mod error;
 pub mod layer;

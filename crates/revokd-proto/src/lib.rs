@@ -1,9 +1,11 @@
 //! Generated protobuf and gRPC code for the revokd wire contract (`proto/revokd/v1`).
 //!
-//! This crate only holds generated code: domain types live in `revokd-core`, and conversions
-//! between the two live at the gRPC edge in the `revokd` node crate.
+//! This crate holds the generated code and what every side of the wire shares: the codec and
+//! how channels dial ([`dial`]). Domain types live in `revokd-core`, and conversions between
+//! the two live at the gRPC edge in the `revokd` node crate.
 
 pub mod codec;
+pub mod dial;
 
 /// `revokd.v1`: the public revocation and cluster API plus the internal Raft transport.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

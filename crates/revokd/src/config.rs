@@ -44,9 +44,11 @@ pub struct Config {
     /// Raft heartbeat interval, which is also the time openraft allows one AppendEntries
     /// (send, store, flush). Default 100 ms.
     pub heartbeat: Duration,
-    /// Minimum election timeout (the maximum is a third more). Default 300 ms; must be at
-    /// least three heartbeats.
+    /// Minimum election timeout. Default 300 ms; must be at least three heartbeats.
     pub election_timeout: Duration,
+    /// Maximum election timeout (exclusive): openraft draws each node's timeout once at start,
+    /// uniformly between the minimum and this. Default `None`: the minimum plus a third.
+    pub election_timeout_max: Option<Duration>,
     /// Build a snapshot and compact the log after this many entries. Default 20,000.
     pub snapshot_logs: u64,
     /// Log entries kept behind a snapshot, so a briefly lagging follower catches up from the
@@ -173,6 +175,10 @@ pub struct Args {
     /// Minimum election timeout in milliseconds. [default: 300]
     #[arg(long, env = "REVOKD_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
+    /// Maximum election timeout in milliseconds (exclusive; above the minimum).
+    /// [default: the minimum plus a third]
+    #[arg(long, env = "REVOKD_ELECTION_TIMEOUT_MAX_MS")]
+    pub election_timeout_max_ms: Option<u64>,
     /// Entries between snapshots. [default: 20000]
     #[arg(long, env = "REVOKD_SNAPSHOT_LOGS")]
     pub snapshot_logs: Option<u64>,
@@ -286,6 +292,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             heartbeat: Duration::from_millis(100),
             election_timeout: Duration::from_millis(300),
+            election_timeout_max: None,
             snapshot_logs: 20_000,
             snapshot_keep_logs: 1_000,
             max_token_lifetime: Duration::from_secs(
@@ -381,6 +388,7 @@ impl Config {
             election_timeout: layered!(election_timeout_ms)
                 .map(ms)
                 .unwrap_or(d.election_timeout),
+            election_timeout_max: layered!(election_timeout_max_ms).map(ms),
             snapshot_logs: layered!(snapshot_logs).unwrap_or(d.snapshot_logs),
             snapshot_keep_logs: layered!(snapshot_keep_logs).unwrap_or(d.snapshot_keep_logs),
             max_token_lifetime: layered!(max_token_lifetime_secs)
@@ -510,6 +518,14 @@ impl Config {
                 "election timeout ({:?}) must be at least three heartbeats ({:?})",
                 self.election_timeout, self.heartbeat
             ));
+        }
+        if let Some(max) = self.election_timeout_max {
+            if max <= self.election_timeout {
+                return bad(format!(
+                    "election-timeout-max ({max:?}) must be above the election timeout ({:?})",
+                    self.election_timeout
+                ));
+            }
         }
         if self.snapshot_logs == 0 {
             return bad("snapshot-logs must be at least 1".into());

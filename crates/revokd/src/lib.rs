@@ -69,27 +69,32 @@ pub enum RunError {
     Serve(#[from] tonic::transport::Error),
 }
 
-/// Runs a node until `shutdown` resolves, then stops accepting requests, stops Raft and
-/// flushes storage.
+/// What a node runs on besides its configuration. [`run`] uses the defaults: sled and
+/// snapshot files in the data directory, TCP to peers. The deterministic simulation swaps
+/// the storage and the network (and the clock, with [`node::use_clock`]).
+#[derive(Default)]
+pub struct Platform {
+    /// The storage. Default: sled and snapshot files in `config.data_dir`.
+    pub disk: Option<storage::Disk>,
+    /// How peers are dialed. Default: TCP.
+    pub dialer: revokd_proto::dial::Dialer,
+    /// Where `/metrics` is served. Default: nowhere ([`run`] binds `--metrics-listen`).
+    pub metrics_listener: Option<tokio::net::TcpListener>,
+    /// Called with the node once it has started (the simulation reads its state).
+    pub on_start: Option<OnStart>,
+}
+
+/// A callback receiving a started node.
+pub type OnStart = Box<dyn FnOnce(&Node) + Send>;
+
+/// Runs a node on TCP until `shutdown` resolves, then stops accepting requests, stops Raft
+/// and flushes storage.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let config = Arc::new(config);
     // Keys and certificates are read and checked before anything binds.
-    let tls = match &config.tls {
-        Some(s) => Some(network::tls::Tls::load(s)?),
-        None => None,
-    };
-    let auth = api::auth::Authorizer::new(
-        config.auth.as_ref(),
-        tls.as_ref().and_then(|t| t.admins.clone()),
-    )
-    .map_err(RunError::Config)?;
-    let identify = api::caller::Identify::new(
-        tls.as_ref().map(|t| t.peers.clone()),
-        tls.as_ref().and_then(|t| t.admins.clone()),
-    );
+    let security = Security::load(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| RunError::Bind {
@@ -107,11 +112,98 @@ pub async fn run(
         ),
         None => None,
     };
+    // Connection limits and the first-byte timeout; TCP_NODELAY is set there too (Nagle's
+    // algorithm would hold small watch messages back for a delayed-ACK period, and the
+    // builder's flag does not reach a listener we bound ourselves).
+    let incoming = network::incoming::limited(listener, config.max_connections);
+    let platform = Platform {
+        metrics_listener,
+        ..Platform::default()
+    };
+    serve(config, platform, security, incoming, shutdown).await
+}
 
-    let (log, sm) = storage::open(&config.data_dir, config.watch_window)?;
+/// Runs a node on `platform`, serving the connections `incoming` yields, until `shutdown`
+/// resolves; see [`run`].
+pub async fn run_on<S, IO>(
+    config: Config,
+    platform: Platform,
+    incoming: S,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError>
+where
+    S: tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    IO: tonic::transport::server::Connected<ConnectInfo = tonic::transport::server::TcpConnectInfo>
+        + tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + Unpin
+        + Send
+        + 'static,
+{
+    let security = Security::load(&config)?;
+    serve(config, platform, security, incoming, shutdown).await
+}
+
+/// TLS material and admin authorization, loaded from the configuration.
+struct Security {
+    tls: Option<network::tls::Tls>,
+    auth: Option<api::auth::Authorizer>,
+}
+
+impl Security {
+    fn load(config: &Config) -> Result<Security, RunError> {
+        let tls = match &config.tls {
+            Some(s) => Some(network::tls::Tls::load(s)?),
+            None => None,
+        };
+        let auth = api::auth::Authorizer::new(
+            config.auth.as_ref(),
+            tls.as_ref().and_then(|t| t.admins.clone()),
+        )?;
+        Ok(Security { tls, auth })
+    }
+}
+
+async fn serve<S, IO>(
+    config: Config,
+    platform: Platform,
+    Security { tls, auth }: Security,
+    incoming: S,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError>
+where
+    S: tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    IO: tonic::transport::server::Connected<ConnectInfo = tonic::transport::server::TcpConnectInfo>
+        + tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + Unpin
+        + Send
+        + 'static,
+{
+    let config = Arc::new(config);
+    let identify = api::caller::Identify::new(
+        tls.as_ref().map(|t| t.peers.clone()),
+        tls.as_ref().and_then(|t| t.admins.clone()),
+    );
+    let Platform {
+        disk,
+        dialer,
+        metrics_listener,
+        on_start,
+    } = platform;
+    let disk = match disk {
+        Some(d) => d,
+        None => storage::sled_disk(&config.data_dir)?,
+    };
+    let dial = network::client::PeerDial {
+        tls: tls.as_ref().map(|t| t.client.clone()),
+        dialer,
+    };
+    let (log, sm) = storage::open_disk(&disk, config.watch_window)?;
     let raft_config = consensus::raft_config(
         config.heartbeat.as_millis() as u64,
         config.election_timeout.as_millis() as u64,
+        config.election_timeout_max.map(|d| d.as_millis() as u64),
         config.snapshot_logs,
         config.snapshot_keep_logs,
     )
@@ -119,18 +211,18 @@ pub async fn run(
     let raft = Raft::new(
         config.id,
         Arc::new(raft_config),
-        NetworkFactory::new(
-            config.peer_routes.clone(),
-            tls.as_ref().map(|t| t.client.clone()),
-        ),
+        NetworkFactory::new(config.peer_routes.clone(), dial.clone()),
         log.clone(),
         sm.clone(),
     )
     .await
     .map_err(|e| RunError::Raft(e.to_string()))?;
     let mut node = Node::new(raft.clone(), sm, config.clone());
-    node.peer_tls = tls.as_ref().map(|t| t.client.clone());
+    node.dial = dial;
     initialize(&node).await?;
+    if let Some(f) = on_start {
+        f(&node);
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     {
@@ -241,13 +333,7 @@ pub async fn run(
             .max_decoding_message_size(MAX_RAFT_MESSAGE)
             .max_encoding_message_size(MAX_RAFT_MESSAGE),
         )
-        .serve_with_incoming_shutdown(
-            // Connection limits and the first-byte timeout; TCP_NODELAY is set there too
-            // (Nagle's algorithm would hold small watch messages back for a delayed-ACK
-            // period, and the builder's flag does not reach a listener we bound ourselves).
-            network::incoming::limited(listener, config.max_connections),
-            wait_stop(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(incoming, wait_stop(stop_rx.clone()));
     // Connections that stay open (watchers, peers, idle clients) would hold a graceful
     // shutdown forever: after the grace period they are closed.
     let served = tokio::select! {

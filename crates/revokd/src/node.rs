@@ -15,7 +15,7 @@ use crate::api::error::ApiError;
 use crate::config::Config;
 use crate::consensus::proposer::{ProposeError, Proposer};
 use crate::consensus::typ::{NodeId, Raft};
-use crate::network::client::channel;
+use crate::network::client::{channel, PeerDial};
 use crate::replicas::ReplicaRegistry;
 use crate::storage::StateMachineStore;
 
@@ -47,8 +47,8 @@ pub struct Node {
     pub replicas: Arc<ReplicaRegistry>,
     /// Open `Watch` streams.
     pub watchers: Arc<Watchers>,
-    /// How to dial peers when TLS is on.
-    pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
+    /// How to dial peers (to forward writes, to ask the leader for a read index).
+    pub dial: PeerDial,
     proposer: Proposer,
     read_waiters: Arc<Mutex<ReadWaiters>>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
@@ -103,8 +103,20 @@ struct ReadWaiters {
     running: bool,
 }
 
+/// The clock [`unix_now`] reads instead of the system's, once one is set.
+static CLOCK: std::sync::OnceLock<fn() -> i64> = std::sync::OnceLock::new();
+
+/// Makes [`unix_now`] read `clock` for the rest of the process (a simulation's clock); the
+/// first call wins. Every node and client in the process then shares that clock.
+pub fn use_clock(clock: fn() -> i64) {
+    let _ = CLOCK.set(clock);
+}
+
 /// The current unix time in seconds (the proposer's clock; the state machine never reads one).
 pub fn unix_now() -> i64 {
+    if let Some(clock) = CLOCK.get() {
+        return clock();
+    }
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -124,7 +136,7 @@ impl Node {
             channels: Arc::default(),
             replicas: Arc::default(),
             watchers: Arc::default(),
-            peer_tls: None,
+            dial: PeerDial::default(),
         }
     }
 
@@ -141,13 +153,12 @@ impl Node {
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
         }
-        let ch =
-            channel(addr, Duration::from_millis(500), self.peer_tls.as_ref()).map_err(|e| {
-                ApiError::Forward {
-                    addr: addr.to_owned(),
-                    message: e.to_string(),
-                }
-            })?;
+        let ch = channel(addr, Duration::from_millis(500), &self.dial).map_err(|e| {
+            ApiError::Forward {
+                addr: addr.to_owned(),
+                message: e.to_string(),
+            }
+        })?;
         map.insert(addr.to_owned(), ch.clone());
         Ok(ch)
     }

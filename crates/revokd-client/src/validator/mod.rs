@@ -127,10 +127,7 @@ impl Validator {
             .map_err(ValidationError::from_jwt)?
             .claims;
 
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now = crate::clock::unix_now();
         let leeway = self.leeway.as_secs() as i64;
         // A token "issued" in the future could slip past a rule's cut-off (rules revoke tokens
         // issued before a time): only a holder of the signing key can mint one, but it is

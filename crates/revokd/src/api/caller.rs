@@ -3,7 +3,7 @@
 //! [`Caller`] in the request's extensions.
 //!
 //! Only callers that present a certificate pay for a certificate check (peers and admins
-//! with client certificates), and [`CaCheck`] remembers certificates it verified.
+//! with client certificates), and [`CaCheck`] remembers the certificates it checked.
 
 use std::net::IpAddr;
 
@@ -11,7 +11,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::gate::Gate;
 use super::FORWARDED_HEADER;
-use crate::network::tls::{certificate_name, peer_certs, AdminCerts, CaCheck};
+use crate::network::tls::{peer_certs, AdminCerts, CaCheck};
 
 /// What the node knows of a call's origin.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -66,9 +66,11 @@ impl Identify {
             _ => false,
         };
         let admin_cert = match (&self.admins, &chain) {
-            (Some(admins), Some(chain)) if !peer && admins.ca.verify(chain) => {
-                chain.first().and_then(certificate_name)
-            }
+            (Some(admins), Some(chain)) if !peer => admins
+                .ca
+                .issued(chain)
+                .filter(|name| !name.is_empty())
+                .map(|name| name.to_string()),
             _ => None,
         };
         let forwarded =

@@ -75,6 +75,7 @@ pub mod typ {
 pub fn raft_config(
     heartbeat_ms: u64,
     election_timeout_ms: u64,
+    election_timeout_max_ms: Option<u64>,
     snapshot_logs: u64,
     snapshot_keep_logs: u64,
 ) -> Result<openraft::Config, openraft::ConfigError> {
@@ -86,7 +87,8 @@ pub fn raft_config(
         // candidates until it expires. A narrow range lets the first candidate after a leader
         // dies win in one round (failover well under a second) while keeping enough spread to
         // avoid split votes.
-        election_timeout_max: election_timeout_ms + election_timeout_ms / 3,
+        election_timeout_max: election_timeout_max_ms
+            .unwrap_or(election_timeout_ms + election_timeout_ms / 3),
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_logs),
         max_in_snapshot_log_to_keep: snapshot_keep_logs,
         // Entries can carry up to 10,000 tokens each: a catching-up follower gets a few at a

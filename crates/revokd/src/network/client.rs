@@ -10,6 +10,7 @@ use openraft::error::{
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::EntryPayload;
+use revokd_proto::dial::Dialer;
 use revokd_proto::v1::raft_client::RaftClient;
 use revokd_proto::v1::RaftPayload;
 use serde::de::DeserializeOwned;
@@ -28,40 +29,50 @@ pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
 /// openraft gives each one a heartbeat interval to be sent, stored and flushed.
 pub const APPEND_BUDGET: usize = 1024 * 1024;
 
+/// How a node dials its peers: TLS (with the node's certificate) or not, over TCP or the
+/// transport the embedder supplied.
+#[derive(Clone, Debug, Default)]
+pub struct PeerDial {
+    /// TLS settings; `None` for plaintext.
+    pub tls: Option<ClientTlsConfig>,
+    /// The transport.
+    pub dialer: Dialer,
+}
+
 /// Creates a [`PeerClient`] per target node.
 #[derive(Clone, Default)]
 pub struct NetworkFactory {
     routes: Arc<BTreeMap<NodeId, String>>,
-    tls: Option<ClientTlsConfig>,
+    dial: PeerDial,
 }
 
 impl NetworkFactory {
-    /// A factory that dials `routes[id]` instead of node `id`'s advertised address, over TLS
-    /// when `tls` is given.
-    pub fn new(routes: BTreeMap<NodeId, String>, tls: Option<ClientTlsConfig>) -> Self {
+    /// A factory that dials `routes[id]` instead of node `id`'s advertised address, as `dial`
+    /// says.
+    pub fn new(routes: BTreeMap<NodeId, String>, dial: PeerDial) -> Self {
         NetworkFactory {
             routes: Arc::new(routes),
-            tls,
+            dial,
         }
     }
 }
 
-/// Builds a lazily connecting channel to `addr` (`host:port`), over TLS when `tls` is given.
+/// Builds a lazily connecting channel to `addr` (`host:port`), dialed as `dial` says.
 pub fn channel(
     addr: &str,
     connect_timeout: Duration,
-    tls: Option<&ClientTlsConfig>,
+    dial: &PeerDial,
 ) -> Result<Channel, tonic::transport::Error> {
-    let ep = match tls {
+    let ep = match &dial.tls {
         None => Endpoint::from_shared(format!("http://{addr}"))?,
         Some(t) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(t.clone())?,
     };
-    Ok(ep
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect_lazy())
+    Ok(dial.dialer.connect_lazy(
+        ep.connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5)),
+    ))
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -69,7 +80,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
         let addr = self.routes.get(&target).unwrap_or(&node.addr);
-        let client = channel(addr, Duration::from_millis(500), self.tls.as_ref()).map(|ch| {
+        let client = channel(addr, Duration::from_millis(500), &self.dial).map(|ch| {
             RaftClient::new(ch)
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE)

@@ -59,8 +59,8 @@ pub struct CaCheck {
     verified: Arc<Mutex<Checked>>,
 }
 
-/// End-entity certificate (DER) → when it was checked, and whether it passed.
-type Checked = HashMap<Vec<u8>, (Instant, bool)>;
+/// End-entity certificate (DER) → when it was checked, and its name if it passed.
+type Checked = HashMap<Vec<u8>, (Instant, Option<Arc<str>>)>;
 
 /// How long a verified certificate is trusted before it is verified again.
 const RECHECK: Duration = Duration::from_secs(60);
@@ -101,25 +101,30 @@ impl CaCheck {
 
     /// Whether `chain` (end-entity certificate first) was issued by this CA and is valid now.
     pub fn verify(&self, chain: &[CertificateDer<'static>]) -> bool {
-        let Some((end_entity, intermediates)) = chain.split_first() else {
-            return false;
-        };
+        self.issued(chain).is_some()
+    }
+
+    /// The name of `chain`'s certificate ([`certificate_name`]; empty if it has none) when
+    /// this CA issued it and it is valid now, else `None`.
+    pub fn issued(&self, chain: &[CertificateDer<'static>]) -> Option<Arc<str>> {
+        let (end_entity, intermediates) = chain.split_first()?;
         let now = Instant::now();
         let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, ok)) = verified.get(end_entity.as_ref()) {
+        if let Some((at, name)) = verified.get(end_entity.as_ref()) {
             if now.duration_since(*at) < RECHECK {
-                return *ok;
+                return name.clone();
             }
         }
-        let ok = self
+        let name = self
             .verifier
             .verify_client_cert(end_entity, intermediates, UnixTime::now())
-            .is_ok();
+            .ok()
+            .map(|_| Arc::from(certificate_name(end_entity).unwrap_or_default()));
         if verified.len() >= MAX_REMEMBERED {
             verified.clear();
         }
-        verified.insert(end_entity.as_ref().to_vec(), (now, ok));
-        ok
+        verified.insert(end_entity.as_ref().to_vec(), (now, name.clone()));
+        name
     }
 }
 

@@ -1,13 +1,14 @@
-//! The Raft log and vote, in sled.
+//! The Raft log and vote, on a [`LogBackend`] (sled in `revokd`, memory in simulation).
 //!
-//! sled buffers writes in user space, so nothing is reported persisted before
-//! `flush_async` returns: an append is acknowledged to openraft (and so counts toward a
-//! quorum) only once it is on disk.
+//! The backend may buffer writes, so nothing is reported persisted before a flush returns:
+//! an append is acknowledged to openraft (and so counts toward a quorum) only once it is
+//! durable.
 //!
-//! Group commit: `append` only writes the entries into sled's buffers and hands openraft's
-//! completion callback to a flusher task. While one flush is on its way to disk, later appends
-//! queue up; the next flush then covers all of them at once, and their callbacks fire in
-//! order. Durability costs one fsync per group, not one per request.
+//! Group commit: `append` only writes the entries into the backend's buffers and hands
+//! openraft's completion callback to a flusher. While one flush is on its way to disk, later
+//! appends queue up; the next flush then covers all of them at once, and their callbacks fire
+//! in order. Durability costs one fsync per group, not one per request. The flusher is a
+//! thread for a backend whose flush blocks (sled's fsync), a task otherwise.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -15,7 +16,9 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, StorageIOError};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+use super::disk::LogBackend;
 use crate::consensus::typ::{Entry, LogId, StorageError, Vote};
 use crate::consensus::TypeConfig;
 
@@ -23,23 +26,19 @@ const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
 
-/// The sled-backed Raft log store. Cheap to clone: clones share the same trees.
+/// The Raft log store. Cheap to clone: clones share the same backend.
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    db: sled::Db,
+    backend: Arc<dyn LogBackend>,
     /// Completion callbacks waiting for the next flush, in append order.
-    flusher: tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
-    /// The flusher thread, joined on drop so the database is closed (and its lock released)
-    /// when the store is.
+    flusher: UnboundedSender<LogFlushed<TypeConfig>>,
+    /// The flusher thread (blocking backends), joined on drop so the database is closed (and
+    /// its lock released) when the store is.
     flush_thread: Option<std::thread::JoinHandle<()>>,
-    /// Log entries keyed by big-endian index, so key order is log order.
-    logs: sled::Tree,
-    /// Vote, committed log id, last purged log id.
-    meta: sled::Tree,
 }
 
 fn io_err(
@@ -59,24 +58,28 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in `db`.
-    pub fn open(db: sled::Db) -> Result<Self, sled::Error> {
-        let logs = db.open_tree("raft_log")?;
-        let meta = db.open_tree("raft_meta")?;
+    /// Opens the log on `backend`. A non-blocking backend needs a tokio runtime (its flusher
+    /// is a task).
+    pub fn open(backend: Arc<dyn LogBackend>) -> std::io::Result<Self> {
         let (flusher, pending) = tokio::sync::mpsc::unbounded_channel();
-        let flush_thread = std::thread::Builder::new()
-            .name("revokd-log-flush".into())
-            .spawn({
-                let db = db.clone();
-                move || flush_loop(db, pending)
-            })?;
+        let flush_thread = if backend.flush_blocks() {
+            let backend = backend.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("revokd-log-flush".into())
+                    .spawn(move || {
+                        flush_loop_blocking(backend.as_ref(), pending);
+                    })?,
+            )
+        } else {
+            tokio::spawn(flush_loop_async(backend.clone(), pending));
+            None
+        };
         Ok(LogStore {
             inner: Arc::new(Inner {
-                db,
+                backend,
                 flusher,
-                flush_thread: Some(flush_thread),
-                logs,
-                meta,
+                flush_thread,
             }),
         })
     }
@@ -85,7 +88,7 @@ impl LogStore {
         &self,
         key: &[u8],
     ) -> Result<Option<T>, StorageError> {
-        match self.inner.meta.get(key).map_err(read_err)? {
+        match self.inner.backend.get_meta(key).map_err(read_err)? {
             None => Ok(None),
             Some(v) => postcard::from_bytes(&v).map(Some).map_err(read_err),
         }
@@ -93,14 +96,23 @@ impl LogStore {
 
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
         let bytes = postcard::to_stdvec(value).map_err(write_err)?;
-        self.inner.meta.insert(key, bytes).map_err(write_err)?;
-        Ok(())
+        self.inner.backend.put_meta(key, bytes).map_err(write_err)
     }
 
-    /// Writes everything buffered to disk.
+    /// Makes everything written so far durable.
     pub async fn flush(&self) -> Result<(), StorageError> {
-        self.inner.db.flush_async().await.map_err(write_err)?;
-        Ok(())
+        let backend = self.inner.backend.clone();
+        if backend.flush_blocks() {
+            tokio::task::spawn_blocking(move || backend.flush())
+                .await
+                .map_err(write_err)?
+                .map_err(write_err)
+        } else {
+            if let Some(t) = backend.simulated_flush_time().filter(|t| !t.is_zero()) {
+                tokio::time::sleep(t).await;
+            }
+            backend.flush().map_err(write_err)
+        }
     }
 
     fn decode(v: &[u8]) -> Result<Entry, StorageError> {
@@ -119,33 +131,51 @@ impl Drop for Inner {
     }
 }
 
-/// Flushes sled whenever appends are waiting, then completes every callback that was queued
-/// before the flush started. Runs on its own thread: fsync blocks.
-fn flush_loop(
-    db: sled::Db,
-    mut pending: tokio::sync::mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>,
+/// Completes a group of callbacks with the result of the flush that covered them.
+fn complete(group: Vec<LogFlushed<TypeConfig>>, result: &std::io::Result<()>) {
+    if let Err(e) = result {
+        tracing::error!(error = %e, "storage: log flush failed; the node cannot make progress");
+    }
+    for cb in group {
+        let r = match result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        cb.log_io_completed(r);
+    }
+}
+
+/// Flushes whenever appends are waiting, then completes every callback that was queued before
+/// the flush started. Runs on its own thread: fsync blocks.
+fn flush_loop_blocking(
+    backend: &dyn LogBackend,
+    mut pending: UnboundedReceiver<LogFlushed<TypeConfig>>,
 ) {
     while let Some(first) = pending.blocking_recv() {
         let mut group = vec![first];
         while let Ok(next) = pending.try_recv() {
             group.push(next);
         }
-        let result = db.flush();
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "storage: log flush failed; the node cannot make progress");
-        }
-        for cb in group {
-            let r = match &result {
-                Ok(_) => Ok(()),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            };
-            cb.log_io_completed(r);
-        }
+        complete(group, &backend.flush());
     }
 }
 
-fn key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
+/// The same for a backend whose flush does not block; a simulated flush time passes on the
+/// runtime's clock before the flush takes effect.
+async fn flush_loop_async(
+    backend: Arc<dyn LogBackend>,
+    mut pending: UnboundedReceiver<LogFlushed<TypeConfig>>,
+) {
+    while let Some(first) = pending.recv().await {
+        if let Some(t) = backend.simulated_flush_time().filter(|t| !t.is_zero()) {
+            tokio::time::sleep(t).await;
+        }
+        let mut group = vec![first];
+        while let Ok(next) = pending.try_recv() {
+            group.push(next);
+        }
+        complete(group, &backend.flush());
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -158,17 +188,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let mut out = Vec::new();
-        for kv in self.inner.logs.range((Bound::Included(key(start)), end)) {
-            let (_, v) = kv.map_err(read_err)?;
-            out.push(Self::decode(&v)?);
-        }
-        Ok(out)
+        let end = range.end_bound().cloned();
+        self.inner
+            .backend
+            .entries(start, end)
+            .map_err(read_err)?
+            .iter()
+            .map(|v| Self::decode(v))
+            .collect()
     }
 }
 
@@ -177,8 +204,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.get_meta(LAST_PURGED)?;
-        let last = match self.inner.logs.last().map_err(read_err)? {
-            Some((_, v)) => Some(Self::decode(&v)?.log_id),
+        let last = match self.inner.backend.last_entry().map_err(read_err)? {
+            Some(v) => Some(Self::decode(&v)?.log_id),
             None => None,
         };
         Ok(LogState {
@@ -227,12 +254,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = sled::Batch::default();
+        let mut batch = Vec::new();
         for entry in entries {
             let bytes = postcard::to_stdvec(&entry).map_err(write_err)?;
-            batch.insert(&key(entry.log_id.index), bytes);
+            batch.push((entry.log_id.index, bytes));
         }
-        self.inner.logs.apply_batch(batch).map_err(write_err)?;
+        self.inner
+            .backend
+            .insert_entries(batch)
+            .map_err(write_err)?;
         // Reported persisted by the flusher once the next flush covers these entries.
         self.inner
             .flusher
@@ -242,13 +272,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // One atomic batch: a crash leaves either the whole suffix or none of it, never a hole.
-        let mut batch = sled::Batch::default();
-        for kv in self.inner.logs.range(key(log_id.index)..) {
-            let (k, _) = kv.map_err(read_err)?;
-            batch.remove(k);
-        }
-        self.inner.logs.apply_batch(batch).map_err(write_err)?;
+        // One atomic removal: a crash leaves either the whole suffix or none of it, never a
+        // hole.
+        self.inner
+            .backend
+            .remove_from(log_id.index)
+            .map_err(write_err)?;
         self.flush().await
     }
 
@@ -256,12 +285,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Record the purge point first: after a crash between the two steps, entries at or
         // below it are simply ignored.
         self.put_meta(LAST_PURGED, &log_id)?;
-        let mut batch = sled::Batch::default();
-        for kv in self.inner.logs.range(..=key(log_id.index)) {
-            let (k, _) = kv.map_err(read_err)?;
-            batch.remove(k);
-        }
-        self.inner.logs.apply_batch(batch).map_err(write_err)?;
+        self.inner
+            .backend
+            .remove_through(log_id.index)
+            .map_err(write_err)?;
         self.flush().await
     }
 }

@@ -1,11 +1,15 @@
-//! Storage: the Raft log and vote in sled ([`log_store`]) and the state machine with its
-//! snapshots and change window ([`state_machine`]).
+//! Storage: the Raft log and vote ([`log_store`]) and the state machine with its snapshots and
+//! change window ([`state_machine`]), both written against the backends in [`disk`]: sled and
+//! a snapshot file in `revokd`, memory with a crash model in simulation.
 
+pub mod disk;
 pub mod log_store;
 pub mod state_machine;
 
 use std::path::Path;
+use std::sync::Arc;
 
+pub use disk::{Disk, MemDisk};
 pub use log_store::LogStore;
 pub use state_machine::{StateMachineStore, WatchItem};
 
@@ -19,6 +23,14 @@ pub enum StorageError {
         path: String,
         /// The cause.
         source: sled::Error,
+    },
+    /// A part of the storage could not be opened.
+    #[error("storage: cannot open {what}: {source}")]
+    Open {
+        /// What.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
     },
     /// The state machine could not be opened.
     #[error(transparent)]
@@ -42,11 +54,30 @@ fn open_with_retry(config: &sled::Config) -> Result<sled::Db, sled::Error> {
     }
 }
 
-/// Opens the log (`<dir>/log`) and the state machine (`<dir>/snapshots`) of a node.
+/// Opens the log (`<dir>/log`, sled) and the state machine (`<dir>/snapshots`) of a node.
 pub fn open(
     dir: &Path,
     window_events: usize,
 ) -> Result<(LogStore, StateMachineStore), StorageError> {
+    open_disk(&sled_disk(dir)?, window_events)
+}
+
+/// Opens the log and the state machine of a node on `disk`. A non-blocking (in-memory) disk
+/// needs a tokio runtime.
+pub fn open_disk(
+    disk: &Disk,
+    window_events: usize,
+) -> Result<(LogStore, StateMachineStore), StorageError> {
+    let log = LogStore::open(disk.log.clone()).map_err(|source| StorageError::Open {
+        what: "the Raft log".into(),
+        source,
+    })?;
+    let sm = StateMachineStore::open(disk.snapshots.clone(), window_events)?;
+    Ok((log, sm))
+}
+
+/// The sled log in `<dir>/log` and the snapshot file in `<dir>/snapshots`.
+pub fn sled_disk(dir: &Path) -> Result<Disk, StorageError> {
     let log_dir = dir.join("log");
     let log_err = |source| StorageError::Log {
         path: log_dir.display().to_string(),
@@ -60,7 +91,14 @@ pub fn open(
         .flush_every_ms(None)
         .cache_capacity(64 * 1024 * 1024);
     let db = open_with_retry(&config).map_err(log_err)?;
-    let log = LogStore::open(db).map_err(log_err)?;
-    let sm = StateMachineStore::open(&dir.join("snapshots"), window_events)?;
-    Ok((log, sm))
+    let log = disk::SledLog::open(db).map_err(log_err)?;
+    let snap_dir = dir.join("snapshots");
+    let snapshots = disk::FileSnapshots::open(&snap_dir).map_err(|source| StorageError::Open {
+        what: format!("the snapshot directory {}", snap_dir.display()),
+        source,
+    })?;
+    Ok(Disk {
+        log: Arc::new(log),
+        snapshots: Arc::new(snapshots),
+    })
 }

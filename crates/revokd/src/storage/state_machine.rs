@@ -2,14 +2,13 @@
 //! recent changes that `Watch` serves.
 //!
 //! The set is rebuilt at start from the newest snapshot plus the committed log after it
-//! (openraft replays it). Snapshot files are written to a temporary file, synced and renamed,
-//! and carry checksums that are verified before a snapshot is loaded or installed: a corrupt
-//! snapshot stops the node instead of being served.
+//! (openraft replays it). Snapshots are replaced atomically on a [`SnapshotBackend`] (a file
+//! written to a temporary file, synced and renamed, in `revokd`), and carry checksums that are
+//! verified before a snapshot is loaded or installed: a corrupt snapshot stops the node
+//! instead of being served.
 
 use std::collections::VecDeque;
-use std::fs;
-use std::io::{Cursor, Write};
-use std::path::{Path, PathBuf};
+use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
@@ -18,10 +17,10 @@ use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use revokd_core::{Applied, ChangeSet, RevocationSet};
 use tokio::sync::{broadcast, watch};
 
+use super::disk::SnapshotBackend;
 use crate::consensus::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
 use crate::consensus::TypeConfig;
 
-const SNAPSHOT_FILE: &str = "current.snap";
 const SNAPSHOT_MAGIC: &[u8; 4] = b"RVKF";
 
 /// What a watcher receives from the live feed.
@@ -65,7 +64,7 @@ struct Shared {
     window: Mutex<Window>,
     feed: broadcast::Sender<WatchItem>,
     applied: watch::Sender<u64>,
-    dir: PathBuf,
+    snapshots: Arc<dyn SnapshotBackend>,
     snapshot_seq: AtomicU64,
 }
 
@@ -90,37 +89,34 @@ fn snap_write_err(e: impl std::error::Error + 'static) -> StorageError {
 /// Errors opening the state machine.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// The snapshot directory could not be read or created.
-    #[error("storage: snapshot directory {path}: {source}")]
+    /// The snapshot could not be read, or its directory created.
+    #[error("storage: snapshot {path}: {source}")]
     Io {
-        /// The path.
-        path: PathBuf,
+        /// Where.
+        path: String,
         /// The cause.
         source: std::io::Error,
     },
     /// The snapshot on disk is corrupt; the node refuses to serve from it.
     #[error("storage: snapshot {path} is unreadable ({reason}); refusing to start. Move the data directory aside and let the node receive a snapshot from the leader.")]
     Corrupt {
-        /// The file.
-        path: PathBuf,
+        /// Where.
+        path: String,
         /// Why.
         reason: String,
     },
 }
 
 impl StateMachineStore {
-    /// Opens the state machine in `dir`, loading the newest snapshot if there is one.
+    /// Opens the state machine on `snapshots`, loading the current snapshot if there is one.
     /// `window_events` bounds the number of recent change events kept for `Watch`.
-    pub fn open(dir: &Path, window_events: usize) -> Result<Self, OpenError> {
-        let io = |source| OpenError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
-        fs::create_dir_all(dir).map_err(io)?;
-        let _ = fs::remove_file(dir.join(format!("{SNAPSHOT_FILE}.tmp")));
-        let path = dir.join(SNAPSHOT_FILE);
-        let state = match fs::read(&path) {
-            Ok(bytes) => {
+    pub fn open(
+        snapshots: Arc<dyn SnapshotBackend>,
+        window_events: usize,
+    ) -> Result<Self, OpenError> {
+        let path = snapshots.describe();
+        let state = match snapshots.read() {
+            Ok(Some(bytes)) => {
                 let (meta, data) = decode_file(&bytes).map_err(|reason| OpenError::Corrupt {
                     path: path.clone(),
                     reason,
@@ -135,8 +131,8 @@ impl StateMachineStore {
                     membership: meta.last_membership,
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SmState::default(),
-            Err(e) => return Err(io(e)),
+            Ok(None) => SmState::default(),
+            Err(source) => return Err(OpenError::Io { path, source }),
         };
         let revision = state.set.revision();
         let (feed, _) = broadcast::channel(4096);
@@ -152,7 +148,7 @@ impl StateMachineStore {
                 }),
                 feed,
                 applied,
-                dir: dir.to_path_buf(),
+                snapshots,
                 snapshot_seq: AtomicU64::new(0),
             }),
         })
@@ -234,17 +230,13 @@ impl StateMachineStore {
 
     fn write_snapshot_file(&self, meta: &SnapshotMeta, data: &[u8]) -> std::io::Result<()> {
         let meta_bytes = postcard::to_stdvec(meta).map_err(std::io::Error::other)?;
-        let tmp = self.shared.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(SNAPSHOT_MAGIC)?;
-        f.write_all(&(meta_bytes.len() as u32).to_le_bytes())?;
-        f.write_all(&crc32fast::hash(&meta_bytes).to_le_bytes())?;
-        f.write_all(&meta_bytes)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, self.shared.dir.join(SNAPSHOT_FILE))?;
-        // Make the rename itself durable.
-        fs::File::open(&self.shared.dir)?.sync_all()
+        let mut file = Vec::with_capacity(12 + meta_bytes.len() + data.len());
+        file.extend_from_slice(SNAPSHOT_MAGIC);
+        file.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
+        file.extend_from_slice(&crc32fast::hash(&meta_bytes).to_le_bytes());
+        file.extend_from_slice(&meta_bytes);
+        file.extend_from_slice(data);
+        self.shared.snapshots.write(&file)
     }
 
     async fn persist_snapshot(
@@ -252,14 +244,17 @@ impl StateMachineStore {
         meta: SnapshotMeta,
         data: Arc<Vec<u8>>,
     ) -> Result<(), StorageError> {
-        let this = self.clone();
-        let m = meta.clone();
-        tokio::task::spawn_blocking(move || this.write_snapshot_file(&m, &data))
-            .await
-            .map_err(snap_write_err)?
-            .map_err(|e| {
-                StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)).into()
-            })
+        let written = if self.shared.snapshots.blocks() {
+            let (this, m) = (self.clone(), meta.clone());
+            tokio::task::spawn_blocking(move || this.write_snapshot_file(&m, &data))
+                .await
+                .map_err(snap_write_err)?
+        } else {
+            self.write_snapshot_file(&meta, &data)
+        };
+        written.map_err(|e| {
+            StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)).into()
+        })
     }
 }
 
@@ -402,11 +397,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let path = self.shared.dir.join(SNAPSHOT_FILE);
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(snap_read_err(e)),
+        let snapshots = self.shared.snapshots.clone();
+        let read = if snapshots.blocks() {
+            tokio::task::spawn_blocking(move || snapshots.read())
+                .await
+                .map_err(snap_read_err)?
+        } else {
+            snapshots.read()
+        };
+        let Some(bytes) = read.map_err(snap_read_err)? else {
+            return Ok(None);
         };
         let (meta, data) =
             decode_file(&bytes).map_err(|e| snap_read_err(std::io::Error::other(e)))?;
