@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and property tests, openraft's storage conformance suite, the
 # end-to-end tests over real revokd processes (node, client crate, chaos harness), doc tests,
-# smoke runs of the benchmarks, a short fuzzing run of every fuzz target, the chaos smoke, and
-# the local cluster script. Everything builds once, in release mode, in one target dir (the
+# the deterministic simulation over 500 seeds, smoke runs of the benchmarks, a short fuzzing
+# run of every fuzz target, the chaos smoke, and the local cluster script. Everything builds once, in release mode, in one target dir (the
 # fuzz targets build in their own, crates/revokd-fuzz/target, with sanitizers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +20,14 @@ else
     echo "== PyJWT not installed: the validator tests use the committed fixtures"
 fi
 
-cargo nextest run --release --workspace --profile ci
+# The simulation runs on its own below: its hundreds of seeds would hold a core away from
+# the timing-sensitive cluster tests.
+cargo nextest run --release --workspace --profile ci -E 'not package(revokd-sim)'
 cargo test --release --workspace --doc
+
+echo "== deterministic simulation: ${SIM_SEEDS:-500} seeds of 3 nodes + replicas under seeded faults,"
+echo "   a determinism check (same seed, same history byte for byte) and the regression seeds"
+cargo test --release -p revokd-sim -- --nocapture
 
 echo "== benchmark smoke run"
 ./target/release/revokd-bench --duration-secs 1 --entries 20000 --failovers 1 --write-clients 1,20 --check-clients 4 > /dev/null

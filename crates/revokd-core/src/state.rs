@@ -57,9 +57,12 @@ impl RevocationSet {
         self.rules[kind.index()].get(value)
     }
 
-    /// Every token, in no particular order.
+    /// Every token, ordered by expiry then id: the same state always lists the same way (a
+    /// node's `Snapshot` stream, a simulation replaying a seed).
     pub fn tokens(&self) -> impl Iterator<Item = &RevokedToken> + '_ {
-        self.tokens.values()
+        self.by_expiry
+            .iter()
+            .filter_map(|(_, jti)| self.tokens.get(jti))
     }
 
     /// Every rule, ordered by kind then value.

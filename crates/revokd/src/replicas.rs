@@ -4,7 +4,10 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The runtime's clock (the simulated one under simulation): ages here reach Status replies.
+use tokio::time::Instant;
 
 use revokd_proto::v1 as pb;
 

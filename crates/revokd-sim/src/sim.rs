@@ -1,0 +1,777 @@
+//! The driver: builds one simulated world per seed, steps it while the workload runs and the
+//! scheduled faults come and go, heals everything, waits (in simulated time) for the cluster
+//! to serve again and converge, then checks the invariants.
+//!
+//! Invariants checked on every run:
+//! - every acknowledged revoke (and rule) that nobody undid is present on every node and every
+//!   replica after the heal; every acknowledged unrevoke (rule removal) is absent;
+//! - nothing is present that no client asked for;
+//! - revisions never go backwards on a node (within one life of its process) or in a replica,
+//!   and one client's acknowledged writes carry non-decreasing revisions;
+//! - a linearizable check that started after a revoke was acknowledged sees it, and one of an
+//!   id nobody wrote (yet) does not;
+//! - all nodes end with the same state digest and revision, and every replica with the
+//!   nodes' content;
+//! - liveness: after the heal, a write is acknowledged and everything converges within
+//!   [`Options::liveness_within`] of simulated time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use revokd::config::Config;
+use revokd::node::Node;
+use revokd::storage::MemDisk;
+use revokd::Platform;
+use revokd_client::Replica;
+use revokd_core::RuleKind;
+
+use crate::faults::{self, Fault, Scheduled};
+use crate::history::{Answer, History, Op, Record};
+use crate::net::{self, PORT};
+use crate::workload::{self, Phase, EPOCH_SECS};
+
+/// The shape of a run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Founding voters.
+    pub nodes: usize,
+    /// Spare nodes, started to join: in about half the runs they are added as voters (and
+    /// removed again) while the faults go on.
+    pub spares: usize,
+    /// Writer clients.
+    pub writers: usize,
+    /// Client replicas.
+    pub replicas: usize,
+    /// Faults start in `[faults_from, faults_until)`.
+    pub faults_from: Duration,
+    /// See `faults_from`.
+    pub faults_until: Duration,
+    /// Writers and the checker stop at this simulated time; everything is healed then.
+    pub workload_until: Duration,
+    /// After the heal, the cluster must acknowledge a write and converge within this.
+    pub liveness_within: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            nodes: 3,
+            spares: 2,
+            writers: 2,
+            replicas: 2,
+            faults_from: Duration::from_millis(1_500),
+            faults_until: Duration::from_secs(6),
+            workload_until: Duration::from_secs(8),
+            liveness_within: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// The faults, as scheduled.
+    pub schedule: Vec<Scheduled>,
+    /// The history as text (identical for two runs of one seed).
+    pub history: String,
+    /// Every invariant that failed; empty when the run passed.
+    pub failures: Vec<String>,
+    /// Operations completed, writes acknowledged, checks answered.
+    pub ops: (usize, usize, usize),
+    /// Simulated time from the heal to the first acknowledged write.
+    pub recovered_after: Option<Duration>,
+    /// Node crashes and the unflushed writes they lost.
+    pub crashes: (u64, u64),
+    /// Simulated length of the run.
+    pub simulated: Duration,
+}
+
+impl Report {
+    /// The failing seed, its schedule and failures, for the log of a failed run.
+    pub fn explain(&self) -> String {
+        let mut out = format!(
+            "seed {} FAILED (replay: SIM_SEED={} cargo test --release -p revokd-sim --test seeds -- --nocapture)\nfault schedule:\n",
+            self.seed, self.seed
+        );
+        for s in &self.schedule {
+            out.push_str(&format!("  {s}\n"));
+        }
+        out.push_str("failures:\n");
+        for f in &self.failures {
+            out.push_str(&format!("  {f}\n"));
+        }
+        out
+    }
+}
+
+/// The founders, the spares, and the admin client's queue of membership changes.
+struct Membership {
+    founders: Vec<u64>,
+    spares: Vec<(u64, String)>,
+    queue: Arc<Mutex<std::collections::VecDeque<workload::Change>>>,
+}
+
+/// The last started incarnation of a node's process.
+#[derive(Default)]
+struct Probe {
+    node: Option<Node>,
+    incarnation: u64,
+}
+
+fn node_config(id: u64, members: &BTreeMap<u64, String>, election_ms: u64) -> Config {
+    let founder = members.contains_key(&id);
+    Config {
+        id,
+        listen: ([0, 0, 0, 0], PORT).into(),
+        advertise: format!("n{id}:{PORT}"),
+        initial_cluster: if founder {
+            members.clone()
+        } else {
+            BTreeMap::new()
+        },
+        join: !founder,
+        heartbeat: Duration::from_millis(100),
+        election_timeout: Duration::from_millis(election_ms),
+        // openraft draws a node's timeout from [min, max) with an unseeded generator: a
+        // one-millisecond range makes the seed's draw the timeout.
+        election_timeout_max: Some(Duration::from_millis(election_ms + 1)),
+        // Small, so that snapshots are built, sent and restored from in most runs.
+        snapshot_logs: 150,
+        snapshot_keep_logs: 20,
+        purge_interval: Duration::from_secs(1),
+        default_deadline: Duration::from_secs(2),
+        ..Config::default()
+    }
+}
+
+/// Runs the simulation for `seed`, on a thread of its own: the thread-local state that
+/// libraries keep (random generators, hasher keys) then starts fresh, so a seed replays the
+/// same whether it runs alone or after others.
+pub fn run(seed: u64, opts: &Options) -> Report {
+    let opts = opts.clone();
+    std::thread::Builder::new()
+        .name(format!("sim-{seed}"))
+        .spawn(move || run_here(seed, &opts))
+        .expect("spawn the simulation thread")
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+fn run_here(seed: u64, opts: &Options) -> Report {
+    // Every node and client reads the simulated clock, and the client's jitter is seeded.
+    revokd::node::use_clock(workload::sim_unix_now);
+    revokd_client::clock::use_clock(workload::sim_unix_now);
+    fastrand::seed(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let max_latency = Duration::from_millis(rng.random_range(2..25));
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+        .simulation_duration(opts.workload_until + opts.liveness_within + Duration::from_secs(30))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_micros(rng.random_range(100..1_000)))
+        .max_message_latency(max_latency)
+        .tcp_capacity(1 << 16)
+        .enable_random_order()
+        .build();
+    let history = History::default();
+    let phase = Phase {
+        stop_at: opts.workload_until,
+        done: Arc::new(AtomicBool::new(false)),
+    };
+
+    let names: Vec<String> = (1..=opts.nodes).map(|i| format!("n{i}")).collect();
+    let all_nodes: Vec<String> = (1..=opts.nodes + opts.spares)
+        .map(|i| format!("n{i}"))
+        .collect();
+    let members: BTreeMap<u64, String> = (1..=opts.nodes as u64)
+        .map(|i| (i, format!("n{i}:{PORT}")))
+        .collect();
+    let endpoints: Vec<String> = members.values().cloned().collect();
+    let mut disks = Vec::new();
+    let mut probes = Vec::new();
+    for (i, name) in all_nodes.iter().enumerate() {
+        let id = i as u64 + 1;
+        let disk = MemDisk::new(Duration::from_millis(rng.random_range(0..3)));
+        let probe: Arc<Mutex<Probe>> = Arc::default();
+        let election_ms = rng.random_range(300..400);
+        let (d, p, m) = (disk.clone(), probe.clone(), members.clone());
+        sim.host(name.as_str(), move || {
+            let (disk, probe, config) = (d.clone(), p.clone(), node_config(id, &m, election_ms));
+            async move {
+                let incoming = net::incoming().await?;
+                let platform = Platform {
+                    disk: Some(disk.disk()),
+                    dialer: net::dialer(),
+                    metrics_listener: None,
+                    on_start: Some(Box::new(move |node: &Node| {
+                        let mut p = probe.lock().unwrap_or_else(|e| e.into_inner());
+                        p.node = Some(node.clone());
+                        p.incarnation += 1;
+                    })),
+                };
+                revokd::run_on(config, platform, incoming, std::future::pending()).await?;
+                Ok(())
+            }
+        });
+        disks.push(disk);
+        probes.push(probe);
+    }
+    for w in 0..opts.writers {
+        let name = format!("w{}", w + 1);
+        sim.client(
+            name.as_str(),
+            workload::writer(
+                name.clone(),
+                seed.wrapping_mul(31).wrapping_add(w as u64),
+                endpoints.clone(),
+                history.clone(),
+                phase.clone(),
+            ),
+        );
+    }
+    sim.client(
+        "c1",
+        workload::checker(
+            "c1".into(),
+            seed.wrapping_mul(37),
+            endpoints.clone(),
+            history.clone(),
+            phase.clone(),
+        ),
+    );
+    let replica_names: Vec<String> = (1..=opts.replicas).map(|i| format!("r{i}")).collect();
+    let mut replicas: Vec<Arc<Mutex<Option<Replica>>>> = Vec::new();
+    for name in &replica_names {
+        let slot: Arc<Mutex<Option<Replica>>> = Arc::default();
+        sim.client(
+            name.as_str(),
+            workload::replica(
+                name.clone(),
+                endpoints.clone(),
+                history.clone(),
+                phase.clone(),
+                slot.clone(),
+            ),
+        );
+        replicas.push(slot);
+    }
+
+    let admin_queue: Arc<Mutex<std::collections::VecDeque<workload::Change>>> = Arc::default();
+    sim.client(
+        "admin",
+        workload::admin(
+            endpoints.clone(),
+            history.clone(),
+            phase.clone(),
+            admin_queue.clone(),
+        ),
+    );
+    let membership = Membership {
+        founders: members.keys().copied().collect(),
+        spares: (opts.nodes as u64 + 1..=(opts.nodes + opts.spares) as u64)
+            .map(|id| (id, format!("n{id}:{PORT}")))
+            .collect(),
+        queue: admin_queue,
+    };
+    let mut hosts: Vec<String> = all_nodes.clone();
+    hosts.push("admin".into());
+    hosts.extend((1..=opts.writers).map(|w| format!("w{w}")));
+    hosts.push("c1".into());
+    hosts.extend(replica_names.iter().cloned());
+    let schedule = faults::schedule(
+        seed,
+        &names,
+        &replica_names,
+        opts.spares > 0,
+        opts.faults_from,
+        opts.faults_until,
+    );
+    let mut failures = Vec::new();
+    let mut active: Vec<(Duration, Fault)> = Vec::new();
+    let mut next_fault = 0;
+    let mut healed = false;
+    let probe_ack: Arc<Mutex<Option<(u64, u64)>>> = Arc::default();
+    // Per node: (incarnation, revision last seen).
+    let mut seen: Vec<(u64, u64)> = vec![(0, 0); all_nodes.len()];
+    let mut converged = false;
+    let heal_at = opts.workload_until;
+    loop {
+        let now = sim.elapsed();
+        while next_fault < schedule.len() && schedule[next_fault].at <= now {
+            let s = &schedule[next_fault];
+            apply(
+                &mut sim,
+                &s.fault,
+                &names,
+                &hosts,
+                &disks,
+                &membership,
+                true,
+            );
+            history.event(now.as_millis() as u64, format!("fault: {}", s.fault));
+            active.push((s.at + s.lasts, s.fault.clone()));
+            next_fault += 1;
+        }
+        let (ending, still): (Vec<_>, Vec<_>) = active
+            .drain(..)
+            .partition(|(end, _)| *end <= now || (now >= heal_at && !healed));
+        active = still;
+        for (_, f) in ending {
+            apply(&mut sim, &f, &names, &hosts, &disks, &membership, false);
+            history.event(now.as_millis() as u64, format!("healed: {f}"));
+        }
+        if now >= heal_at && !healed {
+            healed = true;
+            next_fault = schedule.len();
+            history.event(now.as_millis() as u64, "everything healed".into());
+            sim.client(
+                "probe",
+                workload::probe(endpoints.clone(), history.clone(), probe_ack.clone()),
+            );
+        }
+        // Revisions never go backwards within one life of a node.
+        for (i, probe) in probes.iter().enumerate() {
+            let p = probe.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(node) = &p.node {
+                let r = node.sm.read().set.revision();
+                let (inc, last) = seen[i];
+                if inc == p.incarnation && r < last {
+                    history.violation(format!(
+                        "{} went back from revision {last} to {r}",
+                        all_nodes[i]
+                    ));
+                }
+                seen[i] = (p.incarnation, r);
+            }
+        }
+        if healed {
+            let acked = *probe_ack.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, revision)) = acked {
+                if is_converged(&probes, &replicas, revision) {
+                    converged = true;
+                    break;
+                }
+            }
+            if now >= heal_at + opts.liveness_within {
+                break;
+            }
+        }
+        match sim.step() {
+            Ok(_) => {}
+            Err(e) => {
+                failures.push(format!("the simulation stopped: {e}"));
+                break;
+            }
+        }
+    }
+    let simulated = sim.elapsed();
+    let acked = *probe_ack.lock().unwrap_or_else(|e| e.into_inner());
+    match acked {
+        None => failures.push(format!(
+            "liveness: no write acknowledged within {:?} of the heal",
+            opts.liveness_within
+        )),
+        Some(_) if !converged => failures.push(format!(
+            "liveness: nodes and replicas did not converge within {:?} of the heal: {}",
+            opts.liveness_within,
+            describe(&probes, &replicas)
+        )),
+        Some(_) => {}
+    }
+    let records = history.records();
+    if converged {
+        let now = sim.since_epoch().as_secs() as i64;
+        failures.extend(check_final(
+            &records,
+            &probes,
+            &replicas,
+            &all_nodes,
+            &replica_names,
+            history.invoked(),
+            now,
+        ));
+    }
+    failures.extend(check_history(&records));
+    failures.extend(history.violations());
+    phase.done.store(true, Ordering::Release);
+    let crashes = disks.iter().fold((0, 0), |(c, l), d| {
+        let (c2, l2) = d.crash_stats();
+        (c + c2, l + l2)
+    });
+    let writes = records
+        .iter()
+        .filter(|r| matches!(r.answer, Answer::Written { .. }))
+        .count();
+    let checks = records
+        .iter()
+        .filter(|r| matches!(r.answer, Answer::Checked { .. }))
+        .count();
+    Report {
+        seed,
+        schedule,
+        history: history.render(),
+        failures,
+        ops: (records.len(), writes, checks),
+        recovered_after: acked.map(|(ms, _)| Duration::from_millis(ms)),
+        crashes,
+        simulated,
+    }
+}
+
+/// Starts (`on`) or ends a fault.
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    fault: &Fault,
+    nodes: &[String],
+    hosts: &[String],
+    disks: &[Arc<MemDisk>],
+    membership: &Membership,
+    on: bool,
+) {
+    let others = |n: &str| -> Vec<String> { hosts.iter().filter(|x| *x != n).cloned().collect() };
+    match fault {
+        Fault::Partition(a, b) => {
+            if on {
+                sim.hold(a.as_str(), b.as_str())
+            } else {
+                sim.release(a.as_str(), b.as_str())
+            }
+        }
+        Fault::OneWay(a, b) => {
+            if on {
+                sim.partition_oneway(a.as_str(), b.as_str())
+            } else {
+                sim.repair_oneway(a.as_str(), b.as_str())
+            }
+        }
+        Fault::Isolate(n) => {
+            for o in others(n) {
+                if on {
+                    sim.hold(n.as_str(), o.as_str())
+                } else {
+                    sim.release(n.as_str(), o.as_str())
+                }
+            }
+        }
+        Fault::Loss(a, b) => {
+            if on {
+                sim.partition(a.as_str(), b.as_str())
+            } else {
+                sim.repair(a.as_str(), b.as_str())
+            }
+        }
+        Fault::Latency(a, b, d) => {
+            let d = if on { *d } else { Duration::from_millis(1) };
+            sim.set_link_latency(a.as_str(), b.as_str(), d);
+        }
+        Fault::Crash(n) => {
+            if on {
+                // The runtime drops the node's tasks in the order of tokio's task ids, which
+                // are global to the process: cut the node off first, so that what its dying
+                // sockets send is lost in the same way whatever ran before in this process.
+                for o in others(n) {
+                    sim.partition(n.as_str(), o.as_str());
+                }
+                sim.crash(n.as_str());
+                for o in others(n) {
+                    sim.repair(n.as_str(), o.as_str());
+                }
+                if let Some(i) = nodes.iter().position(|x| x == n) {
+                    disks[i].crash();
+                }
+            } else {
+                sim.bounce(n.as_str());
+            }
+        }
+        Fault::Grow => {
+            let change = if on {
+                workload::Change::Grow(membership.founders.clone(), membership.spares.clone())
+            } else {
+                workload::Change::Shrink(membership.founders.clone())
+            };
+            membership
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(change);
+        }
+        Fault::DisconnectReplica(r) => {
+            for n in nodes {
+                if on {
+                    sim.hold(r.as_str(), n.as_str())
+                } else {
+                    sim.release(r.as_str(), n.as_str())
+                }
+            }
+        }
+    }
+}
+
+fn node_state(probe: &Mutex<Probe>) -> Option<(u64, u32)> {
+    let p = probe.lock().unwrap_or_else(|e| e.into_inner());
+    let node = p.node.as_ref()?;
+    let sm = node.sm.read();
+    Some((sm.set.revision(), sm.set.digest()))
+}
+
+fn replica_of(slot: &Mutex<Option<Replica>>) -> Option<Replica> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The members (voters and learners) as the most advanced node knows them, as indexes into
+/// `probes`.
+fn members(probes: &[Arc<Mutex<Probe>>]) -> Vec<usize> {
+    let mut best: Option<(u64, Vec<usize>)> = None;
+    for p in probes {
+        let p = p.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(node) = &p.node else { continue };
+        let revision = node.sm.read().set.revision();
+        if best.as_ref().is_some_and(|(r, _)| *r >= revision) {
+            continue;
+        }
+        let m = node.raft.metrics().borrow().membership_config.clone();
+        let ids: Vec<usize> = m
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id as usize - 1)
+            .filter(|i| *i < probes.len())
+            .collect();
+        best = Some((revision, ids));
+    }
+    best.map(|(_, ids)| ids).unwrap_or_default()
+}
+
+/// Every member at one revision (at least `revision`) with one digest, and every replica at
+/// it.
+fn is_converged(
+    probes: &[Arc<Mutex<Probe>>],
+    replicas: &[Arc<Mutex<Option<Replica>>>],
+    revision: u64,
+) -> bool {
+    let members = members(probes);
+    if members.is_empty() {
+        return false;
+    }
+    let states: Vec<Option<(u64, u32)>> = members.iter().map(|i| node_state(&probes[*i])).collect();
+    let Some(Some(first)) = states.first().cloned() else {
+        return false;
+    };
+    first.0 >= revision
+        && states.iter().all(|s| *s == Some(first))
+        && replicas
+            .iter()
+            .all(|r| replica_of(r).is_some_and(|r| r.revision() == first.0))
+}
+
+fn describe(probes: &[Arc<Mutex<Probe>>], replicas: &[Arc<Mutex<Option<Replica>>>]) -> String {
+    let nodes: Vec<String> = probes
+        .iter()
+        .map(|p| format!("{:?}", node_state(p)))
+        .collect();
+    let reps: Vec<String> = replicas
+        .iter()
+        .map(|r| format!("{:?}", replica_of(r).map(|r| r.revision())))
+        .collect();
+    format!("nodes (revision, digest) {nodes:?}, replicas {reps:?}")
+}
+
+/// What the acknowledged writes say the end state must be: per token id and per rule subject,
+/// `Some(true)` present, `Some(false)` absent, `None` either (an outcome unknown, or an
+/// expiry); and every key anyone asked for (rules as `rule:<subject>`).
+#[derive(Default)]
+struct Expected {
+    tokens: BTreeMap<String, Option<bool>>,
+    rules: BTreeMap<String, Option<bool>>,
+    asked: BTreeSet<String>,
+}
+
+fn expected(records: &[Record], invoked: std::collections::BTreeSet<String>, now: i64) -> Expected {
+    let mut e = Expected {
+        asked: invoked,
+        ..Expected::default()
+    };
+    for r in records {
+        let ok = matches!(r.answer, Answer::Written { .. });
+        match &r.op {
+            Op::Revoke(k, exp) => {
+                // Expired ones may have been purged, or not yet.
+                let live = *exp == 0 || *exp > now + 5;
+                e.tokens.insert(k.clone(), (ok && live).then_some(true));
+            }
+            Op::Unrevoke(k) => {
+                e.tokens.insert(k.clone(), ok.then_some(false));
+            }
+            Op::AddRule(k) => {
+                e.rules.insert(k.clone(), ok.then_some(true));
+            }
+            Op::RemoveRule(k) => {
+                e.rules.insert(k.clone(), ok.then_some(false));
+            }
+            Op::Check(_) | Op::Membership(_) => {}
+        }
+    }
+    e
+}
+
+/// The final state of every node and replica against the history.
+fn check_final(
+    records: &[Record],
+    probes: &[Arc<Mutex<Probe>>],
+    replicas: &[Arc<Mutex<Option<Replica>>>],
+    names: &[String],
+    replica_names: &[String],
+    invoked: BTreeSet<String>,
+    now: i64,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let members = members(probes);
+    let Expected {
+        tokens,
+        rules,
+        asked,
+    } = expected(records, invoked, now);
+    for &i in &members {
+        let p = probes[i].lock().unwrap_or_else(|e| e.into_inner());
+        let Some(node) = &p.node else {
+            out.push(format!("{} never started", names[i]));
+            continue;
+        };
+        let sm = node.sm.read();
+        for (k, want) in &tokens {
+            let has = sm.set.token(k).is_some();
+            if let Some(want) = want {
+                if has != *want {
+                    out.push(format!(
+                        "{}: token {k} present={has}, acknowledged writes say {want}",
+                        names[i]
+                    ));
+                }
+            }
+        }
+        for (k, want) in &rules {
+            let has = sm.set.rule(RuleKind::Subject, k).is_some();
+            if let Some(want) = want {
+                if has != *want {
+                    out.push(format!(
+                        "{}: rule {k} present={has}, acknowledged writes say {want}",
+                        names[i]
+                    ));
+                }
+            }
+        }
+        for t in sm.set.tokens() {
+            if !asked.contains(&t.jti) {
+                out.push(format!(
+                    "{}: token {} present, but nobody asked for it",
+                    names[i], t.jti
+                ));
+            }
+        }
+        for r in sm.set.rules() {
+            if !asked.contains(&format!("rule:{}", r.value)) {
+                out.push(format!(
+                    "{}: rule {} present, but nobody asked for it",
+                    names[i], r.value
+                ));
+            }
+        }
+    }
+    // Replicas hold what the nodes hold.
+    let Some(&first) = members.first() else {
+        out.push("no members".into());
+        return out;
+    };
+    let reference = probes[first]
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .node
+        .clone();
+    if let Some(node) = reference {
+        let sm = node.sm.read();
+        for (j, slot) in replicas.iter().enumerate() {
+            let Some(rep) = replica_of(slot) else {
+                out.push(format!("replica {} never started", replica_names[j]));
+                continue;
+            };
+            for t in sm.set.tokens() {
+                if rep.get(&t.jti).is_none() && t.expires_at > now {
+                    out.push(format!(
+                        "replica {}: missing token {}",
+                        replica_names[j], t.jti
+                    ));
+                }
+            }
+            for (k, want) in &tokens {
+                if *want == Some(false) && rep.get(k).is_some() {
+                    out.push(format!(
+                        "replica {}: holds unrevoked token {k}",
+                        replica_names[j]
+                    ));
+                }
+            }
+            if rep.rule_count() != sm.set.rule_count() {
+                out.push(format!(
+                    "replica {}: {} rules, the cluster {}",
+                    replica_names[j],
+                    rep.rule_count(),
+                    sm.set.rule_count()
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Checks on the history alone: linearizable checks, and each client's revisions.
+fn check_history(records: &[Record]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in records {
+        let (Op::Check(k), Answer::Checked { revoked, revision }) = (&r.op, &r.answer) else {
+            continue;
+        };
+        let acked_before = records.iter().any(|w| {
+            matches!(&w.op, Op::Revoke(j, _) if j == k)
+                && matches!(w.answer, Answer::Written { .. })
+                && w.completed_ms < r.invoked_ms
+        });
+        let undone = records
+            .iter()
+            .any(|w| matches!(&w.op, Op::Unrevoke(j) if j == k) && w.invoked_ms <= r.completed_ms);
+        let asked = records
+            .iter()
+            .any(|w| matches!(&w.op, Op::Revoke(j, _) if j == k) && w.invoked_ms <= r.completed_ms);
+        if acked_before && !undone && !revoked {
+            out.push(format!(
+                "stale read: {} checked {k} at {}ms (revision {revision}) after its revoke was acknowledged, and was told not revoked",
+                r.client, r.invoked_ms
+            ));
+        }
+        if !asked && *revoked {
+            out.push(format!(
+                "phantom: {} checked {k} at {}ms and was told revoked; nobody had asked",
+                r.client, r.invoked_ms
+            ));
+        }
+    }
+    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in records {
+        if let Answer::Written { committed, .. } = r.answer {
+            let prev = last.entry(r.client.as_str()).or_insert(0);
+            if committed < *prev {
+                out.push(format!(
+                    "{}: a later write was acknowledged at revision {committed}, after one at {prev}",
+                    r.client
+                ));
+            }
+            *prev = (*prev).max(committed);
+        }
+    }
+    out
+}
