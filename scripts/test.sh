@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and property tests, openraft's storage conformance suite, the
 # end-to-end tests over real revokd processes (node, client crate, chaos harness), doc tests,
-# the deterministic simulation over 500 seeds, smoke runs of the benchmarks, a short fuzzing
-# run of every fuzz target, the chaos smoke, and the local cluster script. Everything builds once, in release mode, in one target dir (the
-# fuzz targets build in their own, crates/revokd-fuzz/target, with sanitizers).
+# the deterministic simulation over 500 seeds, smoke runs of the benchmarks, the chaos smoke,
+# and the local cluster script. Everything builds once, in release mode, in one target dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,10 +37,8 @@ echo "== client benchmark smoke run (Redis rows need redis-server; skipped and s
 echo "== security benchmark smoke run (plaintext, TLS, TLS + tokens, TLS + admin certificates)"
 ./target/release/revokd-security-bench --secs 1 --clients 4 > /dev/null
 
-echo "== fuzz smoke: every cargo-fuzz target for ${FUZZ_SECONDS:-15} s from the committed corpus"
-echo "   (libFuzzer + AddressSanitizer; scripts/fuzz.sh runs longer)"
-FUZZ_SECONDS=${FUZZ_SECONDS:-15} scripts/fuzz.sh
-
+# Fuzzing (scripts/fuzz.sh) is not part of this suite: its sanitizer build alone takes about
+# 6 minutes, which the CI budget cannot spare next to the simulation. Run it by hand.
 echo "== chaos smoke: 3 nodes behind link proxies; kill the leader twice, cut a follower off, pause"
 echo "   one, with writers, replicas and linearizable checkers running; every invariant checked"
 ./target/release/revokd-harness chaos smoke --out target/chaos/smoke

@@ -121,6 +121,21 @@ pub async fn replica(endpoints: &[String], name: &str) -> Result<Replica> {
     Ok(replica)
 }
 
+/// The leader of `c` (waiting up to `within` for one) and one follower.
+pub async fn leader_and_follower(
+    c: &revokd_testkit::ProcessCluster,
+    within: Duration,
+) -> Result<(u64, u64)> {
+    let leader = c.wait_leader(within).await?;
+    let follower = c
+        .nodes
+        .keys()
+        .copied()
+        .find(|&id| id != leader)
+        .ok_or_else(|| anyhow::anyhow!("no follower in a cluster of {}", c.nodes.len()))?;
+    Ok((leader, follower))
+}
+
 /// A plain client (no replica) with a 10 s deadline.
 pub async fn client(endpoints: &[String]) -> Result<Client> {
     let mut config = ClientConfig::new(endpoints.iter().cloned());

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use revokd_e2e::{check_req, revoke_req, tls_cluster};
+use revokd_e2e::{check_req, leader_and_follower, revoke_req, tls_cluster};
 use revokd_proto::v1::{self as pb, raft_client::RaftClient, revocation_client::RevocationClient};
 use revokd_testkit::devca::{DevCa, Issued};
 use revokd_testkit::tls_channel_as;
@@ -47,13 +47,7 @@ async fn admins_with_client_certificates() -> Result<()> {
         ],
     )
     .await?;
-    let leader = c.wait_leader(Duration::from_secs(20)).await?;
-    let follower = c
-        .nodes
-        .keys()
-        .copied()
-        .find(|&id| id != leader)
-        .context("a follower")?;
+    let (leader, follower) = leader_and_follower(&c, Duration::from_secs(20)).await?;
     let (at_leader, at_follower) = (c.addr(leader)?, c.addr(follower)?);
 
     // Alice's certificate is enough, through a follower (which forwards it to the leader

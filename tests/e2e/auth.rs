@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use revokd_client::{Client, ClientConfig, ClientTls, Revoke};
-use revokd_e2e::{check_req, now, revoke_req, tls_cluster};
+use revokd_e2e::{check_req, leader_and_follower, now, revoke_req, tls_cluster};
 use revokd_proto::v1::{self as pb, revocation_client::RevocationClient};
 use revokd_testkit::{tls_channel, ClusterOptions, ProcessCluster};
 use serde_json::{json, Value};
@@ -78,13 +78,7 @@ async fn writes_need_an_admin_token_and_record_its_subject() -> Result<()> {
     )
     .await?;
     let ca_pem = ca.ca_pem.as_bytes();
-    let leader = c.wait_leader(Duration::from_secs(10)).await?;
-    let follower = c
-        .nodes
-        .keys()
-        .copied()
-        .find(|&id| id != leader)
-        .context("a follower")?;
+    let (leader, follower) = leader_and_follower(&c, Duration::from_secs(10)).await?;
     let (at_leader, at_follower) = (c.addr(leader)?, c.addr(follower)?);
 
     let admin = token_with(

@@ -23,7 +23,6 @@ compile_error!(
 );
 
 pub mod check;
-pub mod clock;
 pub mod connection;
 pub mod error;
 pub mod layer;
@@ -39,6 +38,8 @@ pub use connection::{
 pub use error::Error;
 pub use layer::{BearerAuth, BearerAuthLayer};
 pub use replica::{LocalEntry, LocalRule, Replica, ReplicaConfig, StalenessPolicy};
+/// The wall clock the client reads (settable once per process, for simulation).
+pub use revokd_proto::clock;
 /// The wire types (status, membership, remote check answers).
 pub use revokd_proto::v1 as pb;
 pub use validator::{

@@ -1,9 +1,10 @@
 //! Generated protobuf and gRPC code for the revokd wire contract (`proto/revokd/v1`).
 //!
-//! This crate holds the generated code and what every side of the wire shares: the codec and
-//! how channels dial ([`dial`]). Domain types live in `revokd-core`, and conversions between
+//! This crate holds the generated code and what every side of the wire shares: the codec, how
+//! channels dial ([`dial`]) and the wall clock ([`clock`]). Domain types live in `revokd-core`, and conversions between
 //! the two live at the gRPC edge in the `revokd` node crate.
 
+pub mod clock;
 pub mod codec;
 pub mod dial;
 

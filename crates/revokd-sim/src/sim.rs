@@ -165,8 +165,7 @@ pub fn run(seed: u64, opts: &Options) -> Report {
 
 fn run_here(seed: u64, opts: &Options) -> Report {
     // Every node and client reads the simulated clock, and the client's jitter is seeded.
-    revokd::node::use_clock(workload::sim_unix_now);
-    revokd_client::clock::use_clock(workload::sim_unix_now);
+    revokd_proto::clock::use_clock(workload::sim_unix_now);
     fastrand::seed(seed);
     let mut rng = StdRng::seed_from_u64(seed);
     let max_latency = Duration::from_millis(rng.random_range(2..25));

@@ -123,6 +123,28 @@ pub async fn run(
     serve(config, platform, security, incoming, shutdown).await
 }
 
+/// A connection a node can serve: what the accept stream given to [`run_on`] yields (a TCP
+/// stream in `revokd`, a simulated one in the simulation).
+pub trait Connection:
+    tonic::transport::server::Connected<ConnectInfo = tonic::transport::server::TcpConnectInfo>
+    + tokio::io::AsyncRead
+    + tokio::io::AsyncWrite
+    + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<T> Connection for T where
+    T: tonic::transport::server::Connected<ConnectInfo = tonic::transport::server::TcpConnectInfo>
+        + tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + Unpin
+        + Send
+        + 'static
+{
+}
+
 /// Runs a node on `platform`, serving the connections `incoming` yields, until `shutdown`
 /// resolves; see [`run`].
 pub async fn run_on<S, IO>(
@@ -133,12 +155,7 @@ pub async fn run_on<S, IO>(
 ) -> Result<(), RunError>
 where
     S: tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
-    IO: tonic::transport::server::Connected<ConnectInfo = tonic::transport::server::TcpConnectInfo>
-        + tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + Unpin
-        + Send
-        + 'static,
+    IO: Connection,
 {
     let security = Security::load(&config)?;
     serve(config, platform, security, incoming, shutdown).await
@@ -173,12 +190,7 @@ async fn serve<S, IO>(
 ) -> Result<(), RunError>
 where
     S: tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
-    IO: tonic::transport::server::Connected<ConnectInfo = tonic::transport::server::TcpConnectInfo>
-        + tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + Unpin
-        + Send
-        + 'static,
+    IO: Connection,
 {
     let config = Arc::new(config);
     let identify = api::caller::Identify::new(

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use revokd_core::{Applied, Command};
 use revokd_proto::v1::raft_client::RaftClient;
@@ -103,25 +103,9 @@ struct ReadWaiters {
     running: bool,
 }
 
-/// The clock [`unix_now`] reads instead of the system's, once one is set.
-static CLOCK: std::sync::OnceLock<fn() -> i64> = std::sync::OnceLock::new();
-
-/// Makes [`unix_now`] read `clock` for the rest of the process (a simulation's clock); the
-/// first call wins. Every node and client in the process then shares that clock.
-pub fn use_clock(clock: fn() -> i64) {
-    let _ = CLOCK.set(clock);
-}
-
-/// The current unix time in seconds (the proposer's clock; the state machine never reads one).
-pub fn unix_now() -> i64 {
-    if let Some(clock) = CLOCK.get() {
-        return clock();
-    }
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+/// The current unix time in seconds (the proposer's clock; the state machine never reads one),
+/// and how a simulation replaces it for the whole process.
+pub use revokd_proto::clock::{unix_now, use_clock};
 
 impl Node {
     /// Wraps the parts of a started node.
