@@ -86,6 +86,8 @@ struct Inner {
     violations: Vec<String>,
     /// Keys of every write invoked, answered or not (rules as `rule:<subject>`).
     invoked: std::collections::BTreeSet<String>,
+    /// Writes invoked and not answered yet: (client, operation, when invoked).
+    pending: Vec<(String, Op, u64)>,
 }
 
 /// The simulated time, in milliseconds since the start of the run.
@@ -98,13 +100,23 @@ impl History {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Notes a write as invoked (before its answer, which may never come).
-    pub fn invoke(&self, op: &Op) {
+    /// Notes a write by `client` as invoked, before its answer (which may never come: a
+    /// write still pending when the run ends may or may not have taken effect).
+    pub fn invoke(&self, client: &str, op: &Op) {
         let key = match op {
             Op::AddRule(k) | Op::RemoveRule(k) => format!("rule:{k}"),
             other => other.key().to_owned(),
         };
-        self.lock().invoked.insert(key);
+        let mut inner = self.lock();
+        inner.invoked.insert(key);
+        inner
+            .pending
+            .push((client.to_owned(), op.clone(), now_ms()));
+    }
+
+    /// Writes invoked and not answered (yet): (client, operation, when invoked).
+    pub fn pending(&self) -> Vec<(String, Op, u64)> {
+        self.lock().pending.clone()
     }
 
     /// Keys of every write invoked so far.
@@ -114,7 +126,15 @@ impl History {
 
     /// Records a completed operation.
     pub fn record(&self, client: &str, op: Op, invoked_ms: u64, answer: Answer) {
-        self.lock().records.push(Record {
+        let mut inner = self.lock();
+        if let Some(i) = inner
+            .pending
+            .iter()
+            .position(|(c, o, _)| c == client && *o == op)
+        {
+            inner.pending.remove(i);
+        }
+        inner.records.push(Record {
             client: client.to_owned(),
             op,
             invoked_ms,
@@ -148,6 +168,12 @@ impl History {
     pub fn render(&self) -> String {
         let inner = self.lock();
         let mut lines: Vec<(u64, String)> = inner.events.clone();
+        for (client, op, invoked) in &inner.pending {
+            lines.push((
+                *invoked,
+                format!("{client} {op:?} invoked {invoked}ms -> no answer by the end of the run"),
+            ));
+        }
         for r in &inner.records {
             let answer = match &r.answer {
                 Answer::Written {

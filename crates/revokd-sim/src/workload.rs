@@ -101,7 +101,7 @@ pub async fn writer(
             revoked.push(jti.clone());
             Op::Revoke(jti, sim_unix_now() + ttl)
         };
-        history.invoke(&op);
+        history.invoke(&name, &op);
         let invoked = now_ms();
         let result = match &op {
             Op::Unrevoke(jti) => client.unrevoke(jti).await,
@@ -284,7 +284,7 @@ pub async fn probe(
     let started = now_ms();
     let expires_at = sim_unix_now() + 86_400;
     let op = Op::Revoke("liveness-probe".into(), expires_at);
-    history.invoke(&op);
+    history.invoke("probe", &op);
     loop {
         let invoked = now_ms();
         let r = client

@@ -6,34 +6,42 @@
 //! SIM_SEED=17 cargo test --release -p revokd-sim --test seeds -- --nocapture   # replay one seed, history printed
 //! scripts/sim.sh 10000                                               # many more
 //! ```
-//! `SIM_REPEAT=n` runs every seed n times; `SIM_VERBOSE=1` prints every history.
+//! `SIM_REPEAT=n` runs every seed n times; `SIM_VERBOSE=1` prints every history;
+//! `SIM_TRACE=<filter>` (say `SIM_TRACE=info,openraft=debug`) prints the nodes' and clients'
+//! logs, stamped with simulated time, to stderr.
 
 use std::time::Instant;
 
 use revokd_sim::{run, Options};
 
+/// Logs to stderr with simulated timestamps, when `SIM_TRACE` names a filter.
+fn trace() {
+    struct SimTime;
+    impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+        fn format_time(
+            &self,
+            w: &mut tracing_subscriber::fmt::format::Writer<'_>,
+        ) -> std::fmt::Result {
+            write!(w, "{:>7}ms", revokd_sim::history::now_ms())
+        }
+    }
+    if let Ok(filter) = std::env::var("SIM_TRACE") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(SimTime)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-/// Seeds that fail for a reason not fixed yet. The run reports them instead of stopping, and
-/// `known_failing_seeds` replays them (ignored until fixed).
-const KNOWN_FAILING: &[(u64, &str)] = &[(
-    423,
-    "an acknowledged revoke (w1-t33) is missing on every node after a membership change, an isolated node and message loss; found 2026-11-30, not yet investigated",
-)];
-
-#[test]
-#[ignore = "KNOWN_FAILING: seed 423 loses an acknowledged revoke; not yet investigated"]
-fn known_failing_seeds() {
-    for (seed, why) in KNOWN_FAILING {
-        let report = run(*seed, &Options::default());
-        assert!(report.failures.is_empty(), "{why}\n{}", report.explain());
-    }
-}
-
 #[test]
 fn seeds() {
+    trace();
     let seeds: Vec<u64> = match env("SIM_SEED") {
         Some(seed) => vec![seed],
         None => {
@@ -68,12 +76,6 @@ fn seeds() {
                 println!("  {s}");
             }
             println!("{}", report.history);
-        }
-        if let Some((_, why)) = KNOWN_FAILING.iter().find(|(s, _)| *s == seed) {
-            if !report.failures.is_empty() {
-                eprintln!("seed {seed}: KNOWN FAILURE ({why}):\n{}", report.explain());
-                continue;
-            }
         }
         if !report.failures.is_empty() {
             let tail: Vec<&str> = report.history.lines().rev().take(40).collect();

@@ -1,0 +1,28 @@
+//! Seeds that once failed, each with what it found. They are also in the 500 seeds the suite
+//! runs, but here each asserts the circumstance that made it fail, so that a change to the
+//! workload or the fault schedule that stops a seed from reaching it is noticed.
+
+use revokd_sim::{run, Options};
+
+/// Seed 423: writer w1 unrevoked `w1-t33` at 5565 ms, just as the isolated node n1 came back
+/// with a higher term and deposed the leader (openraft 0.9 has no pre-vote). The cluster
+/// elected again and applied the unrevoke at about 6.9 s, but the answer had not reached w1
+/// when the run ended. The checker took the last *answered* write (the revoke) as the final
+/// word and reported an acknowledged revoke as lost on every node. A write with no answer now
+/// leaves its key's final state open, and the history shows it as unanswered.
+#[test]
+fn seed_423_an_unanswered_unrevoke_leaves_the_token_open() {
+    let report = run(423, &Options::default());
+    assert!(
+        report
+            .history
+            .contains(r#"w1 Unrevoke("w1-t33") invoked 5565ms -> no answer by the end of the run"#),
+        "seed 423 no longer reaches the unanswered unrevoke it regresses:\n{}",
+        report.history
+    );
+    assert!(
+        report.failures.is_empty(),
+        "seed 423 failed:\n{}",
+        report.explain()
+    );
+}
