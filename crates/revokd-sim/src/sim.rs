@@ -388,13 +388,11 @@ fn run_here(seed: u64, opts: &Options) -> Report {
     if converged {
         let now = sim.since_epoch().as_secs() as i64;
         failures.extend(check_final(
-            &records,
+            &history,
             &probes,
             &replicas,
             &all_nodes,
             &replica_names,
-            history.invoked(),
-            &history.pending(),
             now,
         ));
     }
@@ -640,13 +638,11 @@ fn expected(
 
 /// The final state of every node and replica against the history.
 fn check_final(
-    records: &[Record],
+    history: &History,
     probes: &[Arc<Mutex<Probe>>],
     replicas: &[Arc<Mutex<Option<Replica>>>],
     names: &[String],
     replica_names: &[String],
-    invoked: BTreeSet<String>,
-    pending: &[(String, Op, u64)],
     now: i64,
 ) -> Vec<String> {
     let mut out = Vec::new();
@@ -655,7 +651,12 @@ fn check_final(
         tokens,
         rules,
         asked,
-    } = expected(records, invoked, pending, now);
+    } = expected(
+        &history.records(),
+        history.invoked(),
+        &history.pending(),
+        now,
+    );
     for &i in &members {
         let p = probes[i].lock().unwrap_or_else(|e| e.into_inner());
         let Some(node) = &p.node else {
