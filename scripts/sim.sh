@@ -7,8 +7,10 @@
 #
 #   scripts/sim.sh [COUNT] [START]      default 10000 seeds from 0
 #   SIM_SEED=N scripts/sim.sh           replay one seed, printing its whole history
+#   SIM_TRACE=info SIM_SEED=N scripts/sim.sh   ... with the nodes' and clients' logs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SIM_SEEDS=${1:-${SIM_SEEDS:-10000}}
 export SIM_START=${2:-${SIM_START:-0}}
-exec cargo test --release -p revokd-sim --test seeds -- --nocapture seeds
+# `--workspace` so that it shares the build of the test suite (features unify the same way).
+exec cargo test --release --workspace --test seeds -- --nocapture seeds

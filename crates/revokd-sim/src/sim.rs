@@ -96,7 +96,7 @@ impl Report {
     /// The failing seed, its schedule and failures, for the log of a failed run.
     pub fn explain(&self) -> String {
         let mut out = format!(
-            "seed {} FAILED (replay: SIM_SEED={} cargo test --release -p revokd-sim --test seeds -- --nocapture)\nfault schedule:\n",
+            "seed {} FAILED (replay: SIM_SEED={} scripts/sim.sh; SIM_TRACE=info adds the logs)\nfault schedule:\n",
             self.seed, self.seed
         );
         for s in &self.schedule {
@@ -396,7 +396,7 @@ fn run_here(seed: u64, opts: &Options) -> Report {
             now,
         ));
     }
-    failures.extend(check_history(&records));
+    failures.extend(check_history(&records, &history.pending()));
     failures.extend(history.violations());
     phase.done.store(true, Ordering::Release);
     let crashes = disks.iter().fold((0, 0), |(c, l), d| {
@@ -750,7 +750,7 @@ fn check_final(
 }
 
 /// Checks on the history alone: linearizable checks, and each client's revisions.
-fn check_history(records: &[Record]) -> Vec<String> {
+fn check_history(records: &[Record], pending: &[(String, Op, u64)]) -> Vec<String> {
     let mut out = Vec::new();
     for r in records {
         let (Op::Check(k), Answer::Checked { revoked, revision }) = (&r.op, &r.answer) else {
@@ -761,9 +761,14 @@ fn check_history(records: &[Record]) -> Vec<String> {
                 && matches!(w.answer, Answer::Written { .. })
                 && w.completed_ms < r.invoked_ms
         });
+        // An unrevoke invoked before the check answered may have taken effect, answered or
+        // not.
         let undone = records
             .iter()
-            .any(|w| matches!(&w.op, Op::Unrevoke(j) if j == k) && w.invoked_ms <= r.completed_ms);
+            .any(|w| matches!(&w.op, Op::Unrevoke(j) if j == k) && w.invoked_ms <= r.completed_ms)
+            || pending.iter().any(|(_, op, invoked)| {
+                matches!(op, Op::Unrevoke(j) if j == k) && *invoked <= r.completed_ms
+            });
         let asked = records
             .iter()
             .any(|w| matches!(&w.op, Op::Revoke(j, _) if j == k) && w.invoked_ms <= r.completed_ms);
@@ -794,4 +799,113 @@ fn check_history(records: &[Record]) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(client: &str, op: Op, invoked_ms: u64, completed_ms: u64, answer: Answer) -> Record {
+        Record {
+            client: client.into(),
+            op,
+            invoked_ms,
+            completed_ms,
+            answer,
+        }
+    }
+
+    fn ok(revision: u64) -> Answer {
+        Answer::Written {
+            revision,
+            committed: revision,
+        }
+    }
+
+    const LATER: i64 = EPOCH_SECS as i64 + 86_400;
+
+    #[test]
+    fn an_acknowledged_write_is_the_final_word_unless_a_later_one_is_unanswered() {
+        let records = vec![
+            rec("w1", Op::Revoke("a".into(), LATER), 0, 10, ok(1)),
+            rec("w1", Op::Revoke("b".into(), LATER), 10, 20, ok(2)),
+            rec("w1", Op::Unrevoke("b".into()), 20, 30, ok(3)),
+            rec(
+                "w1",
+                Op::Revoke("c".into(), LATER),
+                30,
+                40,
+                Answer::Failed("unavailable".into()),
+            ),
+        ];
+        let now = EPOCH_SECS as i64;
+        let e = expected(&records, BTreeSet::new(), &[], now);
+        assert_eq!(e.tokens["a"], Some(true));
+        assert_eq!(e.tokens["b"], Some(false));
+        assert_eq!(
+            e.tokens["c"], None,
+            "a failed write may or may not have happened"
+        );
+
+        // Seed 423: the unrevoke of "a" was still unanswered when the run ended.
+        let pending = vec![("w1".to_owned(), Op::Unrevoke("a".into()), 50)];
+        let e = expected(&records, BTreeSet::new(), &pending, now);
+        assert_eq!(e.tokens["a"], None);
+        assert_eq!(e.tokens["b"], Some(false));
+    }
+
+    #[test]
+    fn a_check_after_an_acknowledgement_must_see_it_unless_an_unrevoke_was_invoked() {
+        let revoke = rec("w1", Op::Revoke("a".into(), LATER), 0, 10, ok(1));
+        let stale = rec(
+            "c1",
+            Op::Check("a".into()),
+            20,
+            30,
+            Answer::Checked {
+                revoked: false,
+                revision: 1,
+            },
+        );
+        let failures = check_history(&[revoke.clone(), stale.clone()], &[]);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(failures[0].starts_with("stale read"), "{failures:?}");
+
+        let pending = vec![("w1".to_owned(), Op::Unrevoke("a".into()), 25)];
+        assert!(check_history(&[revoke.clone(), stale.clone()], &pending).is_empty());
+        // An unrevoke invoked only after the check answered excuses nothing.
+        let late = vec![("w1".to_owned(), Op::Unrevoke("a".into()), 31)];
+        assert_eq!(check_history(&[revoke, stale], &late).len(), 1);
+    }
+
+    #[test]
+    fn a_revoked_answer_for_an_id_nobody_wrote_is_a_phantom() {
+        let phantom = rec(
+            "c1",
+            Op::Check("ghost-1".into()),
+            0,
+            10,
+            Answer::Checked {
+                revoked: true,
+                revision: 3,
+            },
+        );
+        let failures = check_history(&[phantom], &[]);
+        assert!(
+            failures.len() == 1 && failures[0].starts_with("phantom"),
+            "{failures:?}"
+        );
+    }
+
+    #[test]
+    fn one_clients_acknowledged_revisions_never_go_back() {
+        let records = vec![
+            rec("w1", Op::Revoke("a".into(), LATER), 0, 10, ok(5)),
+            rec("w1", Op::Revoke("b".into(), LATER), 10, 20, ok(4)),
+            rec("w2", Op::Revoke("c".into(), LATER), 10, 20, ok(3)),
+        ];
+        let failures = check_history(&records, &[]);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(failures[0].starts_with("w1:"), "{failures:?}");
+    }
 }

@@ -26,3 +26,34 @@ fn seed_423_an_unanswered_unrevoke_leaves_the_token_open() {
         report.explain()
     );
 }
+
+/// Seed 1289: a real bug in revokd, found by the liveness check. n3 led the cluster, was cut
+/// off (no check-quorum in openraft 0.9, so it kept accepting writes), then rejoined under a
+/// new leader and installed its snapshot over the entries it had appended alone. openraft
+/// never answers the writes behind such entries, and revokd's proposer held one of its four
+/// in-flight slots until openraft answered: after four of them, n3 proposed nothing ever
+/// again. n3 was elected leader once more and every write timed out, for good ("no write
+/// acknowledged within 30 s of the heal"). The proposer now frees a slot as soon as every
+/// caller waiting on it has given up (each has a deadline).
+#[test]
+fn seed_1289_writes_lost_under_a_snapshot_do_not_stall_the_proposer() {
+    let report = run(1289, &Options::default());
+    assert!(
+        report
+            .schedule
+            .iter()
+            .any(|s| s.to_string().contains("isolate n3")),
+        "seed 1289 no longer isolates n3:\n{}",
+        report.explain()
+    );
+    assert!(
+        report.failures.is_empty(),
+        "seed 1289 failed:\n{}",
+        report.explain()
+    );
+    let recovered = report.recovered_after.expect("a write after the heal");
+    assert!(
+        recovered < std::time::Duration::from_secs(2),
+        "the first write after the heal took {recovered:?}"
+    );
+}

@@ -2,9 +2,9 @@
 //! invariant, printing it with its fault schedule and the end of its history.
 //!
 //! ```text
-//! cargo test --release -p revokd-sim --test seeds -- --nocapture    # SIM_SEEDS seeds (default 500) from SIM_START (0)
-//! SIM_SEED=17 cargo test --release -p revokd-sim --test seeds -- --nocapture   # replay one seed, history printed
-//! scripts/sim.sh 10000                                               # many more
+//! cargo test --release --workspace --test seeds -- --nocapture    # SIM_SEEDS seeds (default 500) from SIM_START (0)
+//! SIM_SEED=17 scripts/sim.sh                                       # replay one seed, history printed
+//! scripts/sim.sh 10000                                             # many more
 //! ```
 //! `SIM_REPEAT=n` runs every seed n times; `SIM_VERBOSE=1` prints every history;
 //! `SIM_TRACE=<filter>` (say `SIM_TRACE=info,openraft=debug`) prints the nodes' and clients'

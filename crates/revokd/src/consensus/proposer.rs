@@ -83,7 +83,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_in_flight: usize, 
         let raft = raft.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let (cmds, replies): (Vec<Command>, Vec<_>) =
+            let (cmds, mut replies): (Vec<Command>, Vec<_>) =
                 batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
             let counts: Vec<usize> = cmds.iter().map(Command::outcome_count).collect();
             let cmd = if cmds.len() == 1 {
@@ -93,7 +93,28 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_in_flight: usize, 
             } else {
                 Command::Batch(cmds)
             };
-            match raft.client_write(cmd).await {
+            // The slot is held while somebody waits for the outcome, and no longer: every
+            // caller has a deadline. openraft may never answer a write at all: a leader that
+            // accepted writes while cut off, then installed the new leader's snapshot over
+            // them, keeps their responders forever (seed 1289 of the simulation). Holding the
+            // slot until openraft answered would then stop this node from proposing anything,
+            // also once it is elected leader again.
+            let written = {
+                let everyone_gone = async {
+                    for reply in replies.iter_mut() {
+                        reply.closed().await;
+                    }
+                };
+                tokio::select! {
+                    written = raft.client_write(cmd) => Some(written),
+                    () = everyone_gone => None,
+                }
+            };
+            let Some(written) = written else {
+                tracing::debug!("proposer: every caller gave up on a write; its slot is free");
+                return;
+            };
+            match written {
                 Ok(resp) => {
                     let revision = resp.data.revision;
                     let mut outcomes = resp.data.outcomes.into_iter();
