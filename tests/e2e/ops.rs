@@ -175,3 +175,69 @@ async fn a_watcher_that_stops_reading_is_dropped() -> Result<()> {
     ensure!(fresh.message().await?.is_some());
     Ok(())
 }
+
+/// A node whose stderr is a pipe nobody reads any more (the supervisor that read it went
+/// away) still stops cleanly on SIGTERM. Until this was fixed, the log line "received SIGTERM"
+/// failed to write, tracing-subscriber reported that with eprintln!, which panicked on the
+/// same broken pipe inside the task waiting for the signal, and the node ran on.
+#[tokio::test]
+async fn sigterm_stops_a_node_whose_stderr_is_closed() -> Result<()> {
+    use std::process::{Command, Stdio};
+
+    use revokd_proto::v1::cluster_client::ClusterClient;
+    use revokd_proto::v1::StatusRequest;
+
+    let dir = tempfile::tempdir()?;
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let data = dir.path().join("data");
+    let mut child = Command::new(revokd_testkit::revokd_bin()?)
+        .args(["--id", "1", "--listen", &addr, "--initial-cluster"])
+        .arg(format!("1={addr}"))
+        .arg("--data-dir")
+        .arg(&data)
+        .env("REVOKD_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawning revokd")?;
+    let serving = eventually(Duration::from_secs(20), || {
+        let addr = addr.clone();
+        async move {
+            let status = ClusterClient::new(channel(&addr)?)
+                .status(StatusRequest {})
+                .await?
+                .into_inner();
+            ensure!(status.leader_id == 1, "no leader yet");
+            Ok(())
+        }
+    })
+    .await;
+    if let Err(e) = serving {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    // The reader goes away: from now on every write to stderr fails with EPIPE.
+    drop(child.stderr.take());
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    ensure!(term.success(), "kill -TERM failed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            ensure!(
+                status.success(),
+                "revokd exited with {status} on SIGTERM with its stderr closed"
+            );
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("revokd still ran 10 s after SIGTERM with its stderr closed");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -20,7 +20,12 @@ async fn main() -> std::process::ExitCode {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr a closed pipe: the supervisor that read
+        // it went away) is dropped. By default tracing-subscriber reports it with eprintln!,
+        // which panics on that same broken stderr, in whichever task logged: the task that
+        // waits for SIGTERM among them, so the node ignored SIGTERM.
+        .log_internal_errors(false);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
