@@ -117,6 +117,8 @@ pub struct Routed<Req> {
     forwarded: bool,
     authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     attempts: u32,
+    /// The address the last attempt was forwarded to.
+    leader_addr: String,
 }
 
 impl<Req: Clone> Routed<Req> {
@@ -134,6 +136,7 @@ impl<Req: Clone> Routed<Req> {
             forwarded,
             authorization,
             attempts: 0,
+            leader_addr: String::new(),
         }
     }
 
@@ -166,12 +169,16 @@ impl<Req: Clone> Routed<Req> {
                 if let Some(v) = self.authorization.clone() {
                     fwd.metadata_mut().insert("authorization", v);
                 }
-                Ok(Hop::Forward(self.node.channel(id, &addr)?, fwd))
+                let channel = self.node.channel(id, &addr)?;
+                self.leader_addr = addr;
+                Ok(Hop::Forward(channel, fwd))
             }
         }
     }
 
     /// Interprets the leader's answer: `Ok(None)` means "leader gone or moved, try again".
+    /// The leader's own errors pass through as it gave them; a failure of the hop itself (the
+    /// leader unreachable, or silent until the deadline) says which leader it was.
     pub fn forwarded<Resp>(
         &self,
         res: Result<Response<Resp>, Status>,
@@ -182,14 +189,68 @@ impl<Req: Clone> Routed<Req> {
                 tracing::debug!(error = %s.message(), "api: forward failed; routing again");
                 Ok(None)
             }
-            Err(s) => Err(s),
+            Err(s) => Err(forward_failure(&self.leader_addr, s)),
         }
     }
+}
+
+/// What the caller is told when a write forwarded to the leader at `addr` failed for good:
+/// the leader's own errors (every error revokd gives starts with "revokd: ") as it gave them;
+/// a failure of the hop itself (the leader unreachable or dropping the connection, or silent
+/// until the deadline) naming the leader. Any other status passes through too.
+fn forward_failure(addr: &str, s: Status) -> Status {
+    if s.message().starts_with("revokd: ") {
+        return s;
+    }
+    let e = match s.code() {
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ApiError::Deadline(format!(
+            "the leader at {addr} did not answer the forwarded write in time; it may still be applied ({})",
+            s.message()
+        )),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal => {
+            ApiError::Forward {
+                addr: addr.to_owned(),
+                message: s.message().to_owned(),
+            }
+        }
+        _ => return s,
+    };
+    e.into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_hop_names_the_leader_and_the_leaders_own_errors_pass_through() {
+        let addr = "10.0.0.2:50051";
+        let err = forward_failure(addr, Status::unavailable("tcp connect error"));
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            err.message(),
+            "revokd: forwarding to leader at 10.0.0.2:50051 failed: tcp connect error"
+        );
+        let err = forward_failure(addr, Status::cancelled("Timeout expired"));
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
+        assert!(
+            err.message()
+                .starts_with("revokd: deadline exceeded: the leader at 10.0.0.2:50051"),
+            "{}",
+            err.message()
+        );
+        let own = Status::unavailable("revokd: node is shutting down or stopped: raft");
+        let err = forward_failure(addr, own);
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            err.message(),
+            "revokd: node is shutting down or stopped: raft"
+        );
+        let other = Status::unimplemented("unknown method Revoke");
+        let err = forward_failure(addr, other);
+        assert_eq!(err.code(), tonic::Code::Unimplemented);
+        assert_eq!(err.message(), "unknown method Revoke");
+    }
 
     #[test]
     fn grpc_timeout_units() {
