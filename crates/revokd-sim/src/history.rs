@@ -86,8 +86,20 @@ struct Inner {
     violations: Vec<String>,
     /// Keys of every write invoked, answered or not (rules as `rule:<subject>`).
     invoked: std::collections::BTreeSet<String>,
-    /// Writes invoked and not answered yet: (client, operation, when invoked).
-    pending: Vec<(String, Op, u64)>,
+    /// Writes invoked and not answered yet.
+    pending: Vec<Pending>,
+}
+
+/// A write invoked and not answered (yet): when the run ends, it may or may not have taken
+/// effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    /// Which client.
+    pub client: String,
+    /// What it asked.
+    pub op: Op,
+    /// When it asked (simulated milliseconds).
+    pub invoked_ms: u64,
 }
 
 /// The simulated time, in milliseconds since the start of the run.
@@ -109,13 +121,15 @@ impl History {
         };
         let mut inner = self.lock();
         inner.invoked.insert(key);
-        inner
-            .pending
-            .push((client.to_owned(), op.clone(), now_ms()));
+        inner.pending.push(Pending {
+            client: client.to_owned(),
+            op: op.clone(),
+            invoked_ms: now_ms(),
+        });
     }
 
-    /// Writes invoked and not answered (yet): (client, operation, when invoked).
-    pub fn pending(&self) -> Vec<(String, Op, u64)> {
+    /// Writes invoked and not answered (yet).
+    pub fn pending(&self) -> Vec<Pending> {
         self.lock().pending.clone()
     }
 
@@ -130,7 +144,7 @@ impl History {
         if let Some(i) = inner
             .pending
             .iter()
-            .position(|(c, o, _)| c == client && *o == op)
+            .position(|p| p.client == client && p.op == op)
         {
             inner.pending.remove(i);
         }
@@ -168,10 +182,13 @@ impl History {
     pub fn render(&self) -> String {
         let inner = self.lock();
         let mut lines: Vec<(u64, String)> = inner.events.clone();
-        for (client, op, invoked) in &inner.pending {
+        for p in &inner.pending {
             lines.push((
-                *invoked,
-                format!("{client} {op:?} invoked {invoked}ms -> no answer by the end of the run"),
+                p.invoked_ms,
+                format!(
+                    "{} {:?} invoked {}ms -> no answer by the end of the run",
+                    p.client, p.op, p.invoked_ms
+                ),
             ));
         }
         for r in &inner.records {

@@ -30,7 +30,7 @@ use revokd_client::Replica;
 use revokd_core::RuleKind;
 
 use crate::faults::{self, Fault, Scheduled};
-use crate::history::{Answer, History, Op, Record};
+use crate::history::{Answer, History, Op, Pending, Record};
 use crate::net::{self, PORT};
 use crate::workload::{self, Phase, EPOCH_SECS};
 
@@ -593,16 +593,21 @@ struct Expected {
 fn expected(
     records: &[Record],
     invoked: BTreeSet<String>,
-    pending: &[(String, Op, u64)],
+    pending: &[Pending],
     now: i64,
 ) -> Expected {
     let mut e = Expected {
         asked: invoked,
         ..Expected::default()
     };
-    for r in records {
-        let ok = matches!(r.answer, Answer::Written { .. });
-        match &r.op {
+    // A write with no answer yet may or may not have taken effect, like a failed one (it is
+    // invoked after every write its client had answered, so it is the key's last word).
+    let answered = records
+        .iter()
+        .map(|r| (&r.op, matches!(r.answer, Answer::Written { .. })));
+    let unanswered = pending.iter().map(|p| (&p.op, false));
+    for (op, ok) in answered.chain(unanswered) {
+        match op {
             Op::Revoke(k, exp) => {
                 // Expired ones may have been purged, or not yet.
                 let live = *exp == 0 || *exp > now + 5;
@@ -616,19 +621,6 @@ fn expected(
             }
             Op::RemoveRule(k) => {
                 e.rules.insert(k.clone(), ok.then_some(false));
-            }
-            Op::Check(_) | Op::Membership(_) => {}
-        }
-    }
-    // A write with no answer yet may or may not have taken effect (it is invoked after every
-    // write its client had answered, so it is the key's last word).
-    for (_, op, _) in pending {
-        match op {
-            Op::Revoke(k, _) | Op::Unrevoke(k) => {
-                e.tokens.insert(k.clone(), None);
-            }
-            Op::AddRule(k) | Op::RemoveRule(k) => {
-                e.rules.insert(k.clone(), None);
             }
             Op::Check(_) | Op::Membership(_) => {}
         }
@@ -750,7 +742,7 @@ fn check_final(
 }
 
 /// Checks on the history alone: linearizable checks, and each client's revisions.
-fn check_history(records: &[Record], pending: &[(String, Op, u64)]) -> Vec<String> {
+fn check_history(records: &[Record], pending: &[Pending]) -> Vec<String> {
     let mut out = Vec::new();
     for r in records {
         let (Op::Check(k), Answer::Checked { revoked, revision }) = (&r.op, &r.answer) else {
@@ -766,8 +758,8 @@ fn check_history(records: &[Record], pending: &[(String, Op, u64)]) -> Vec<Strin
         let undone = records
             .iter()
             .any(|w| matches!(&w.op, Op::Unrevoke(j) if j == k) && w.invoked_ms <= r.completed_ms)
-            || pending.iter().any(|(_, op, invoked)| {
-                matches!(op, Op::Unrevoke(j) if j == k) && *invoked <= r.completed_ms
+            || pending.iter().any(|p| {
+                matches!(&p.op, Op::Unrevoke(j) if j == k) && p.invoked_ms <= r.completed_ms
             });
         let asked = records
             .iter()
@@ -824,6 +816,14 @@ mod tests {
 
     const LATER: i64 = EPOCH_SECS as i64 + 86_400;
 
+    fn pending_unrevoke(jti: &str, invoked_ms: u64) -> Vec<Pending> {
+        vec![Pending {
+            client: "w1".into(),
+            op: Op::Unrevoke(jti.into()),
+            invoked_ms,
+        }]
+    }
+
     #[test]
     fn an_acknowledged_write_is_the_final_word_unless_a_later_one_is_unanswered() {
         let records = vec![
@@ -848,7 +848,7 @@ mod tests {
         );
 
         // Seed 423: the unrevoke of "a" was still unanswered when the run ended.
-        let pending = vec![("w1".to_owned(), Op::Unrevoke("a".into()), 50)];
+        let pending = pending_unrevoke("a", 50);
         let e = expected(&records, BTreeSet::new(), &pending, now);
         assert_eq!(e.tokens["a"], None);
         assert_eq!(e.tokens["b"], Some(false));
@@ -871,10 +871,10 @@ mod tests {
         assert_eq!(failures.len(), 1, "{failures:?}");
         assert!(failures[0].starts_with("stale read"), "{failures:?}");
 
-        let pending = vec![("w1".to_owned(), Op::Unrevoke("a".into()), 25)];
+        let pending = pending_unrevoke("a", 25);
         assert!(check_history(&[revoke.clone(), stale.clone()], &pending).is_empty());
         // An unrevoke invoked only after the check answered excuses nothing.
-        let late = vec![("w1".to_owned(), Op::Unrevoke("a".into()), 31)];
+        let late = pending_unrevoke("a", 31);
         assert_eq!(check_history(&[revoke, stale], &late).len(), 1);
     }
 
