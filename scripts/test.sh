@@ -53,10 +53,11 @@ step "the same with TLS on every link (mutual TLS between nodes, clients trustin
 ./target/release/revokd-harness chaos smoke --tls --out target/chaos/smoke-tls
 
 step "Docker: the compose cluster from locally built images (leader's container killed under"
-echo "   writes, every node checked), then the chaos smoke on containers; both skip without Docker"
+echo "   writes, every node checked), then the chaos smoke on containers; both on TLS, both skip"
+echo "   without Docker"
 scripts/compose-smoke.sh
 if command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1; then
-    ./target/release/revokd-harness chaos smoke --backend docker --out target/chaos/smoke-docker
+    ./target/release/revokd-harness chaos smoke --backend docker --tls --out target/chaos/smoke-docker
 else
     echo "docker chaos smoke skipped: docker is not installed or its daemon does not answer"
 fi

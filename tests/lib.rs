@@ -164,6 +164,19 @@ pub fn tls_args(
     ])
 }
 
+/// A TLS channel to `addr` (trusting `ca`) whose connections come from `local`, a loopback
+/// address of its own, so the node sees a distinct client address.
+pub fn tls_channel_from(local: &str, addr: &str, ca: &[u8]) -> Result<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let ip: std::net::IpAddr = local.parse()?;
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    Ok(Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
+        .local_address(Some(ip))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy())
+}
+
 /// A cluster of `n` nodes serving TLS (mutual TLS between them) with certificates from a
 /// fresh development CA, plus `args`. Keep the returned directory alive as long as the
 /// cluster: it holds the certificates.

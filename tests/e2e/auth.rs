@@ -9,7 +9,7 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use revokd_client::{Client, ClientConfig, ClientTls, Revoke};
 use revokd_e2e::{check_req, leader_and_follower, now, revoke_req, tls_cluster};
 use revokd_proto::v1::{self as pb, revocation_client::RevocationClient};
-use revokd_testkit::{tls_channel, ClusterOptions, ProcessCluster};
+use revokd_testkit::tls_channel;
 use serde_json::{json, Value};
 use tonic::Code;
 
@@ -216,21 +216,22 @@ async fn writes_need_an_admin_token_and_record_its_subject() -> Result<()> {
 #[tokio::test]
 async fn reads_can_require_a_scope_and_bad_settings_stop_the_node() -> Result<()> {
     let key = keys_dir().join("rsa_public.pem");
-    let c = ProcessCluster::start_with(
+    let key_arg = key.display().to_string();
+    let (c, ca, _certs) = tls_cluster(
         1,
-        ClusterOptions::args([
-            "--auth-key".to_owned(),
-            key.display().to_string(),
-            "--auth-issuer".into(),
-            ISS.into(),
-            "--auth-audience".into(),
-            AUD.into(),
-            "--auth-read-scope".into(),
-            "revokd:read".into(),
-        ]),
+        &[
+            "--auth-key",
+            &key_arg,
+            "--auth-issuer",
+            ISS,
+            "--auth-audience",
+            AUD,
+            "--auth-read-scope",
+            "revokd:read",
+        ],
     )
     .await?;
-    let mut api = c.revocation(1)?;
+    let mut api = RevocationClient::new(tls_channel(&c.addr(1)?, ca.ca_pem.as_bytes())?);
     let err = api
         .check(check_req("x", pb::Consistency::Local, 0))
         .await
@@ -243,6 +244,8 @@ async fn reads_can_require_a_scope_and_bad_settings_stop_the_node() -> Result<()
     api.check(req).await?;
 
     // A key file that is not a key: the node refuses to start and says why.
+    let certs = tempfile::tempdir()?;
+    let tls = revokd_e2e::tls_args(certs.path(), &ca, "bad-key")?;
     let out = std::process::Command::new(revokd_testkit::revokd_bin()?)
         .args([
             "--auth-key",
@@ -252,17 +255,158 @@ async fn reads_can_require_a_scope_and_bad_settings_stop_the_node() -> Result<()
             "--auth-audience",
             AUD,
         ])
+        .args(&tls)
         .output()?;
     ensure!(!out.status.success(), "started with a bad key");
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(stderr.contains("auth-key /etc/hostname"), "{stderr}");
     let out = std::process::Command::new(revokd_testkit::revokd_bin()?)
-        .args(["--auth-key", &key.display().to_string()])
+        .args(["--auth-key", &key_arg])
         .output()?;
     ensure!(
         String::from_utf8_lossy(&out.stderr).contains("auth-key needs auth-issuer"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn admin_tokens_are_checked_beyond_their_signature_and_revoked_with_revokd() -> Result<()> {
+    let key = keys_dir().join("rsa_public.pem").display().to_string();
+    let (c, ca, _certs) = tls_cluster(
+        3,
+        &[
+            "--auth-key",
+            &key,
+            "--auth-issuer",
+            ISS,
+            "--auth-audience",
+            AUD,
+        ],
+    )
+    .await?;
+    let ca_pem = ca.ca_pem.as_bytes();
+    let (leader, follower) = leader_and_follower(&c, Duration::from_secs(10)).await?;
+    let (at_leader, at_follower) = (c.addr(leader)?, c.addr(follower)?);
+    let sign = |claims: Value| token_with(claims, "rsa_private.pem");
+    let expect_refused = |r: Result<pb::WriteResponse, tonic::Status>, says: &str| -> Result<()> {
+        let s = match r {
+            Ok(w) => anyhow::bail!("accepted: {w:?}"),
+            Err(s) => s,
+        };
+        ensure!(s.code() == Code::Unauthenticated, "{s}");
+        ensure!(
+            s.message().contains(says),
+            "{:?} should say {says:?}",
+            s.message()
+        );
+        Ok(())
+    };
+
+    // Claims the signature does not vouch for.
+    let future = with(
+        admin_claims("alice", "revokd:admin"),
+        "iat",
+        json!(now() + 600),
+    );
+    expect_refused(
+        revoke_as(&at_leader, ca_pem, Some(&sign(future)?), "", "x1").await,
+        "issued in the future",
+    )?;
+    let immature = with(
+        admin_claims("alice", "revokd:admin"),
+        "nbf",
+        json!(now() + 600),
+    );
+    expect_refused(
+        revoke_as(&at_leader, ca_pem, Some(&sign(immature)?), "", "x2").await,
+        "ImmatureSignature",
+    )?;
+    let long_lived = with(
+        admin_claims("alice", "revokd:admin"),
+        "exp",
+        json!(now() + 2 * 24 * 3600),
+    );
+    expect_refused(
+        revoke_as(&at_leader, ca_pem, Some(&sign(long_lived)?), "", "x3").await,
+        "auth-max-token-lifetime-secs",
+    )?;
+    let posing = admin_claims("cert:alice", "revokd:admin");
+    expect_refused(
+        revoke_as(&at_leader, ca_pem, Some(&sign(posing)?), "", "x4").await,
+        "names certificate admins",
+    )?;
+
+    // A leaked admin token is revoked with revokd itself: by its jti, or by a subject rule.
+    let leaked = sign(with(
+        admin_claims("mallory", "revokd:admin"),
+        "jti",
+        json!("leaked-admin-token"),
+    ))?;
+    // Issued a little while ago: a rule revokes tokens issued strictly before it.
+    let carol = sign(with(
+        admin_claims("carol", "revokd:admin"),
+        "iat",
+        json!(now() - 5),
+    ))?;
+    let bob = sign(admin_claims("bob", "revokd:admin"))?;
+    revoke_as(
+        &at_follower,
+        ca_pem,
+        Some(&leaked),
+        "",
+        "before-the-leak-was-found",
+    )
+    .await?;
+    revoke_as(&at_follower, ca_pem, Some(&carol), "", "carol-before").await?;
+    // Revoked the way an operator would: revokctl, with the token in a file (not in `ps`).
+    let files = tempfile::tempdir()?;
+    let (token_file, ca_file) = (files.path().join("bob.jwt"), files.path().join("ca.pem"));
+    std::fs::write(&token_file, format!("{bob}\n"))?;
+    std::fs::write(&ca_file, ca_pem)?;
+    let out = std::process::Command::new(revokd_testkit::revokctl_bin()?)
+        .args(["--endpoints", &at_follower, "--tls-ca"])
+        .arg(&ca_file)
+        .arg("--token-file")
+        .arg(&token_file)
+        .args(["revoke", "leaked-admin-token", "--expires-at", "+1h"])
+        .env_remove("REVOKD_TOKEN")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "revokctl revoke: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut api = RevocationClient::new(tls_channel(&at_leader, ca_pem)?);
+    let mut rule = tonic::Request::new(pb::RevokeRuleRequest {
+        kind: pb::RuleKind::Subject as i32,
+        value: "carol".into(),
+        not_before: 0,
+        reason: "left the team".into(),
+    });
+    rule.metadata_mut()
+        .insert("authorization", format!("Bearer {bob}").parse()?);
+    api.revoke_rule(rule).await?;
+    let revoked_at = std::time::Instant::now();
+    // Refused within a second on every node, the follower included (it applies the
+    // revocation a moment after the leader acknowledged it).
+    for (token, says) in [(&leaked, "is revoked"), (&carol, "subject rule")] {
+        loop {
+            match revoke_as(&at_follower, ca_pem, Some(token), "", "after").await {
+                Err(s) if s.code() == Code::Unauthenticated => {
+                    ensure!(s.message().contains(says), "{s}");
+                    break;
+                }
+                other => ensure!(
+                    revoked_at.elapsed() < Duration::from_secs(1),
+                    "a revoked admin token still worked a second later: {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Bob's token is untouched.
+    revoke_as(&at_follower, ca_pem, Some(&bob), "", "bob-after").await?;
     Ok(())
 }

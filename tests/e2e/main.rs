@@ -12,6 +12,7 @@ mod membership;
 mod ops;
 mod replica;
 mod revokctl;
+mod secure_default;
 mod tls;
 mod validator;
 mod watch;

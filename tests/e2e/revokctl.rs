@@ -27,6 +27,20 @@ fn ctl(endpoints: &[String], args: &[&str]) -> Result<(i32, String, String)> {
     ))
 }
 
+/// The progress file revokctl would write after `line` of the input at `path`.
+fn progress_json(path: &std::path::Path, line: u64) -> Result<String> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path)?;
+    let hash: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(
+        serde_json::json!({"input_size": bytes.len(), "input_sha256": hash, "line": line})
+            .to_string(),
+    )
+}
+
 /// Runs revokctl with `-o json` and parses each output line.
 fn ctl_json(endpoints: &[String], args: &[&str]) -> Result<(i32, Vec<Value>)> {
     let mut all = vec!["-o", "json"];
@@ -264,7 +278,10 @@ async fn import_of_100k_lines_skips_malformed_ones_and_resumes() -> Result<()> {
     );
 
     // Resume: as if an earlier run had stopped after line 60,000.
-    std::fs::write(format!("{file}.revokctl-progress"), "60000")?;
+    std::fs::write(
+        format!("{file}.revokctl-progress"),
+        progress_json(&path, 60_000)?,
+    )?;
     let (code, rows) = ctl_json(&ep, &["import", file, "--resume"])?;
     assert_eq!(code, 4);
     let summary = rows.last().context("summary")?;
@@ -340,5 +357,54 @@ async fn bench_runs_are_bounded_and_report_percentiles() -> Result<()> {
         (50..=110).contains(&ops),
         "--rate 100 for 1 s gave {ops} ops"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_import_progress_file_is_private_and_tied_to_its_input() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = ProcessCluster::start(1).await?;
+    cluster.wait_leader(Duration::from_secs(15)).await?;
+    let ep = cluster.endpoints();
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("ids.ndjson");
+    let exp = now() + 3600;
+    let good: String = (1..=3)
+        .map(|i| format!("{{\"jti\":\"p-{i}\",\"expires_at\":{exp}}}\n"))
+        .collect();
+    // Three good lines, then one that is not UTF-8: the import stops there, and keeps its
+    // progress for --resume.
+    let mut bytes = good.clone().into_bytes();
+    bytes.extend_from_slice(b"\xff\xfe\n");
+    std::fs::write(&path, &bytes)?;
+    let file = path.to_str().context("utf-8 path")?;
+    let progress = dir.path().join("ids.ndjson.revokctl-progress");
+    let (code, _, err) = ctl(&ep, &["import", file, "--batch", "1"])?;
+    ensure!(code != 0, "an unreadable line fails the import: {err}");
+    let mode = std::fs::metadata(&progress)?.permissions().mode() & 0o777;
+    ensure!(mode == 0o600, "progress file mode {mode:o}");
+    let recorded: Value = serde_json::from_str(&std::fs::read_to_string(&progress)?)?;
+    ensure!(recorded["line"] == 3, "{recorded}");
+    ensure!(recorded["input_size"] == bytes.len(), "{recorded}");
+
+    // The input changed: its old progress means nothing now, and --resume says so.
+    std::fs::write(
+        &path,
+        format!("{good}{{\"jti\":\"p-4\",\"expires_at\":{exp}}}\n"),
+    )?;
+    let (code, _, err) = ctl(&ep, &["import", file, "--resume"])?;
+    ensure!(code == 2, "exit code {code}: {err}");
+    ensure!(err.contains("written for another input"), "{err}");
+
+    // A symlink at the progress file's name is never followed, to read or to write.
+    let target = dir.path().join("precious");
+    std::fs::write(&target, "keep me")?;
+    std::fs::remove_file(&progress)?;
+    std::os::unix::fs::symlink(&target, &progress)?;
+    let (code, _, err) = ctl(&ep, &["import", file, "--resume"])?;
+    ensure!(code == 2 && err.contains("is a symlink"), "{code}: {err}");
+    let (code, _, err) = ctl(&ep, &["import", file, "--batch", "1"])?;
+    ensure!(code != 0 && err.contains("is a symlink"), "{code}: {err}");
+    ensure!(std::fs::read_to_string(&target)? == "keep me");
     Ok(())
 }

@@ -42,9 +42,22 @@ pub struct Cli {
     #[arg(long, global = true, env = "REVOKD_ACTOR", default_value = "revokctl")]
     pub actor: String,
     /// Bearer JWT for a cluster started with --auth-key (writes need its admin scope; with
-    /// auth on, writes are recorded as the token's `sub`, not --actor).
+    /// auth on, writes are recorded as the token's `sub`, not --actor). Visible to other
+    /// users in `ps`: prefer --token-file or REVOKD_TOKEN.
     #[arg(long, global = true, env = "REVOKD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Read the bearer JWT from this file (surrounding whitespace ignored).
+    #[arg(
+        long,
+        global = true,
+        env = "REVOKD_TOKEN_FILE",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Send the token over plaintext to a non-loopback address (anyone on the path could
+    /// read and reuse it): only on a network you trust.
+    #[arg(long, global = true)]
+    pub allow_plaintext_token: bool,
     /// The cluster CA's PEM certificate: talk TLS to nodes started with --tls-cert.
     #[arg(long, global = true, env = "REVOKD_TLS_CA")]
     pub tls_ca: Option<std::path::PathBuf>,
@@ -173,7 +186,9 @@ pub struct ImportArgs {
     /// Lines per batch (one atomic log entry each), at most 10,000.
     #[arg(long, default_value_t = 5_000)]
     pub batch: usize,
-    /// Continue from where an earlier run stopped (its progress is kept in FILE.revokctl-progress).
+    /// Continue from where an earlier run stopped (its progress is kept in
+    /// FILE.revokctl-progress, mode 0600, with the input's size and SHA-256: a progress file
+    /// of another input, or of this one changed since, is refused).
     #[arg(long)]
     pub resume: bool,
 }

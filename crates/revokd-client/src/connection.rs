@@ -31,11 +31,13 @@ const ACTOR_HEADER: &str = "x-revokd-actor";
 /// Most token ids in one `RevokeBatch` (the node's limit).
 pub const MAX_BATCH: usize = 10_000;
 
-/// How a [`Client`] connects. Every field documents its default.
-#[derive(Debug, Clone)]
+/// How a [`Client`] connects. Every field documents its default. `Debug` leaves out the
+/// bearer token and the TLS private key.
+#[derive(Clone)]
 pub struct ClientConfig {
-    /// Addresses of one or more nodes: `host:port` or `http://host:port`. The other members
-    /// are learned from `Status`. Required.
+    /// Addresses of one or more nodes: `host:port`, `http://host:port`, or
+    /// `https://host:port` (which needs `tls`: a TLS endpoint is never dialed in plaintext).
+    /// The other members are learned from `Status`. Required.
     pub endpoints: Vec<String>,
     /// Deadline of each call, retries included. Default 5 s.
     pub timeout: Duration,
@@ -66,13 +68,42 @@ pub struct ClientConfig {
     /// TLS for clusters started with `--tls-cert`: the cluster CA to trust, and optionally a
     /// client certificate. Default none (plaintext).
     pub tls: Option<ClientTls>,
+    /// Send `bearer_token` over plaintext to an address that is not loopback. Anyone on the
+    /// path could read the token and use it until it expires, so this is refused unless set.
+    /// Default false.
+    pub allow_plaintext_token: bool,
     /// How connections to the nodes are opened. Default TCP; the deterministic simulation
     /// dials through its simulated network.
     pub dialer: revokd_proto::dial::Dialer,
 }
 
-/// How a [`Client`] verifies the nodes over TLS.
-#[derive(Debug, Clone)]
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("endpoints", &self.endpoints)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("actor", &self.actor)
+            .field("address_map", &self.address_map)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| REDACTED),
+            )
+            .field("tls", &self.tls)
+            .field("allow_plaintext_token", &self.allow_plaintext_token)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `Debug` prints instead of a secret.
+const REDACTED: &str = "<redacted>";
+
+/// How a [`Client`] verifies the nodes over TLS. `Debug` leaves out the private key.
+#[derive(Clone)]
 pub struct ClientTls {
     /// PEM certificate of the cluster CA.
     pub ca_pem: Vec<u8>,
@@ -80,6 +111,22 @@ pub struct ClientTls {
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
     /// The name to verify in the nodes' certificates instead of the host dialed. Default none.
     pub server_name: Option<String>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("ca_pem", &String::from_utf8_lossy(&self.ca_pem))
+            .field(
+                "identity",
+                &self
+                    .identity
+                    .as_ref()
+                    .map(|(cert, _)| (String::from_utf8_lossy(cert), REDACTED)),
+            )
+            .field("server_name", &self.server_name)
+            .finish()
+    }
 }
 
 impl ClientTls {
@@ -120,6 +167,7 @@ impl ClientConfig {
             address_map: BTreeMap::new(),
             bearer_token: None,
             tls: None,
+            allow_plaintext_token: false,
             dialer: revokd_proto::dial::Dialer::default(),
         }
     }
@@ -155,8 +203,24 @@ fn strip_scheme(addr: &str) -> &str {
         .trim_start_matches("https://")
 }
 
-fn endpoint(addr: &str, config: &ClientConfig) -> Result<Endpoint, Error> {
-    let addr = strip_scheme(addr);
+/// Whether `host:port` names a loopback host (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn endpoint(given: &str, config: &ClientConfig) -> Result<Endpoint, Error> {
+    if given.starts_with("https://") && config.tls.is_none() {
+        return Err(Error::Config(format!(
+            "endpoint {given:?} asks for TLS, but no TLS is configured: set ClientConfig::tls \
+             (the cluster CA to trust) rather than dial it in plaintext"
+        )));
+    }
+    let addr = strip_scheme(given);
     let addr = config
         .address_map
         .get(addr)
@@ -164,6 +228,17 @@ fn endpoint(addr: &str, config: &ClientConfig) -> Result<Endpoint, Error> {
         .unwrap_or(addr);
     if addr.is_empty() || !addr.contains(':') {
         return Err(Error::Config(format!("endpoint {addr:?} is not host:port")));
+    }
+    if config.tls.is_none()
+        && config.bearer_token.is_some()
+        && !config.allow_plaintext_token
+        && !is_loopback(addr)
+    {
+        return Err(Error::Config(format!(
+            "endpoint {addr:?}: a bearer token would travel in plaintext to a non-loopback \
+             address, where anyone on the path could read and reuse it; configure TLS, or set \
+             allow_plaintext_token if the network is trusted"
+        )));
     }
     let ep = match &config.tls {
         None => Endpoint::from_shared(format!("http://{addr}"))
@@ -229,8 +304,12 @@ impl Bearer {
         match &config.bearer_token {
             None => Ok(Bearer(None)),
             Some(t) => format!("Bearer {}", t.trim())
-                .parse()
-                .map(|v| Bearer(Some(v)))
+                .parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>()
+                .map(|mut v| {
+                    // Kept out of HPACK's dynamic table and of debug output.
+                    v.set_sensitive(true);
+                    Bearer(Some(v))
+                })
                 .map_err(|_| Error::Config("bearer_token is not a valid header value".into())),
         }
     }
@@ -1180,5 +1259,64 @@ async fn prober(inner: Weak<Inner>) {
                 client.learn_members(&s);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(endpoint: &str) -> ClientConfig {
+        ClientConfig::new([endpoint])
+    }
+
+    #[test]
+    fn an_https_endpoint_is_never_dialed_in_plaintext() {
+        let e = config("https://revokd.example:7000")
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("no TLS is configured"), "{e}");
+        let mut c = config("https://revokd.example:7000");
+        c.tls = Some(ClientTls::new(b"ca".to_vec()));
+        assert!(endpoint("https://revokd.example:7000", &c).is_ok());
+    }
+
+    #[test]
+    fn a_token_goes_over_plaintext_only_to_loopback_or_when_allowed() {
+        let mut c = config("10.0.0.5:7000");
+        c.bearer_token = Some("eyJ.secret.token".into());
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("in plaintext"), "{e}");
+        assert!(
+            !e.to_string().contains("eyJ"),
+            "the token is never echoed: {e}"
+        );
+        c.allow_plaintext_token = true;
+        assert!(c.validate().is_ok());
+        for local in ["127.0.0.1:7000", "localhost:7000", "[::1]:7000"] {
+            let mut c = config(local);
+            c.bearer_token = Some("t".into());
+            assert!(c.validate().is_ok(), "{local}");
+        }
+    }
+
+    #[test]
+    fn debug_output_leaves_secrets_out() {
+        let mut c = config("127.0.0.1:7000");
+        c.bearer_token = Some("eyJ.secret.token".into());
+        let mut tls = ClientTls::new(b"-----BEGIN CERTIFICATE-----".to_vec());
+        tls.identity = Some((b"client-cert".to_vec(), b"PRIVATE-KEY-BYTES".to_vec()));
+        c.tls = Some(tls);
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("eyJ") && !shown.contains("PRIVATE-KEY-BYTES"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("<redacted>") && shown.contains("client-cert"),
+            "{shown}"
+        );
+        let bearer = Bearer::new(&c).unwrap();
+        assert!(bearer.0.as_ref().is_some_and(|v| v.is_sensitive()));
     }
 }

@@ -38,6 +38,10 @@ pub enum Backend {
 
 /// The gRPC port inside a container (the image's `REVOKD_LISTEN`).
 const CONTAINER_PORT: u16 = 7000;
+/// Where a container finds the run's certificates (a read-only mount of `dir/certs`).
+const CONTAINER_CERTS: &str = "/certs";
+/// The user the image runs revokd as (deploy/docker/Dockerfile).
+const IMAGE_UID: u32 = 10001;
 
 /// How one node runs.
 enum Handle {
@@ -188,30 +192,6 @@ impl Deployment {
         tls: bool,
     ) -> Result<Deployment> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        if tls && matches!(backend, Backend::Docker { .. }) {
-            bail!("TLS with --backend docker is not supported yet; use the process backend");
-        }
-        let (tls_ca, tls_args) = if tls {
-            let certs = dir.join("certs");
-            let ca = revokd_testkit::devca::DevCa::new("revokd-harness CA")?;
-            let ca_path = ca.write_ca(&certs)?;
-            let (cert, key) = ca
-                .issue("node", &["localhost", "127.0.0.1"])?
-                .write(&certs, "node")?;
-            (
-                Some(ca.ca_pem.clone().into_bytes()),
-                vec![
-                    "--tls-cert".to_owned(),
-                    cert.display().to_string(),
-                    "--tls-key".into(),
-                    key.display().to_string(),
-                    "--tls-ca".into(),
-                    ca_path.display().to_string(),
-                ],
-            )
-        } else {
-            (None, Vec::new())
-        };
         let bin = match backend {
             Backend::Process => revokd_testkit::revokd_bin()?,
             Backend::Docker { .. } => PathBuf::from("docker"),
@@ -234,6 +214,55 @@ impl Deployment {
             };
             advertised.insert(s.id, addr);
         }
+        // TLS: a development CA for the run. Containers read the certificates from a read-only
+        // mount of `dir/certs` at /certs, as the image's user (uid 10001); their certificate
+        // names the addresses the nodes and the harness dial (the containers' own, and the
+        // link proxies on the gateway).
+        let (tls_ca, tls_args) = if tls {
+            let certs = dir.join("certs");
+            let ca = revokd_testkit::devca::DevCa::new("revokd-harness CA")?;
+            let ca_path = ca.write_ca(&certs)?;
+            let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+            if ips.is_some() {
+                sans.push(bind.to_string());
+                sans.extend(
+                    advertised
+                        .values()
+                        .filter_map(|a| a.rsplit_once(':').map(|(h, _)| h.to_owned())),
+                );
+            }
+            let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
+            let (cert, key) = ca.issue("node", &sans)?.write(&certs, "node")?;
+            let at = |p: &Path| -> String {
+                match (&ips, p.file_name()) {
+                    (Some(_), Some(name)) => {
+                        format!("{CONTAINER_CERTS}/{}", name.to_string_lossy())
+                    }
+                    _ => p.display().to_string(),
+                }
+            };
+            if ips.is_some() {
+                std::os::unix::fs::chown(&key, Some(IMAGE_UID), Some(IMAGE_UID)).with_context(|| {
+                    format!(
+                        "TLS on containers: giving {} to the image's user (uid {IMAGE_UID}) needs root",
+                        key.display()
+                    )
+                })?;
+            }
+            (
+                Some(ca.ca_pem.clone().into_bytes()),
+                vec![
+                    "--tls-cert".to_owned(),
+                    at(&cert),
+                    "--tls-key".into(),
+                    at(&key),
+                    "--tls-ca".into(),
+                    at(&ca_path),
+                ],
+            )
+        } else {
+            (None, Vec::new())
+        };
         let net = match Network::start(topology, &advertised, bind, seed).await {
             Ok(net) => net,
             Err(e) => {
@@ -269,6 +298,11 @@ impl Deployment {
                 }
                 Backend::Docker { .. } => {
                     args.extend(["--advertise".into(), addr.clone()]);
+                    if !tls {
+                        // The image listens on 0.0.0.0 inside the container, on a network
+                        // of the run's own: say so, or the node refuses to start in plaintext.
+                        args.push("--insecure".into());
+                    }
                     let ip: Ipv4Addr = addr
                         .split(':')
                         .next()
@@ -418,6 +452,14 @@ impl Deployment {
             Backend::Process => None,
         };
         let network = self.docker_network.clone().unwrap_or_default();
+        // `docker run -v` takes an absolute host path (a relative one names a volume).
+        let certs_mount = match &self.tls_ca {
+            Some(_) => {
+                let certs = std::fs::canonicalize(self.dir.join("certs"))?;
+                Some(format!("{}:{CONTAINER_CERTS}:ro", certs.display()))
+            }
+            None => None,
+        };
         let node = self.node_mut(id)?;
         if node.running() {
             bail!("node {id} is already running");
@@ -465,8 +507,11 @@ impl Deployment {
                         &ip,
                         "-e",
                         &env,
-                        image.as_deref().unwrap_or_default(),
                     ];
+                    if let Some(m) = &certs_mount {
+                        args.extend(["-v", m.as_str()]);
+                    }
+                    args.push(image.as_deref().unwrap_or_default());
                     args.extend(node.args.iter().map(String::as_str));
                     if let Err(e) = docker(&args) {
                         // `docker run` can fail after creating the container: remove it.

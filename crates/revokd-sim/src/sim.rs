@@ -146,6 +146,8 @@ fn node_config(id: u64, members: &BTreeMap<u64, String>, election_ms: u64) -> Co
         snapshot_keep_logs: 20,
         purge_interval: Duration::from_secs(1),
         default_deadline: Duration::from_secs(2),
+        // Simulated hosts on a simulated network: no TLS, and not loopback.
+        insecure: true,
         ..Config::default()
     }
 }
@@ -214,6 +216,7 @@ fn run_here(seed: u64, opts: &Options) -> Report {
                         p.node = Some(node.clone());
                         p.incarnation += 1;
                     })),
+                    ..Platform::default()
                 };
                 revokd::run_on(config, platform, incoming, std::future::pending()).await?;
                 Ok(())

@@ -86,9 +86,19 @@ pub struct Config {
     /// TLS for clients and peers. Default: off (plaintext).
     pub tls: Option<TlsSettings>,
     /// Most connections open at once (clients, watchers and peers together); more are closed
-    /// as soon as they are accepted. A connection that sends nothing for 10 s is closed too.
-    /// Default 4,096.
+    /// as soon as they are accepted. With TLS on, a quarter of them (at most 64) are kept for
+    /// peers. A connection that sends nothing for 10 s, or has not opened HTTP/2 (or finished
+    /// its TLS handshake) 10 s after it was accepted, is closed too. Default 4,096.
     pub max_connections: usize,
+    /// Most connections from one client address (`--max-connections-per-address`); a
+    /// connection over it is closed unless it turns out to be a peer (with TLS on). Default
+    /// 1,024; 0 is no per-address cap.
+    pub max_connections_per_address: usize,
+    /// Run without TLS on a non-loopback address (`--insecure`): any process that reaches the
+    /// port can then send Raft messages and rewrite the revocation set, so the node warns at
+    /// start and exports `revokd_insecure 1`. Default false: such a node refuses to start.
+    /// Loopback-only nodes need no TLS either way.
+    pub insecure: bool,
 }
 
 /// The node's certificate, key and the cluster CA (see `network::tls`).
@@ -128,7 +138,13 @@ pub struct AuthSettings {
     pub admin_scope: String,
     /// Scope reads need. Default: none (reads and watches are open).
     pub read_scope: Option<String>,
+    /// Longest lifetime an admin token may have (`exp` minus `iat`, or minus now without
+    /// `iat`): a leaked token is useful for at most this long. Default 24 hours.
+    pub max_token_lifetime: Duration,
 }
+
+/// Default longest lifetime of an admin token.
+pub const DEFAULT_ADMIN_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Command-line flags (each also an environment variable). Unset flags fall back to the
 /// config file, then to the defaults documented on [`Config`]. The TOML file has the same
@@ -229,6 +245,10 @@ pub struct Args {
     /// Scope reads need. [default: none, reads are open]
     #[arg(long, env = "REVOKD_AUTH_READ_SCOPE")]
     pub auth_read_scope: Option<String>,
+    /// Longest lifetime (exp - iat) an admin token may have, in seconds; longer-lived tokens
+    /// are refused. [default: 86400 (24 hours)]
+    #[arg(long, env = "REVOKD_AUTH_MAX_TOKEN_LIFETIME_SECS")]
+    pub auth_max_token_lifetime_secs: Option<u64>,
     /// Seconds a Watch stream may go unread while changes wait before it is ended.
     /// [default: 30]
     #[arg(long, env = "REVOKD_WATCH_STALL_TIMEOUT_SECS")]
@@ -253,6 +273,14 @@ pub struct Args {
     /// Most connections open at once; more are closed at accept. [default: 4096]
     #[arg(long, env = "REVOKD_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most connections from one client address; 0 is no cap. [default: 1024]
+    #[arg(long, env = "REVOKD_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
+    /// Allow listening on a non-loopback address without TLS. Anyone who reaches the port
+    /// can then forge Raft traffic and rewrite the revocation set: for a laptop or a private
+    /// test network only. [default: off]
+    #[arg(long, env = "REVOKD_INSECURE")]
+    pub insecure: bool,
 }
 
 /// A configuration that cannot be used. The message says which setting and why.
@@ -309,6 +337,8 @@ impl Default for Config {
             watch_stall_timeout: Duration::from_secs(30),
             tls: None,
             max_connections: 4096,
+            max_connections_per_address: 1024,
+            insecure: false,
         }
     }
 }
@@ -412,11 +442,16 @@ impl Config {
                 .map(secs)
                 .unwrap_or(d.watch_stall_timeout),
             max_connections: layered!(max_connections).unwrap_or(d.max_connections),
+            max_connections_per_address: layered!(max_connections_per_address)
+                .unwrap_or(d.max_connections_per_address),
+            insecure: args.insecure || file.insecure,
             tls: match (layered!(tls_cert), layered!(tls_key), layered!(tls_ca)) {
                 (None, None, None) => {
                     if layered!(admin_client_ca).is_some() {
                         return Err(ConfigError::Invalid(
-                            "admin-client-ca needs TLS (tls-cert, tls-key and tls-ca)".into(),
+                            "admin-client-ca needs TLS (tls-cert, tls-key and tls-ca): client \
+                             certificates are only seen over TLS"
+                                .into(),
                         ));
                     }
                     None
@@ -478,6 +513,9 @@ impl Config {
                         admin_scope: layered!(auth_admin_scope)
                             .unwrap_or_else(|| "revokd:admin".into()),
                         read_scope: layered!(auth_read_scope),
+                        max_token_lifetime: layered!(auth_max_token_lifetime_secs)
+                            .map(secs)
+                            .unwrap_or(DEFAULT_ADMIN_TOKEN_LIFETIME),
                     })
                 }
             },
@@ -550,6 +588,48 @@ impl Config {
         }
         if self.default_deadline.is_zero() {
             return bad("default-deadline-ms must be at least 1".into());
+        }
+        if self
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.max_token_lifetime.is_zero())
+        {
+            return bad("auth-max-token-lifetime-secs must be at least 1".into());
+        }
+        self.check_transport_security()
+    }
+
+    /// Refuses settings that promise a protection plaintext cannot give. Without TLS the
+    /// Raft service cannot tell peers from strangers, so any process that reaches the port
+    /// can send `Vote`, `AppendEntries` or `InstallSnapshot` and install whatever state it
+    /// likes: admin authorization or a read scope would then only look like protection, and
+    /// a non-loopback address would offer the whole set to the network. `--insecure` allows
+    /// the latter (a laptop, a private test network), never the former.
+    pub fn check_transport_security(&self) -> Result<(), ConfigError> {
+        if self.tls.is_some() {
+            return Ok(());
+        }
+        let needs_tls = |what: &str| {
+            Err(ConfigError::Invalid(format!(
+                "{what} needs TLS (tls-cert, tls-key and tls-ca): without it any process that \
+                 reaches the port can forge Raft messages and rewrite the revocation set, \
+                 whatever the admins' credentials; create certificates with scripts/gen-certs.sh"
+            )))
+        };
+        if let Some(a) = &self.auth {
+            if a.read_scope.is_some() {
+                return needs_tls("auth-read-scope");
+            }
+            return needs_tls("auth-key");
+        }
+        if !self.listen.ip().is_loopback() && !self.insecure {
+            return Err(ConfigError::Invalid(format!(
+                "listen {} is not a loopback address and TLS is off: any process that reaches \
+                 it could forge Raft messages and rewrite the revocation set. Turn TLS on \
+                 (tls-cert, tls-key, tls-ca; scripts/gen-certs.sh makes a development CA), or \
+                 pass --insecure for a laptop or a private test network",
+                self.listen
+            )));
         }
         Ok(())
     }

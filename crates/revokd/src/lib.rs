@@ -41,8 +41,13 @@ use crate::network::client::MAX_RAFT_MESSAGE;
 use crate::network::{NetworkFactory, RaftService};
 use crate::node::{unix_now, Node};
 
-/// Largest public API message (a full `RevokeBatch` of 10,000 long entries fits).
-pub const MAX_API_MESSAGE: usize = 32 * 1024 * 1024;
+/// Largest public API message the node decodes: twice the token data one `RevokeBatch` may
+/// carry ([`revokd_core::MAX_BATCH_BYTES`]), which leaves room for protobuf framing, so every
+/// request the node could accept fits and anything larger is refused before it is buffered
+/// whole. Only verified peers may send the larger Raft messages.
+pub const MAX_API_MESSAGE: usize = 2 * revokd_core::MAX_BATCH_BYTES;
+/// Largest public API message the node encodes: a `Snapshot` chunk of many long entries.
+pub const MAX_API_RESPONSE: usize = 32 * 1024 * 1024;
 
 /// Why a node could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +87,9 @@ pub struct Platform {
     pub metrics_listener: Option<tokio::net::TcpListener>,
     /// Called with the node once it has started (the simulation reads its state).
     pub on_start: Option<OnStart>,
+    /// The connections the accept loop let in on probation, for the gate to evict those that
+    /// are not peers. Default: none (an accept stream without a peer reserve).
+    pub probation: network::incoming::Probation,
 }
 
 /// A callback receiving a started node.
@@ -115,9 +123,16 @@ pub async fn run(
     // Connection limits and the first-byte timeout; TCP_NODELAY is set there too (Nagle's
     // algorithm would hold small watch messages back for a delayed-ACK period, and the
     // builder's flag does not reach a listener we bound ourselves).
-    let incoming = network::incoming::limited(listener, config.max_connections);
+    let probation = network::incoming::Probation::default();
+    let limits = network::incoming::ConnectionLimits {
+        max_connections: config.max_connections,
+        per_address: config.max_connections_per_address,
+        identify_peers: config.tls.is_some(),
+    };
+    let incoming = network::incoming::limited(listener, limits, probation.clone());
     let platform = Platform {
         metrics_listener,
+        probation,
         ..Platform::default()
     };
     serve(config, platform, security, incoming, shutdown).await
@@ -169,6 +184,8 @@ struct Security {
 
 impl Security {
     fn load(config: &Config) -> Result<Security, RunError> {
+        // Also for embedders that built the configuration by hand (`run_on`).
+        config.check_transport_security()?;
         let tls = match &config.tls {
             Some(s) => Some(network::tls::Tls::load(s)?),
             None => None,
@@ -193,16 +210,18 @@ where
     IO: Connection,
 {
     let config = Arc::new(config);
-    let identify = api::caller::Identify::new(
-        tls.as_ref().map(|t| t.peers.clone()),
-        tls.as_ref().and_then(|t| t.admins.clone()),
-    );
     let Platform {
         disk,
         dialer,
         metrics_listener,
         on_start,
+        probation,
     } = platform;
+    let identify = api::caller::Identify::new(
+        tls.as_ref().map(|t| t.peers.clone()),
+        tls.as_ref().and_then(|t| t.admins.clone()),
+        probation,
+    );
     let disk = match disk {
         Some(d) => d,
         None => storage::sled_disk(&config.data_dir)?,
@@ -212,6 +231,8 @@ where
         dialer,
     };
     let (log, sm) = storage::open_disk(&disk, config.watch_window)?;
+    // Admin tokens revoked in the node's own set are refused.
+    let auth = auth.map(|a| a.checking_revocations(sm.clone()));
     let raft_config = consensus::raft_config(
         config.heartbeat.as_millis() as u64,
         config.election_timeout.as_millis() as u64,
@@ -273,6 +294,10 @@ where
     tokio::spawn(purge_task(node.clone(), stop_rx.clone()));
 
     let metrics = metrics::Metrics::new();
+    if config.tls.is_none() && !config.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.listen, "revokd: INSECURE: serving without TLS on a non-loopback address (--insecure); anyone who reaches this port can send Raft messages and rewrite the revocation set");
+        metrics.set_insecure();
+    }
     if let Some(l) = metrics_listener {
         let (m, n, rx) = (metrics.clone(), node.clone(), stop_rx.clone());
         tracing::info!(addr = %config.metrics_listen.map(|a| a.to_string()).unwrap_or_default(), "metrics: serving /metrics");
@@ -311,7 +336,11 @@ where
     let mut builder = tonic::transport::Server::builder();
     if let Some(t) = &tls {
         builder = builder
-            .tls_config(t.server.clone())
+            .tls_config(
+                t.server
+                    .clone()
+                    .timeout(network::incoming::TLS_HANDSHAKE_TIMEOUT),
+            )
             .map_err(|e| RunError::Config(config::ConfigError::Invalid(format!("tls: {e}"))))?;
     }
     let server = builder
@@ -332,18 +361,15 @@ where
         .add_service(
             RevocationServer::new(api::revocation::RevocationService::new(node.clone()))
                 .max_decoding_message_size(MAX_API_MESSAGE)
-                .max_encoding_message_size(MAX_API_MESSAGE),
+                .max_encoding_message_size(MAX_API_RESPONSE),
         )
         .add_service(ClusterServer::new(api::cluster::ClusterService::new(
             node.clone(),
         )))
         .add_service(
-            RaftServer::new(RaftService::new(
-                raft.clone(),
-                tls.as_ref().map(|t| t.peers.clone()),
-            ))
-            .max_decoding_message_size(MAX_RAFT_MESSAGE)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE),
+            RaftServer::new(RaftService::new(raft.clone()))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE),
         )
         .serve_with_incoming_shutdown(incoming, wait_stop(stop_rx.clone()));
     // Connections that stay open (watchers, peers, idle clients) would hold a graceful

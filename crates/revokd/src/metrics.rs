@@ -1,6 +1,9 @@
 //! Prometheus metrics: Raft and state gauges refreshed on scrape, and per-RPC request counts
-//! and latency histograms recorded by a tower layer on the gRPC server.
+//! and latency histograms recorded by a tower layer on the gRPC server. The `method` label
+//! only takes the names of methods the node serves (anything else is `unknown`), so callers
+//! cannot grow the number of series.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,6 +36,9 @@ pub struct Metrics {
     replica_lag: IntGaugeVec,
     watchers: IntGauge,
     watchers_dropped: IntGauge,
+    insecure: IntGauge,
+    snapshot_streams: IntGauge,
+    snapshot_streams_dropped: IntGauge,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -126,11 +132,31 @@ impl Metrics {
                 "revokd_watchers_dropped_total",
                 "Watch streams ended because the watcher read nothing for the stall timeout",
             ),
+            snapshot_streams: gauge(
+                &registry,
+                "revokd_snapshot_streams",
+                "open Snapshot streams",
+            ),
+            snapshot_streams_dropped: gauge(
+                &registry,
+                "revokd_snapshot_streams_dropped_total",
+                "Snapshot streams ended because the reader took nothing for the stall timeout",
+            ),
+            insecure: gauge(
+                &registry,
+                "revokd_insecure",
+                "1 when the node serves a non-loopback address without TLS (--insecure)",
+            ),
             replica_lag,
             registry,
             requests,
             latency,
         })
+    }
+
+    /// Marks the node as serving without TLS on a non-loopback address.
+    pub fn set_insecure(&self) {
+        self.insecure.set(1);
     }
 
     /// Reads the node's current figures into the gauges and renders the text format.
@@ -152,6 +178,9 @@ impl Metrics {
         self.watch_window_start.set(node.sm.window_start() as i64);
         self.watchers.set(node.watchers.open() as i64);
         self.watchers_dropped.set(node.watchers.dropped() as i64);
+        self.snapshot_streams.set(node.snapshots.open() as i64);
+        self.snapshot_streams_dropped
+            .set(node.snapshots.stalled() as i64);
         let replicas = node.replicas.list(self.applied.get() as u64);
         self.replicas.set(replicas.len() as i64);
         // Replicas come and go: export exactly the current ones.
@@ -196,16 +225,51 @@ pub async fn serve(
         .await
 }
 
+/// The label of calls to a path the node does not serve.
+const UNKNOWN_METHOD: &str = "unknown";
+
+/// The gRPC paths the node serves (`/package.Service/Method`), read from the descriptors of
+/// its services, so the set follows the protos.
+fn served_paths() -> HashSet<String> {
+    use prost::Message;
+    let mut paths = HashSet::new();
+    for set in [
+        revokd_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ] {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
+            continue;
+        };
+        for file in set.file {
+            for svc in &file.service {
+                for m in &svc.method {
+                    paths.insert(format!("/{}.{}/{}", file.package(), svc.name(), m.name()));
+                }
+            }
+        }
+    }
+    for reflection in ["v1", "v1alpha"] {
+        paths.insert(format!(
+            "/grpc.reflection.{reflection}.ServerReflection/ServerReflectionInfo"
+        ));
+    }
+    paths
+}
+
 /// Tower layer that records every gRPC call in [`Metrics`].
 #[derive(Clone)]
 pub struct MetricsLayer {
     metrics: Arc<Metrics>,
+    served: Arc<HashSet<String>>,
 }
 
 impl MetricsLayer {
     /// A layer recording into `metrics`.
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        MetricsLayer { metrics }
+        MetricsLayer {
+            metrics,
+            served: Arc::new(served_paths()),
+        }
     }
 }
 
@@ -215,6 +279,7 @@ impl<S> tower::Layer<S> for MetricsLayer {
         MetricsService {
             inner,
             metrics: self.metrics.clone(),
+            served: self.served.clone(),
         }
     }
 }
@@ -224,6 +289,18 @@ impl<S> tower::Layer<S> for MetricsLayer {
 pub struct MetricsService<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    served: Arc<HashSet<String>>,
+}
+
+impl<S> MetricsService<S> {
+    /// The `method` label of a call to `path`: the method's name if the node serves it.
+    fn label(&self, path: &str) -> String {
+        if self.served.contains(path) {
+            path.rsplit('/').next().unwrap_or(UNKNOWN_METHOD).to_owned()
+        } else {
+            UNKNOWN_METHOD.to_owned()
+        }
+    }
 }
 
 impl<S, B, R> tower::Service<http::Request<B>> for MetricsService<S>
@@ -240,13 +317,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = req
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or("unknown")
-            .to_owned();
+        let method = self.label(req.uri().path());
         let metrics = self.metrics.clone();
         let started = Instant::now();
         let fut = self.inner.call(req);
@@ -265,5 +336,26 @@ where
             }
             res
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::Layer as _;
+
+    #[test]
+    fn only_served_methods_get_a_label_of_their_own() {
+        let svc = MetricsLayer::new(Metrics::new()).layer(());
+        assert_eq!(svc.label("/revokd.v1.Revocation/Revoke"), "Revoke");
+        assert_eq!(svc.label("/revokd.v1.Raft/AppendEntries"), "AppendEntries");
+        assert_eq!(svc.label("/grpc.health.v1.Health/Check"), "Check");
+        assert_eq!(
+            svc.label("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            "ServerReflectionInfo"
+        );
+        for junk in ["/revokd.v1.Revocation/Nope", "/x/y", "/", "", "/a/b/c"] {
+            assert_eq!(svc.label(junk), UNKNOWN_METHOD, "{junk:?}");
+        }
     }
 }

@@ -47,6 +47,8 @@ pub struct Node {
     pub replicas: Arc<ReplicaRegistry>,
     /// Open `Watch` streams.
     pub watchers: Arc<Watchers>,
+    /// `Snapshot` streams and the copy of the set they share.
+    pub snapshots: Arc<crate::api::snapshots::Snapshots>,
     /// How to dial peers (to forward writes, to ask the leader for a read index).
     pub dial: PeerDial,
     proposer: Proposer,
@@ -120,6 +122,7 @@ impl Node {
             channels: Arc::default(),
             replicas: Arc::default(),
             watchers: Arc::default(),
+            snapshots: Arc::default(),
             dial: PeerDial::default(),
         }
     }

@@ -1,6 +1,14 @@
 //! The validator replicas that send heartbeats to this node: what each one last reported, for
 //! `Status` and the metrics. Not replicated: each node knows the replicas that talk to it, and a
 //! replica heartbeats every node.
+//!
+//! Receipts (`revokd-client`) count the replicas listed here, so a report must not be able to
+//! lie: a replica id belongs to the client that first reported it (its authenticated
+//! principal, or for an anonymous caller its connection) until that client falls silent for
+//! [`REBIND_AFTER`]; a reported revision is capped at the node's commit revision (no replica
+//! can have applied what is not committed); and each client (principal, or address for
+//! anonymous callers) may hold at most [`MAX_REPLICAS_PER_CLIENT`] ids, so no caller can crowd
+//! the others out of the registry.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,11 +29,30 @@ pub const MAX_REPLICAS: usize = 10_000;
 pub const MAX_REPLICA_ID_LEN: usize = 128;
 /// The longest replica description accepted.
 pub const MAX_DESCRIPTION_LEN: usize = 256;
+/// Most replica ids one client (principal, or address) may have registered at once. A host
+/// runs a handful of validator processes; a gateway fleet behind one NAT address a few dozen.
+pub const MAX_REPLICAS_PER_CLIENT: usize = 256;
+/// A replica id whose owner has not reported for this long may be taken by another client
+/// (a replica that restarted, or reconnected from a new port). Several heartbeat intervals
+/// (the client's default is 1 s), so a live replica's id is never taken over.
+pub const REBIND_AFTER: Duration = Duration::from_secs(10);
+
+/// Who reports a replica id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reporter {
+    /// Who owns the ids it reports: an authenticated principal (`sub:...`, `cert:...`), or
+    /// `conn:<address:port>` for an anonymous caller.
+    pub owner: String,
+    /// Whose quota its ids count against: the principal, or `ip:<address>` when anonymous.
+    pub quota: String,
+}
 
 struct Seen {
     description: String,
     applied: u64,
     at: Instant,
+    owner: String,
+    quota: String,
 }
 
 /// What this node knows of the replicas that report to it.
@@ -35,9 +62,16 @@ pub struct ReplicaRegistry {
 }
 
 impl ReplicaRegistry {
-    /// Records a heartbeat. An empty id is a probe from a client without a replica: it is
-    /// checked but not recorded.
-    pub fn report(&self, id: &str, description: &str, applied: u64) -> Result<(), ApiError> {
+    /// Records a heartbeat from `by`, whose revision is taken as at most `commit`. An empty
+    /// id is a probe from a client without a replica: it is checked but not recorded.
+    pub fn report(
+        &self,
+        id: &str,
+        description: &str,
+        applied: u64,
+        commit: u64,
+        by: &Reporter,
+    ) -> Result<(), ApiError> {
         if id.len() > MAX_REPLICA_ID_LEN {
             return Err(ApiError::Invalid(format!(
                 "replica_id must be at most {MAX_REPLICA_ID_LEN} bytes, got {}",
@@ -53,17 +87,41 @@ impl ReplicaRegistry {
         if id.is_empty() {
             return Ok(());
         }
+        let applied = applied.min(commit);
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = seen.get_mut(id) {
-            // Reports can arrive out of order (a periodic probe and a progress report): keep
-            // the highest revision.
-            s.applied = s.applied.max(applied);
-            s.at = now;
-            if s.description != description {
-                s.description = description.to_owned();
+            if s.owner == by.owner {
+                // Reports can arrive out of order (a periodic probe and a progress report):
+                // keep the highest revision.
+                s.applied = s.applied.max(applied);
+                s.at = now;
+                if s.description != description {
+                    s.description = description.to_owned();
+                }
+                return Ok(());
             }
-            return Ok(());
+            if now.duration_since(s.at) < REBIND_AFTER {
+                return Err(ApiError::Forbidden(format!(
+                    "replica_id {id:?} is reported by another client; give every replica an id \
+                     of its own (the id is free again {} s after its owner stops reporting)",
+                    REBIND_AFTER.as_secs()
+                )));
+            }
+            // The owner went silent: the id starts over for its new owner.
+            seen.remove(id);
+        }
+        let held = seen
+            .values()
+            .filter(|s| s.quota == by.quota && now.duration_since(s.at) < REPLICA_TTL)
+            .count();
+        if held >= MAX_REPLICAS_PER_CLIENT {
+            return Err(ApiError::Overloaded(format!(
+                "{} already reports {MAX_REPLICAS_PER_CLIENT} replicas to this node; reuse \
+                 replica ids, or wait {} s for unused ones to expire",
+                by.quota,
+                REPLICA_TTL.as_secs()
+            )));
         }
         if seen.len() >= MAX_REPLICAS {
             seen.retain(|_, s| now.duration_since(s.at) < REPLICA_TTL);
@@ -79,6 +137,8 @@ impl ReplicaRegistry {
                 description: description.to_owned(),
                 applied,
                 at: now,
+                owner: by.owner.clone(),
+                quota: by.quota.clone(),
             },
         );
         Ok(())
@@ -109,12 +169,19 @@ impl ReplicaRegistry {
 mod tests {
     use super::*;
 
+    fn by(owner: &str) -> Reporter {
+        Reporter {
+            owner: format!("sub:{owner}"),
+            quota: format!("sub:{owner}"),
+        }
+    }
+
     #[test]
     fn keeps_the_highest_revision_and_computes_lag() {
         let r = ReplicaRegistry::default();
-        r.report("a", "host-a", 10).unwrap();
-        r.report("a", "host-a", 7).unwrap();
-        r.report("b", "", 3).unwrap();
+        r.report("a", "host-a", 10, 100, &by("a")).unwrap();
+        r.report("a", "host-a", 7, 100, &by("a")).unwrap();
+        r.report("b", "", 3, 100, &by("b")).unwrap();
         let l = r.list(12);
         assert_eq!(l.len(), 2);
         assert_eq!(
@@ -127,11 +194,60 @@ mod tests {
     #[test]
     fn rejects_bad_ids() {
         let r = ReplicaRegistry::default();
-        r.report("", "", 1).unwrap();
+        r.report("", "", 1, 1, &by("a")).unwrap();
         assert!(r.list(1).is_empty(), "a probe is not a replica");
         let long = "x".repeat(MAX_REPLICA_ID_LEN + 1);
-        assert!(matches!(r.report(&long, "", 1), Err(ApiError::Invalid(_))));
+        assert!(matches!(
+            r.report(&long, "", 1, 1, &by("a")),
+            Err(ApiError::Invalid(_))
+        ));
         let desc = "d".repeat(MAX_DESCRIPTION_LEN + 1);
-        assert!(matches!(r.report("a", &desc, 1), Err(ApiError::Invalid(_))));
+        assert!(matches!(
+            r.report("a", &desc, 1, 1, &by("a")),
+            Err(ApiError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn reports_cannot_lie_about_progress_or_take_another_replicas_id() {
+        let r = ReplicaRegistry::default();
+        r.report("real", "", 40, 50, &by("validator")).unwrap();
+        // Nobody has applied what is not committed.
+        r.report("real", "", u64::MAX, 50, &by("validator"))
+            .unwrap();
+        assert_eq!(r.list(50)[0].applied_revision, 50);
+        // Another client cannot report for a live replica.
+        let e = r.report("real", "", 50, 60, &by("mallory")).unwrap_err();
+        assert!(
+            matches!(&e, ApiError::Forbidden(m) if m.contains("another client")),
+            "{e}"
+        );
+        assert_eq!(r.list(60)[0].applied_revision, 50);
+    }
+
+    #[test]
+    fn one_client_cannot_fill_the_registry() {
+        let r = ReplicaRegistry::default();
+        for i in 0..MAX_REPLICAS_PER_CLIENT {
+            r.report(&format!("fake-{i}"), "", 1, 1, &by("mallory"))
+                .unwrap();
+        }
+        let e = r.report("one-more", "", 1, 1, &by("mallory")).unwrap_err();
+        assert!(matches!(e, ApiError::Overloaded(_)), "{e}");
+        r.report("honest", "", 1, 1, &by("validator")).unwrap();
+        assert_eq!(r.list(1).len(), MAX_REPLICAS_PER_CLIENT + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_owners_id_can_be_taken_over() {
+        let r = ReplicaRegistry::default();
+        r.report("moved", "", 5, 9, &by("old")).unwrap();
+        tokio::time::advance(REBIND_AFTER).await;
+        r.report("moved", "", 1, 9, &by("new")).unwrap();
+        assert_eq!(
+            r.list(9)[0].applied_revision,
+            1,
+            "starts over for its new owner"
+        );
     }
 }

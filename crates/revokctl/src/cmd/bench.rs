@@ -184,7 +184,6 @@ pub async fn run(ctx: &Ctx, a: &BenchArgs) -> Result<i32, CliError> {
         for i in 0..n {
             let mut config = ctx.client.config().clone();
             config.actor = ctx.cli.actor.clone();
-            config.bearer_token = ctx.cli.token.clone();
             config.tls = super::tls(&ctx.cli)?;
             let c = Client::connect(config).await?;
             replicas.push(

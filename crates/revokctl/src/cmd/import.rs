@@ -2,14 +2,19 @@
 //!
 //! Lines are checked locally, sent in batches (each one atomic log entry), and the number of
 //! the last line whose batch was acknowledged is kept in `FILE.revokctl-progress` so that
-//! `--resume` continues after an interruption. Malformed lines are reported with their line
+//! `--resume` continues after an interruption. The progress file is created with mode 0600,
+//! never through a symlink, and records the input's size and SHA-256: `--resume` refuses a
+//! progress file written for another input, or for this one before it changed. Malformed lines are reported with their line
 //! number and skipped; the rest land. If the cluster refuses a whole batch (one entry beyond
 //! its limits), the batch is retried one id at a time so only the bad lines are rejected.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use sha2::{Digest, Sha256};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use revokd_client::{Revoke, RuleKind, WriteOutcome, WriteResult};
@@ -62,6 +67,98 @@ fn progress_path(file: &Path) -> PathBuf {
     let mut p = file.as_os_str().to_owned();
     p.push(".revokctl-progress");
     PathBuf::from(p)
+}
+
+/// What a progress file records: which input (by size and SHA-256) and how far.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Progress {
+    input_size: u64,
+    input_sha256: String,
+    /// The last line whose batch was acknowledged.
+    line: u64,
+}
+
+/// The input's size, SHA-256 (hex) and number of lines, in one pass.
+fn fingerprint(file: &Path) -> Result<(u64, String, u64), CliError> {
+    let mut f = File::open(file)
+        .map_err(|e| CliError::Usage(format!("cannot open {}: {e}", file.display())))?;
+    let (mut hash, mut size, mut lines) = (Sha256::new(), 0u64, 0u64);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut last = b'\n';
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        size += n as u64;
+        lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        last = buf[n - 1];
+    }
+    if last != b'\n' {
+        lines += 1;
+    }
+    let hex = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok((size, hex, lines))
+}
+
+/// Opens `path` without following a symlink (`O_NOFOLLOW`): a link planted at the progress
+/// file's name would otherwise redirect the write to any file the user can write.
+fn open_no_follow(path: &Path, write: bool) -> std::io::Result<File> {
+    let mut o = std::fs::OpenOptions::new();
+    if write {
+        o.write(true).create(true).truncate(true).mode(0o600);
+    } else {
+        o.read(true);
+    }
+    o.custom_flags(libc::O_NOFOLLOW).open(path)
+}
+
+fn symlink_refused(path: &Path, e: std::io::Error) -> CliError {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        CliError::Usage(format!(
+            "progress file {} is a symlink; refusing to follow it (remove it)",
+            path.display()
+        ))
+    } else {
+        CliError::Usage(format!("progress file {}: {e}", path.display()))
+    }
+}
+
+/// Records that `p.line` is done.
+fn write_progress(path: &Path, p: &Progress) -> Result<(), CliError> {
+    let mut f = open_no_follow(path, true).map_err(|e| symlink_refused(path, e))?;
+    f.write_all(serde_json::to_string(p).unwrap_or_default().as_bytes())?;
+    Ok(())
+}
+
+/// Where to resume: the line a progress file for exactly this input recorded; 0 without a
+/// progress file.
+fn read_progress(path: &Path, size: u64, sha256: &str) -> Result<u64, CliError> {
+    let mut f = match open_no_follow(path, false) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(symlink_refused(path, e)),
+    };
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
+    let p: Progress = serde_json::from_str(&text).map_err(|e| {
+        CliError::Usage(format!(
+            "progress file {} is not one revokctl wrote ({e}); remove it or import without --resume",
+            path.display()
+        ))
+    })?;
+    if p.input_size != size || p.input_sha256 != sha256 {
+        return Err(CliError::Usage(format!(
+            "progress file {} was written for another input ({} bytes, SHA-256 {}), not this \
+             one ({size} bytes, SHA-256 {sha256}): the file changed since, so its line count \
+             means nothing now; remove the progress file or import without --resume",
+            path.display(),
+            p.input_size,
+            p.input_sha256
+        )));
+    }
+    Ok(p.line)
 }
 
 fn time_field(v: Option<&Value>, name: &str) -> Result<i64, String> {
@@ -229,20 +326,17 @@ pub async fn run(ctx: &Ctx, a: &ImportArgs) -> Result<i32, CliError> {
             .is_some_and(|e| e.eq_ignore_ascii_case("csv")),
     };
     let progress_file = progress_path(&a.file);
+    let (input_size, input_sha256, total) = fingerprint(&a.file)?;
     let skip: u64 = if a.resume {
-        std::fs::read_to_string(&progress_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
+        read_progress(&progress_file, input_size, &input_sha256)?
     } else {
         0
     };
-    let total = BufReader::new(
-        File::open(&a.file)
-            .map_err(|e| CliError::Usage(format!("cannot open {}: {e}", a.file.display())))?,
-    )
-    .lines()
-    .count() as u64;
+    let progress = |line: u64| Progress {
+        input_size,
+        input_sha256: input_sha256.clone(),
+        line,
+    };
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} lines  {per_sec}  eta {eta}")
@@ -295,7 +389,7 @@ pub async fn run(ctx: &Ctx, a: &ImportArgs) -> Result<i32, CliError> {
             last_line = line;
             if batch.len() >= a.batch {
                 send(ctx, &mut batch, &mut tally).await?;
-                std::fs::write(&progress_file, last_line.to_string())?;
+                write_progress(&progress_file, &progress(last_line))?;
                 bar.set_position(last_line);
             }
         }
@@ -308,7 +402,7 @@ pub async fn run(ctx: &Ctx, a: &ImportArgs) -> Result<i32, CliError> {
     send(ctx, &mut batch, &mut tally).await?;
     if let Some(e) = read_err {
         // What was read landed and is recorded; the rest can be resumed.
-        std::fs::write(&progress_file, last_line.to_string())?;
+        write_progress(&progress_file, &progress(last_line))?;
         return Err(e);
     }
     bar.finish_and_clear();

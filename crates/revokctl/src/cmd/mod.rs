@@ -45,6 +45,23 @@ pub fn tls(cli: &Cli) -> Result<Option<revokd_client::ClientTls>, CliError> {
     Ok(Some(tls))
 }
 
+/// The bearer token: `--token` (or `REVOKD_TOKEN`), or the contents of `--token-file`.
+fn token(cli: &Cli) -> Result<Option<String>, CliError> {
+    let Some(path) = &cli.token_file else {
+        return Ok(cli.token.clone());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Usage(format!("--token-file {}: {e}", path.display())))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(CliError::Usage(format!(
+            "--token-file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(Some(token.to_owned()))
+}
+
 /// Runs the command; returns the exit code on success paths that still report something
 /// (an import with rejected lines).
 pub async fn run(cli: Cli) -> Result<i32, CliError> {
@@ -56,7 +73,8 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
     let mut config = ClientConfig::new(cli.endpoints.iter().cloned());
     config.timeout = cli.timeout;
     config.actor = cli.actor.clone();
-    config.bearer_token = cli.token.clone();
+    config.bearer_token = token(&cli)?;
+    config.allow_plaintext_token = cli.allow_plaintext_token;
     config.tls = tls(&cli)?;
     let client = Client::connect(config).await?;
     let ctx = Ctx {

@@ -63,9 +63,24 @@ pub enum ApiError {
         /// What went wrong.
         message: String,
     },
+    /// The caller may not do this (an identity or a name that belongs to someone else).
+    #[error("revokd: permission denied: {0}")]
+    Forbidden(String),
+    /// The call needs a credential the caller did not present.
+    #[error("revokd: auth: {0}")]
+    Unauthenticated(String),
     /// A bounded resource is full.
     #[error("revokd: overloaded: {0}")]
     Overloaded(String),
+    /// A bounded resource is full for now: retry after the hint (sent in
+    /// `x-revokd-retry-after-ms`).
+    #[error("revokd: busy: {message}; retry after {} ms", retry_after.as_millis())]
+    Busy {
+        /// What is full.
+        message: String,
+        /// When a retry is likely to succeed.
+        retry_after: Duration,
+    },
     /// Anything else (a bug or a storage failure).
     #[error("revokd: internal error: {0}")]
     Internal(String),
@@ -89,10 +104,19 @@ impl From<ApiError> for Status {
             ApiError::Deadline(_) => Code::DeadlineExceeded,
             ApiError::Membership(_) => Code::FailedPrecondition,
             ApiError::OutOfRange { .. } => Code::OutOfRange,
-            ApiError::Overloaded(_) => Code::ResourceExhausted,
+            ApiError::Overloaded(_) | ApiError::Busy { .. } => Code::ResourceExhausted,
+            ApiError::Forbidden(_) => Code::PermissionDenied,
+            ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::Internal(_) => Code::Internal,
         };
         let mut status = Status::new(code, e.to_string());
+        if let ApiError::Busy { retry_after, .. } = &e {
+            if let Ok(v) = retry_after.as_millis().max(1).to_string().parse() {
+                status
+                    .metadata_mut()
+                    .insert(super::limits::RETRY_AFTER_HEADER, v);
+            }
+        }
         if let ApiError::NotLeader { id, addr } = &e {
             if let (Ok(a), Ok(i)) = (addr.parse(), id.to_string().parse()) {
                 status.metadata_mut().insert(LEADER_ADDR_HEADER, a);

@@ -10,6 +10,7 @@ pub mod error;
 pub mod gate;
 pub mod limits;
 pub mod revocation;
+pub mod snapshots;
 
 use std::time::Duration;
 

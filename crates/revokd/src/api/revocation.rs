@@ -16,9 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{
-    check_result_pb, event_pb, query, rule_kind, rule_pb, token_pb, write_response,
-};
+use super::convert::{check_result_pb, event_pb, query, rule_kind, write_response};
 use super::error::ApiError;
 use super::{deadline, routed};
 use crate::node::{unix_now, Node};
@@ -367,37 +365,18 @@ impl Revocation for RevocationService {
                 .wait_applied(req.get_ref().min_revision, deadline)
                 .await?;
         }
-        let chunk = match req.get_ref().chunk_size {
-            0 => 10_000,
-            n => (n as usize).min(100_000),
-        };
-        // Copy under the lock (fast), convert and send outside it.
-        let (revision, tokens, rules) = {
-            let st = self.node.sm.read();
-            let tokens: Vec<_> = st.set.tokens().cloned().collect();
-            let rules: Vec<_> = st.set.rules().map(rule_pb).collect();
-            (st.set.revision(), tokens, rules)
-        };
-        let (tx, rx) = mpsc::channel(4);
+        let chunk = super::snapshots::chunk_size(req.get_ref().chunk_size);
+        let reservation = self.node.snapshots.reserve(&self.node.sm)?;
+        // One chunk waits while the next is built: a reader that stops holds two at most.
+        let (tx, rx) = mpsc::channel(1);
+        let (snapshots, stall) = (
+            self.node.snapshots.clone(),
+            self.node.config.watch_stall_timeout,
+        );
         tokio::spawn(async move {
-            let total_tokens = tokens.len() as u64;
-            let total_rules = rules.len() as u64;
-            let mut rules = Some(rules);
-            let mut chunks = tokens.chunks(chunk).peekable();
-            loop {
-                let part = chunks.next();
-                let last = chunks.peek().is_none();
-                let msg = pb::SnapshotChunk {
-                    revision,
-                    tokens: part.unwrap_or_default().iter().map(token_pb).collect(),
-                    rules: rules.take().unwrap_or_default(),
-                    last,
-                    total_tokens,
-                    total_rules,
-                };
-                if tx.send(Ok(msg)).await.is_err() || last {
-                    break;
-                }
+            if reservation.send(chunk, stall, tx).await {
+                snapshots.record_stalled();
+                tracing::warn!(?stall, "snapshot: ended a stream whose reader took nothing");
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -1,25 +1,23 @@
-//! The receiving side of the Raft transport.
+//! The receiving side of the Raft transport. Who may call it is decided before a message is
+//! read, in the gate in front of every service (`api::caller::Identify`): with TLS on, only
+//! holders of a cluster certificate.
 
 use revokd_proto::v1::raft_server::Raft as RaftApi;
 use revokd_proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
 use tonic::{Request, Response, Status};
 
 use super::codec::{decode, encode};
-use super::tls::{require_peer, CaCheck};
 use crate::consensus::typ::{AppendEntriesRequest, InstallSnapshotRequest, Raft, VoteRequest};
 
 /// Serves `revokd.v1.Raft` for a local Raft instance.
 pub struct RaftService {
     raft: Raft,
-    /// With TLS on, callers must present a certificate of the cluster CA.
-    peers: Option<CaCheck>,
 }
 
 impl RaftService {
-    /// Wraps a Raft instance; with `peers` (TLS on) every call needs a certificate that CA
-    /// issued.
-    pub fn new(raft: Raft, peers: Option<CaCheck>) -> Self {
-        RaftService { raft, peers }
+    /// Wraps a Raft instance.
+    pub fn new(raft: Raft) -> Self {
+        RaftService { raft }
     }
 }
 
@@ -35,13 +33,11 @@ impl RaftApi for RaftService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        require_peer(&req, self.peers.as_ref())?;
         let rpc: AppendEntriesRequest = decode(req.get_ref(), "AppendEntries")?;
         reply(&self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        require_peer(&req, self.peers.as_ref())?;
         let rpc: VoteRequest = decode(req.get_ref(), "Vote")?;
         reply(&self.raft.vote(rpc).await)
     }
@@ -50,16 +46,14 @@ impl RaftApi for RaftService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        require_peer(&req, self.peers.as_ref())?;
         let rpc: InstallSnapshotRequest = decode(req.get_ref(), "InstallSnapshot")?;
         reply(&self.raft.install_snapshot(rpc).await)
     }
 
     async fn read_index(
         &self,
-        req: Request<ReadIndexRequest>,
+        _req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        require_peer(&req, self.peers.as_ref())?;
         match self.raft.get_read_log_id().await {
             Ok((read, _applied)) => Ok(Response::new(ReadIndexResponse {
                 read_revision: read.map(|l| l.index).unwrap_or(0),

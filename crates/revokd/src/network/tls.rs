@@ -4,9 +4,10 @@
 //! Client certificates are optional at the handshake, which accepts any certificate issued by
 //! the cluster CA or, with `--admin-client-ca`, by the admin CA. What a certificate grants is
 //! decided per call, by checking which CA issued it ([`CaCheck`]):
-//! - the Raft service refuses any caller whose certificate the cluster CA did not issue, so a
-//!   process without the cluster's certificate can neither join nor send Raft messages (an
-//!   admin's certificate is not enough);
+//! - the Raft service refuses any caller whose certificate the cluster CA did not issue
+//!   (`api::caller`, before the message is read), so a process without the cluster's
+//!   certificate can neither join nor send Raft messages (an admin's certificate is not
+//!   enough);
 //! - a certificate of the admin CA makes its holder an admin (`api::auth`), and one of the
 //!   cluster CA marks a peer forwarding a write it already authorized.
 //!
@@ -22,7 +23,6 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
-use tonic::{Request, Status};
 
 use crate::config::{ConfigError, TlsSettings};
 
@@ -148,6 +148,47 @@ pub fn certificate_name(cert: &CertificateDer<'_>) -> Option<String> {
     })
 }
 
+/// Checks that the admin CA in `admin_pem` is not the cluster CA in `cluster_pem` under
+/// another encoding (same subject or same key, whatever the PEM bytes) and was not issued by
+/// it (chained under the cluster CA).
+fn distinct_cas(cluster_pem: &[u8], admin_pem: &[u8]) -> Result<(), String> {
+    let cluster = ca_names(cluster_pem)?;
+    for admin in ca_names(admin_pem)? {
+        for c in &cluster {
+            if admin.subject == c.subject || admin.key == c.key {
+                return Err("is the cluster CA (same subject or key)".into());
+            }
+            if admin.issuer == c.subject {
+                return Err("was issued by the cluster CA".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What tells one CA certificate from another: its subject, its issuer and its key (DER).
+struct CaName {
+    subject: Vec<u8>,
+    issuer: Vec<u8>,
+    key: Vec<u8>,
+}
+
+/// The [`CaName`] of every certificate in `pem`.
+fn ca_names(pem: &[u8]) -> Result<Vec<CaName>, String> {
+    CertificateDer::pem_slice_iter(pem)
+        .map(|c| {
+            let c = c.map_err(|e| format!("unreadable certificate: {e}"))?;
+            let (_, x) = x509_parser::parse_x509_certificate(c.as_ref())
+                .map_err(|e| format!("unparsable certificate: {e}"))?;
+            Ok(CaName {
+                subject: x.subject().as_raw().to_vec(),
+                issuer: x.issuer().as_raw().to_vec(),
+                key: x.public_key().raw.to_vec(),
+            })
+        })
+        .collect()
+}
+
 /// The certificate chain a caller presented in the TLS handshake, if any.
 pub fn peer_certs(ext: &http::Extensions) -> Option<Arc<Vec<CertificateDer<'static>>>> {
     ext.get::<TlsConnectInfo<TcpConnectInfo>>()?
@@ -183,10 +224,10 @@ impl Tls {
             None => None,
             Some(path) => {
                 let pem = read("admin-client-ca", path)?;
-                if pem == ca_pem {
+                if let Err(why) = distinct_cas(&ca_pem, &pem) {
                     return Err(ConfigError::Invalid(format!(
-                        "admin-client-ca {}: is the cluster CA; admins need a CA of their own, \
-                         or every node certificate would be an admin's and every admin's a node's",
+                        "admin-client-ca {}: {why}; admins need a CA of their own, or every \
+                         node certificate would be an admin's and every admin's a node's",
                         path.display()
                     )));
                 }
@@ -210,24 +251,6 @@ impl Tls {
             peers,
             admins,
         })
-    }
-}
-
-/// Refuses a Raft call whose caller presented no certificate of the cluster CA. A no-op
-/// without TLS (`peers` is `None`).
-pub fn require_peer<T>(req: &Request<T>, peers: Option<&CaCheck>) -> Result<(), Status> {
-    let Some(peers) = peers else {
-        return Ok(());
-    };
-    match peer_certs(req.extensions()) {
-        Some(chain) if peers.verify(&chain) => Ok(()),
-        Some(_) => Err(Status::permission_denied(
-            "revokd: raft: the caller's certificate was not issued by the cluster CA; only \
-             cluster nodes may send Raft messages",
-        )),
-        None => Err(Status::unauthenticated(
-            "revokd: raft: peers must present a certificate issued by the cluster CA",
-        )),
     }
 }
 
@@ -291,6 +314,29 @@ mod tests {
         )
         .is_err());
         assert!(CaCheck::from_pem(b"nothing here").is_err());
+    }
+
+    #[test]
+    fn an_admin_ca_must_be_a_ca_of_its_own() {
+        let (cluster_pem, cluster) = ca("cluster");
+        let (admin_pem, _) = ca("admins");
+        assert_eq!(
+            distinct_cas(cluster_pem.as_bytes(), admin_pem.as_bytes()),
+            Ok(())
+        );
+        // The cluster CA again, with other bytes around it.
+        let padded = format!("\n{cluster_pem}\n");
+        assert!(distinct_cas(cluster_pem.as_bytes(), padded.as_bytes()).is_err());
+        // An intermediate CA the cluster CA issued.
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "sub-admins");
+        let chained = params.signed_by(&key, &cluster).unwrap().pem();
+        let e = distinct_cas(cluster_pem.as_bytes(), chained.as_bytes()).unwrap_err();
+        assert!(e.contains("issued by the cluster CA"), "{e}");
     }
 
     #[test]
