@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# Docker end-to-end test of the shipped image and deploy/compose/compose-3.yml: kill the
-# leader's container while revokes flow, restart it, and check that every node holds exactly
-# the acknowledged ids.
+# Docker end-to-end test of the shipped image and deploy/compose/compose-3.yml, the secure
+# (TLS) configuration as shipped: kill the leader's container while revokes flow, restart it,
+# and check that every node holds exactly the acknowledged ids.
 #
 #   scripts/compose-smoke.sh
 #
 # Skips (exit 0, "compose smoke skipped: <reason>") when docker or compose is missing or the
-# daemon does not answer. Otherwise it needs target/release/revokd and revokctl (REVOKD_BIN,
-# REVOKCTL_BIN override) and the host ports 127.0.0.1:7201-7203 and 9201-9203.
+# daemon does not answer. Otherwise it needs target/release/revokd, revokctl and revokd-devca
+# (REVOKD_BIN, REVOKCTL_BIN, REVOKD_DEVCA_BIN override) and the host ports 127.0.0.1:7201-7203
+# and 9201-9203.
 #
+#   0. a fresh development CA and certificates for revokd-1..3 (each valid for its node's name,
+#      localhost and 127.0.0.1) from scripts/gen-certs.sh, in a temporary directory that
+#      compose-3.yml mounts as /certs (REVOKD_CERTS); the keys are made readable by the
+#      image's uid 10001 (chown as root, else a copy readable by all in that private
+#      directory). Every revokctl call trusts that CA (--tls-ca); metrics stay plain HTTP.
 #   1. scripts/docker-image.sh (base image only if missing), then `up -d` under a project name
-#      of its own; wait until every node answers Status with a leader and no lag.
+#      of its own; wait until every node answers Status over TLS with a leader and no lag, and
+#      check that a plaintext call is refused.
 #   2. import $SMOKE_IDS ids (NDJSON) through node 1's published port.
 #   3. find the leader, `docker kill` its container while a writer revokes ids one by one
 #      through a surviving node; time how long until a survivor names a new leader.
@@ -20,17 +27,21 @@
 #      the expected set is every id the test tried. On each node, through its own port only:
 #      Status counts, the metrics gauge, the node's own export (the exact set: nothing lost,
 #      nothing extra) and LINEARIZABLE checks of sampled ids plus one never written.
+#   6. every container's own health check (revokctl over TLS with REVOKD_TLS_CA, see
+#      deploy/docker/Dockerfile) reports healthy.
 #
 # From the host only the published ports are reachable: the advertised names (revokd-1:7000,
 # ...) that revokctl learns from Status do not resolve here. So a revokctl call given one
 # port reads that node's own state. (Those failed lookups can each cost up to the resolver's
 # timeout on a host whose DNS server drops queries; the leader change is therefore timed on
 # the nodes' metrics, not with revokctl.) The project (containers, network, volumes) is
-# removed on exit, whatever happens; nothing else is touched.
+# removed on exit, whatever happens, and so is the temporary directory with the
+# certificates; nothing else is touched.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 revokctl=${REVOKCTL_BIN:-$root/target/release/revokctl}
+devca=${REVOKD_DEVCA_BIN:-$root/target/release/revokd-devca}
 compose_file=$root/deploy/compose/compose-3.yml
 ids_before=${SMOKE_IDS:-200}
 ids_after=${SMOKE_IDS_AFTER:-100}
@@ -53,6 +64,7 @@ else
     skip "neither the docker compose plugin nor docker-compose is installed"
 fi
 [ -x "$revokctl" ] || fail "$revokctl is missing: cargo build --release -p revokd -p revokctl"
+[ -x "$devca" ] || fail "$devca is missing: cargo build --release -p revokd-testkit --bin revokd-devca"
 for i in $(seq 1 "$nodes"); do
     for port in "$(grpc_port "$i")" "$(metrics_port "$i")"; do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -65,7 +77,9 @@ done
 
 project=revokd-smoke-$$-$RANDOM
 work=$(mktemp -d)
-compose() { "${compose_cmd[@]}" -p "$project" -f "$compose_file" "$@"; }
+certs=$work/certs
+# compose-3.yml mounts ${REVOKD_CERTS:-./certs} as /certs.
+compose() { REVOKD_CERTS=$certs "${compose_cmd[@]}" -p "$project" -f "$compose_file" "$@"; }
 writer_pid=""
 cleanup() {
     local rc=$?
@@ -83,11 +97,32 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# revokctl against node $1's published port only.
+# A development CA of this run only. Each node certificate is valid for its own name
+# (revokd-i, what its peers dial), localhost and 127.0.0.1 (the published ports).
+REVOKD_DEVCA_BIN=$devca REVOKD_CERT_SANS="" REVOKD_CERT_ADMINS="" \
+    "$root/scripts/gen-certs.sh" "$certs" revokd-1 revokd-2 revokd-3 >/dev/null \
+    || fail "scripts/gen-certs.sh $certs revokd-1 revokd-2 revokd-3"
+for i in $(seq 1 "$nodes"); do
+    for f in ca.pem "revokd-$i.pem" "revokd-$i-key.pem"; do
+        [ -s "$certs/$f" ] || fail "scripts/gen-certs.sh wrote no $certs/$f"
+    done
+done
+# The containers run as uid 10001 and mount this directory read-only: certificates readable
+# by all, keys owned by 10001 and kept 0600 (as root), or readable by all when chown is not
+# allowed (the directory itself lives in the private $work).
+chmod 0755 "$certs"
+chmod 0644 "$certs"/ca.pem "$certs"/revokd-?.pem
+if ! chown 10001:10001 "$certs"/revokd-?-key.pem 2>/dev/null; then
+    chmod 0644 "$certs"/revokd-?-key.pem
+fi
+ca=$certs/ca.pem
+
+# revokctl against node $1's published port only, over TLS (the certificates are valid for
+# 127.0.0.1).
 ctl() {
     local i=$1
     shift
-    "$revokctl" --endpoints "127.0.0.1:$(grpc_port "$i")" "$@"
+    "$revokctl" --endpoints "127.0.0.1:$(grpc_port "$i")" --tls-ca "$ca" "$@"
 }
 # A field of a flat JSON object on stdin (revokctl -o json prints one per line).
 field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p" | head -n 1; }
@@ -135,7 +170,13 @@ t0=$(now_ms)
 say "starting 3 nodes (project $project)"
 out=$(compose up -d 2>&1) || fail "compose up: $out"
 for i in $(seq 1 "$nodes"); do wait_serving "$i" 60; done
-say "all nodes serving after $(($(now_ms) - t0)) ms"
+say "all nodes serving over TLS after $(($(now_ms) - t0)) ms"
+# The secure configuration refuses a plaintext client (no --tls-ca).
+if out=$(env -u REVOKD_TLS_CA "$revokctl" --endpoints "127.0.0.1:$(grpc_port 1)" --timeout 2s -o json \
+    check plaintext-probe 2>&1); then
+    fail "node 1 answered a plaintext call: $out"
+fi
+say "a plaintext call to node 1 is refused"
 
 : > "$work/acked"
 : > "$work/tried"
@@ -254,5 +295,18 @@ for i in $(seq 1 "$nodes"); do
     [ "$(field revoked <<<"$r")" = false ] || fail "node $i: never-written reads as revoked: $r"
 done
 say "every node holds exactly the $expected ids written (export, Status, metrics), linearizable checks agree"
+
+# The image's own health check talks TLS to its node (REVOKD_TLS_CA): every container,
+# including the restarted one, must turn healthy (checks run every 10 s).
+health_from=$(now_ms)
+for i in $(seq 1 "$nodes"); do
+    while :; do
+        h=$(docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$(container "$i")" 2>/dev/null || true)
+        [ "$h" = healthy ] && break
+        [ $(($(now_ms) - health_from)) -lt 60000 ] || fail "node $i's container health is '${h:-none}' after 60 s"
+        sleep 0.5
+    done
+done
+say "every container's health check (revokctl over TLS) reports healthy"
 say "PASS: ids written $expected ($ids_before before the kill, $during_total during, $ids_after after)," \
     "new leader ${election_ms} ms after the kill, run time $(($(now_ms) - t0)) ms"
