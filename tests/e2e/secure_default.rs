@@ -9,26 +9,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use bytes::Bytes;
 use revokd_e2e::{check_req, now, revoke_req, tls_channel_from, tls_cluster};
 use revokd_proto::v1::{
     self as pb, cluster_client::ClusterClient, raft_client::RaftClient,
     revocation_client::RevocationClient,
 };
+use revokd_testkit::floods::{peak_rss_during, raft_body_flood, rss, stalled_snapshots};
 use revokd_testkit::{eventually, free_port, revokd_bin, tls_channel};
 use tonic::Code;
-use tower::{Service, ServiceExt};
-
-/// The resident set size of process `pid`, in bytes.
-fn rss(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")?;
-    Ok(kib * 1024)
-}
 
 const MIB: u64 = 1024 * 1024;
 
@@ -143,19 +131,6 @@ async fn http_get(url: &str) -> Result<String> {
     Ok(body.to_owned())
 }
 
-/// A gRPC request body announcing a message of `len` bytes and streaming it as fast as the
-/// connection takes it, from one shared zero buffer (so the test itself stays small).
-fn huge_body(len: usize) -> tonic::body::Body {
-    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-    let mut prefix = vec![0u8];
-    prefix.extend_from_slice(&(len as u32).to_be_bytes());
-    let chunks = len / ZEROS.len();
-    let frames = std::iter::once(Bytes::from(prefix))
-        .chain(std::iter::repeat_n(Bytes::from_static(&ZEROS), chunks))
-        .map(|b| Ok::<_, std::convert::Infallible>(http_body::Frame::data(b)));
-    tonic::body::Body::new(http_body_util::StreamBody::new(tokio_stream::iter(frames)))
-}
-
 #[tokio::test]
 async fn uncertified_raft_calls_are_refused_before_their_body_is_read() -> Result<()> {
     let (c, ca, _certs) = tls_cluster(3, &[]).await?;
@@ -193,49 +168,12 @@ async fn uncertified_raft_calls_are_refused_before_their_body_is_read() -> Resul
     // buffers them (50 x 60 MiB would be 3 GiB).
     let pid = c.nodes[&target].pid().context("running")?;
     let before = rss(pid)?;
-    let channel = tls_channel(&addr, ca_pem)?;
-    let mut floods = tokio::task::JoinSet::new();
-    for _ in 0..50 {
-        let mut ch = channel.clone();
-        floods.spawn(async move {
-            let req = http::Request::builder()
-                .method("POST")
-                .uri(format!(
-                    "https://{}/revokd.v1.Raft/AppendEntries",
-                    "localhost"
-                ))
-                .header("content-type", "application/grpc")
-                .header("te", "trailers")
-                .body(huge_body(60 * MIB as usize))?;
-            let resp = ch.ready().await?.call(req).await?;
-            let status = resp
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            anyhow::Ok(status)
-        });
-    }
-    let mut peak = before;
-    let sampling = async {
-        loop {
-            if let Ok(r) = rss(pid) {
-                peak = peak.max(r);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    let statuses = tokio::select! {
-        r = async {
-            let mut out = Vec::new();
-            while let Some(r) = floods.join_next().await {
-                out.push(r??);
-            }
-            anyhow::Ok(out)
-        } => r?,
-        _ = sampling => unreachable!(),
-    };
+    let (statuses, peak) = peak_rss_during(
+        pid,
+        raft_body_flood(tls_channel(&addr, ca_pem)?, 50, 60 * MIB as usize),
+    )
+    .await;
+    let statuses = statuses?;
     ensure!(
         statuses.iter().all(|s| s == "16"),
         "every flood call refused as UNAUTHENTICATED: {statuses:?}"
@@ -325,17 +263,7 @@ async fn stalled_snapshot_readers_share_one_copy_and_are_capped() -> Result<()> 
     let mut stalled = Vec::new();
     let mut rss_at = Vec::new();
     for n in [8, 24] {
-        for _ in 0..n {
-            let mut client = RevocationClient::new(tls_channel(&addr, ca_pem)?);
-            let stream = client
-                .snapshot(pb::SnapshotRequest {
-                    chunk_size: 0,
-                    min_revision: 0,
-                })
-                .await?
-                .into_inner();
-            stalled.push((client, stream));
-        }
+        stalled.extend(stalled_snapshots(n, || tls_channel(&addr, ca_pem)).await?);
         tokio::time::sleep(Duration::from_millis(500)).await;
         rss_at.push(rss(pid)?);
     }
@@ -472,7 +400,7 @@ async fn peers_still_connect_when_clients_hold_every_slot_and_slowloris_is_close
 
     // Clients take every client slot: each sends the first byte of a TLS handshake, which is
     // enough to be handed on, and then nothing. Add them until a new client is refused.
-    let mut held = Vec::new();
+    let (mut held, mut served) = (Vec::new(), Vec::new());
     let refusal = loop {
         use tokio::io::AsyncWriteExt;
         ensure!(
@@ -483,9 +411,12 @@ async fn peers_still_connect_when_clients_hold_every_slot_and_slowloris_is_close
         s.write_all(&[0x16]).await?;
         held.push(s);
         tokio::time::sleep(Duration::from_millis(20)).await;
+        // A client that is served keeps its connection (and slot): were it dropped, the
+        // node could free its slot only after the next holder arrived, which would then land
+        // in the peer reserve.
         let mut stranger = ClusterClient::new(tls_channel(&addr, ca_pem)?);
         match stranger.status(pb::StatusRequest {}).await {
-            Ok(_) => continue,
+            Ok(_) => served.push(stranger),
             Err(s) => break s,
         }
     };
@@ -507,7 +438,7 @@ async fn peers_still_connect_when_clients_hold_every_slot_and_slowloris_is_close
     // A slowloris, one byte a second, is closed by the deadlines: over TLS a ClientHello
     // dribbled out (the TLS handshake deadline), in plaintext the HTTP/2 preface (the opening
     // deadline). Both would otherwise hold their slot for 20 s and more.
-    drop(held);
+    drop((held, served));
     let plain = revokd_testkit::ProcessCluster::start(1).await?;
     let plain_addr = plain.addr(1)?;
     let client_hello = [0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01];

@@ -6,6 +6,7 @@
 //! is ever stopped by name.
 
 pub mod devca;
+pub mod floods;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -10,13 +10,19 @@
 //!
 //! Each row is compared with the plaintext row of the same workload (ops/s ratio), which is
 //! the figure to read on a shared machine; `--rounds` repeats the set-ups in turn and keeps
-//! each row's median.
+//! each row's median. `REVOKD_BIN` picks the `revokd` binary, so two builds can be compared
+//! in turn on one machine.
+//!
+//! Then the floods (unless `--no-floods`), on a TLS cluster (the secure default), with the
+//! target node's resident memory before and at its peak: concurrent 60 MiB `AppendEntries`
+//! bodies from a caller without a cluster certificate, `Snapshot` streams that are never read
+//! over a set of 200,000 ids, and fake replica ids heartbeated from one address.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use revokd_bench::{closed_loop, machine, now, Row};
@@ -38,6 +44,9 @@ struct Args {
     /// alike); each row reports its median round by ops/s.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Skip the floods.
+    #[arg(long)]
+    no_floods: bool,
 }
 
 /// One way of running the cluster and calling it.
@@ -288,5 +297,117 @@ async fn main() -> Result<()> {
     // A refused credential would only show as errors.
     let failed: Vec<&&Row> = all.iter().filter(|r| r.ops == 0 || r.errors > 0).collect();
     anyhow::ensure!(failed.is_empty(), "calls failed in {failed:?}");
+    if !args.no_floods {
+        floods(dir.path()).await?;
+    }
+    Ok(())
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// Runs the floods against a 3-node TLS cluster and prints what each cost the node it hit.
+async fn floods(dir: &std::path::Path) -> Result<()> {
+    use revokd_testkit::floods::{peak_rss_during, raft_body_flood, rss, stalled_snapshots};
+    use revokd_testkit::tls_channel;
+    let ca = DevCa::new("bench flood CA")?;
+    let certs = dir.join("floods");
+    let ca_path = ca.write_ca(&certs)?;
+    let (cert, key) = ca
+        .issue("node", &["localhost", "127.0.0.1"])?
+        .write(&certs, "node")?;
+    let c = ProcessCluster::start_with(
+        3,
+        ClusterOptions {
+            extra_args: vec![
+                "--tls-cert".into(),
+                cert.display().to_string(),
+                "--tls-key".into(),
+                key.display().to_string(),
+                "--tls-ca".into(),
+                ca_path.display().to_string(),
+            ],
+            tls_ca: Some(ca.ca_pem.clone().into_bytes()),
+        },
+    )
+    .await?;
+    let leader = c.wait_leader(Duration::from_secs(20)).await?;
+    let target = if leader == 1 { 2 } else { 1 };
+    let (addr, ca_pem) = (c.addr(target)?, ca.ca_pem.as_bytes());
+    let pid = c.nodes[&target].pid().context("the target node runs")?;
+    println!(
+        "\nFloods against one node of a 3-node TLS cluster (node RSS before and at its peak):\n"
+    );
+    println!("| flood | outcome | RSS before | RSS peak |");
+    println!("|---|---|---:|---:|");
+
+    let before = rss(pid)?;
+    let (statuses, peak) = peak_rss_during(
+        pid,
+        raft_body_flood(tls_channel(&addr, ca_pem)?, 50, 60 * MIB as usize),
+    )
+    .await;
+    let refused = statuses?.iter().filter(|s| *s == "16").count();
+    println!(
+        "| 50 concurrent 60 MiB AppendEntries bodies, no cluster certificate | {refused} of 50 refused UNAUTHENTICATED before the body | {} MiB | {} MiB |",
+        before / MIB,
+        peak / MIB
+    );
+
+    let mut api = RevocationClient::new(tls_channel(&addr, ca_pem)?);
+    for i in (0..200_000).step_by(10_000) {
+        api.revoke_batch(pb::RevokeBatchRequest {
+            tokens: (i..i + 10_000)
+                .map(|n| pb::RevokedTokenSpec {
+                    jti: format!("flood-{n:08}-0123456789abcdef0123456789abcdef"),
+                    expires_at: now() + 3600,
+                    reason: "a reason long enough to be counted".into(),
+                    subject: "someone@example.com".into(),
+                })
+                .collect(),
+        })
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss(pid)?;
+    let (stalled, peak) =
+        peak_rss_during(pid, stalled_snapshots(32, || tls_channel(&addr, ca_pem))).await;
+    let stalled = stalled?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let peak = peak.max(rss(pid)?);
+    let refused = api.snapshot(pb::SnapshotRequest::default()).await.is_err();
+    println!(
+        "| 32 Snapshot streams never read, 200,000 ids in the set | all 32 open, one shared copy; a 33rd {} | {} MiB | {} MiB |",
+        if refused { "refused RESOURCE_EXHAUSTED" } else { "served" },
+        before / MIB,
+        peak / MIB
+    );
+    drop(stalled);
+
+    let before = rss(pid)?;
+    let mut forger =
+        revokd_proto::v1::cluster_client::ClusterClient::new(tls_channel(&addr, ca_pem)?);
+    let (outcome, peak) = peak_rss_during(pid, async {
+        let (mut taken, mut refused) = (0, 0);
+        for i in 0..1000 {
+            let hb = pb::HeartbeatRequest {
+                replica_id: format!("fake-{i}"),
+                description: "flood".into(),
+                applied_revision: u64::MAX,
+            };
+            match forger.heartbeat(hb).await {
+                Ok(_) => taken += 1,
+                Err(_) => refused += 1,
+            }
+        }
+        (taken, refused)
+    })
+    .await;
+    println!(
+        "| 1,000 heartbeats with fake replica ids (applied u64::MAX) from one address | {} registered (at the commit revision), {} refused RESOURCE_EXHAUSTED | {} MiB | {} MiB |",
+        outcome.0,
+        outcome.1,
+        before / MIB,
+        peak / MIB
+    );
     Ok(())
 }

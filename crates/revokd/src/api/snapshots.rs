@@ -25,6 +25,14 @@ const BUSY_RETRY: Duration = Duration::from_millis(500);
 pub const MAX_CHUNK: usize = 100_000;
 /// Chunk size when the caller asks for none (the proto's documented default).
 pub const DEFAULT_CHUNK: usize = 10_000;
+/// A chunk also ends once it holds about this much token data, whatever the caller asked:
+/// what a stalled reader pins is a few chunks, so their size must not be the caller's choice.
+pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// About what `t` costs in a chunk (its text, its numbers, framing).
+fn approx_size(t: &RevokedToken) -> usize {
+    t.jti.len() + t.reason.len() + t.subject.len() + t.revoked_by.len() + 32
+}
 
 /// The set at one revision, shared by every stream that started at that revision.
 struct Copy {
@@ -111,8 +119,9 @@ impl Snapshots {
 }
 
 impl Reservation {
-    /// Sends the copy in chunks of `chunk` tokens (the rules ride with the first) until the
-    /// last chunk is taken, the reader leaves, or the reader takes nothing for `stall`.
+    /// Sends the copy in chunks of at most `chunk` tokens and about [`MAX_CHUNK_BYTES`] (the
+    /// rules ride with the first) until the last chunk is taken, the reader leaves, or the
+    /// reader takes nothing for `stall`.
     /// Returns whether the stream was ended for stalling.
     pub async fn send(
         self,
@@ -121,16 +130,24 @@ impl Reservation {
         tx: mpsc::Sender<Result<pb::SnapshotChunk, tonic::Status>>,
     ) -> bool {
         let copy = &self.copy;
-        let total_tokens = copy.tokens.len() as u64;
+        let tokens = &copy.tokens;
+        let total_tokens = tokens.len() as u64;
         let total_rules = copy.rules.len() as u64;
-        let mut chunks = copy.tokens.chunks(chunk.max(1)).peekable();
-        let mut first = true;
+        let chunk = chunk.max(1);
+        let (mut start, mut first) = (0, true);
         loop {
-            let part = chunks.next();
-            let last = chunks.peek().is_none();
+            let (mut end, mut bytes) = (start, 0);
+            while end < tokens.len()
+                && end - start < chunk
+                && (end == start || bytes < MAX_CHUNK_BYTES)
+            {
+                bytes += approx_size(&tokens[end]);
+                end += 1;
+            }
+            let last = end >= tokens.len();
             let msg = pb::SnapshotChunk {
                 revision: copy.revision,
-                tokens: part.unwrap_or_default().iter().map(token_pb).collect(),
+                tokens: tokens[start..end].iter().map(token_pb).collect(),
                 rules: if first {
                     copy.rules.clone()
                 } else {
@@ -141,6 +158,7 @@ impl Reservation {
                 total_rules,
             };
             first = false;
+            start = end;
             match tokio::time::timeout(stall, tx.send(Ok(msg))).await {
                 Err(_) => return true,
                 Ok(Err(_)) => return false,
