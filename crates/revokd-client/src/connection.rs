@@ -1180,6 +1180,18 @@ fn mark(inner: &Inner, node: &NodeConn, healthy: bool, why: &str) {
     }
 }
 
+/// Whether a heartbeat's error is the node refusing the report (so the node is up), rather
+/// than the node failing to answer.
+fn refused_report(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unauthenticated
+            | tonic::Code::PermissionDenied
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::InvalidArgument
+    )
+}
+
 /// Probes every node once, concurrently.
 async fn probe_round(inner: &Arc<Inner>) {
     let nodes = inner
@@ -1217,6 +1229,14 @@ async fn probe_round(inner: &Arc<Inner>) {
                 }
                 *node.last.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(Probe { sent_at, response });
+                mark(inner, &node, true, "");
+            }
+            // The node answered but refused this client's report (a credential it does not
+            // accept, another client's replica id, a full registry): it is up, and calls
+            // sent to it get their own answer, which says what is wrong, instead of "no
+            // healthy node". The probe confirms no progress, so a replica's staleness grows.
+            Ok(Err(status)) if refused_report(&status) => {
+                tracing::warn!(node = %node.addr, reason = %status.message(), "revokd-client: the node refused this client's heartbeat");
                 mark(inner, &node, true, "");
             }
             Ok(Err(status)) => mark(inner, &node, false, status.message()),
