@@ -144,26 +144,6 @@ pub async fn client(endpoints: &[String]) -> Result<Client> {
     Ok(Client::connect(config).await?)
 }
 
-/// Node flags for TLS with a certificate for `name` issued by `ca`, written into `dir`.
-pub fn tls_args(
-    dir: &std::path::Path,
-    ca: &revokd_testkit::devca::DevCa,
-    name: &str,
-) -> Result<Vec<String>> {
-    let ca_path = ca.write_ca(dir)?;
-    let (cert, key) = ca
-        .issue(name, &["localhost", "127.0.0.1"])?
-        .write(dir, name)?;
-    Ok(vec![
-        "--tls-cert".into(),
-        cert.display().to_string(),
-        "--tls-key".into(),
-        key.display().to_string(),
-        "--tls-ca".into(),
-        ca_path.display().to_string(),
-    ])
-}
-
 /// A TLS channel to `addr` (trusting `ca`) whose connections come from `local`, a loopback
 /// address of its own, so the node sees a distinct client address.
 pub fn tls_channel_from(local: &str, addr: &str, ca: &[u8]) -> Result<tonic::transport::Channel> {
@@ -191,7 +171,7 @@ pub async fn tls_cluster(
     let dir = tempfile::tempdir()?;
     let ca = revokd_testkit::devca::DevCa::new("test cluster CA")?;
     let mut extra_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    extra_args.extend(tls_args(dir.path(), &ca, "node")?);
+    extra_args.extend(ca.node_flags(dir.path(), "node")?);
     let cluster = revokd_testkit::ProcessCluster::start_with(
         n,
         revokd_testkit::ClusterOptions {

@@ -29,6 +29,29 @@ fn token_with(claims: Value, key_file: &str) -> Result<String> {
     )?)
 }
 
+/// A TLS cluster of `n` nodes taking admin tokens signed by the test RSA key from
+/// [`ISS`] for [`AUD`], plus `extra` flags.
+async fn auth_cluster(
+    n: u64,
+    extra: &[&str],
+) -> Result<(
+    revokd_testkit::ProcessCluster,
+    revokd_testkit::devca::DevCa,
+    tempfile::TempDir,
+)> {
+    let key = keys_dir().join("rsa_public.pem").display().to_string();
+    let mut args = vec![
+        "--auth-key",
+        &key,
+        "--auth-issuer",
+        ISS,
+        "--auth-audience",
+        AUD,
+    ];
+    args.extend_from_slice(extra);
+    tls_cluster(n, &args).await
+}
+
 fn admin_claims(sub: &str, scope: &str) -> Value {
     json!({ "iss": ISS, "aud": AUD, "sub": sub, "scope": scope, "iat": now(), "exp": now() + 300 })
 }
@@ -62,21 +85,7 @@ async fn revoke_as(
 #[tokio::test]
 async fn writes_need_an_admin_token_and_record_its_subject() -> Result<()> {
     // A TLS cluster (mutual TLS between nodes) with admin authorization.
-    let key = keys_dir().join("rsa_public.pem").display().to_string();
-    let (c, ca, _certs) = tls_cluster(
-        3,
-        &[
-            "--auth-key",
-            &key,
-            "--auth-algorithm",
-            "RS256",
-            "--auth-issuer",
-            ISS,
-            "--auth-audience",
-            AUD,
-        ],
-    )
-    .await?;
+    let (c, ca, _certs) = auth_cluster(3, &["--auth-algorithm", "RS256"]).await?;
     let ca_pem = ca.ca_pem.as_bytes();
     let (leader, follower) = leader_and_follower(&c, Duration::from_secs(10)).await?;
     let (at_leader, at_follower) = (c.addr(leader)?, c.addr(follower)?);
@@ -217,20 +226,7 @@ async fn writes_need_an_admin_token_and_record_its_subject() -> Result<()> {
 async fn reads_can_require_a_scope_and_bad_settings_stop_the_node() -> Result<()> {
     let key = keys_dir().join("rsa_public.pem");
     let key_arg = key.display().to_string();
-    let (c, ca, _certs) = tls_cluster(
-        1,
-        &[
-            "--auth-key",
-            &key_arg,
-            "--auth-issuer",
-            ISS,
-            "--auth-audience",
-            AUD,
-            "--auth-read-scope",
-            "revokd:read",
-        ],
-    )
-    .await?;
+    let (c, ca, _certs) = auth_cluster(1, &["--auth-read-scope", "revokd:read"]).await?;
     let mut api = RevocationClient::new(tls_channel(&c.addr(1)?, ca.ca_pem.as_bytes())?);
     let err = api
         .check(check_req("x", pb::Consistency::Local, 0))
@@ -245,7 +241,7 @@ async fn reads_can_require_a_scope_and_bad_settings_stop_the_node() -> Result<()
 
     // A key file that is not a key: the node refuses to start and says why.
     let certs = tempfile::tempdir()?;
-    let tls = revokd_e2e::tls_args(certs.path(), &ca, "bad-key")?;
+    let tls = ca.node_flags(certs.path(), "bad-key")?;
     let out = std::process::Command::new(revokd_testkit::revokd_bin()?)
         .args([
             "--auth-key",
@@ -273,19 +269,7 @@ async fn reads_can_require_a_scope_and_bad_settings_stop_the_node() -> Result<()
 
 #[tokio::test]
 async fn admin_tokens_are_checked_beyond_their_signature_and_revoked_with_revokd() -> Result<()> {
-    let key = keys_dir().join("rsa_public.pem").display().to_string();
-    let (c, ca, _certs) = tls_cluster(
-        3,
-        &[
-            "--auth-key",
-            &key,
-            "--auth-issuer",
-            ISS,
-            "--auth-audience",
-            AUD,
-        ],
-    )
-    .await?;
+    let (c, ca, _certs) = auth_cluster(3, &[]).await?;
     let ca_pem = ca.ca_pem.as_bytes();
     let (leader, follower) = leader_and_follower(&c, Duration::from_secs(10)).await?;
     let (at_leader, at_follower) = (c.addr(leader)?, c.addr(follower)?);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use revokd_client::{Client, ClientConfig, ClientTls, Revoke};
-use revokd_e2e::{now, tls_args};
+use revokd_e2e::now;
 use revokd_proto::v1::{self as pb, raft_client::RaftClient};
 use revokd_testkit::devca::DevCa;
 use revokd_testkit::{channel, tls_channel, ClusterOptions, ProcessCluster};
@@ -17,7 +17,7 @@ async fn a_tls_cluster_refuses_plaintext_and_strangers() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let ca = DevCa::new("test cluster CA")?;
     let opts = ClusterOptions {
-        extra_args: tls_args(dir.path(), &ca, "node")?,
+        extra_args: ca.node_flags(dir.path(), "node")?,
         tls_ca: Some(ca.ca_pem.clone().into_bytes()),
     };
     // The cluster elects a leader: its nodes reach each other over mutual TLS.
@@ -70,7 +70,7 @@ async fn a_tls_cluster_refuses_plaintext_and_strangers() -> Result<()> {
     // A node with a certificate from another CA cannot join: added as a learner, it never
     // receives the log (the leader does not trust it, and it does not trust the leader).
     let rogue_dir = dir.path().join("rogue");
-    let rogue_addr = c.start_joiner_with(9, tls_args(&rogue_dir, &stranger_ca, "rogue")?)?;
+    let rogue_addr = c.start_joiner_with(9, stranger_ca.node_flags(&rogue_dir, "rogue")?)?;
     let added = client.add_learner(9, &rogue_addr, false).await;
     ensure!(added.is_ok(), "adding is accepted by the leader: {added:?}");
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -115,6 +115,23 @@ impl DevCa {
         })
     }
 
+    /// Writes `ca.pem` and a node certificate for `name` (valid for localhost and 127.0.0.1)
+    /// into `dir`; returns the `revokd` flags that serve TLS with them.
+    pub fn node_flags(&self, dir: &Path, name: &str) -> Result<Vec<String>> {
+        let ca = self.write_ca(dir)?;
+        let (cert, key) = self
+            .issue(name, &["localhost", "127.0.0.1"])?
+            .write(dir, name)?;
+        Ok(vec![
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+            "--tls-ca".into(),
+            ca.display().to_string(),
+        ])
+    }
+
     /// Writes `ca.pem` into `dir` (created if missing).
     pub fn write_ca(&self, dir: &Path) -> Result<PathBuf> {
         self.write_ca_as(dir, "ca")

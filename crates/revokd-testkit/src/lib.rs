@@ -3,7 +3,8 @@
 //! over gRPC.
 //!
 //! Every process is tracked by PID and stopped when the [`ProcessCluster`] is dropped; nothing
-//! is ever stopped by name.
+//! is ever stopped by name. [`devca`] makes the certificates of a TLS cluster, [`floods`] the
+//! hostile callers of the security tests and benchmark.
 
 pub mod devca;
 pub mod floods;

@@ -83,18 +83,7 @@ fn keys_dir() -> PathBuf {
 /// The four set-ups, with their certificates and keys written under `dir`.
 fn setups(dir: &std::path::Path) -> Result<Vec<Setup>> {
     let ca = DevCa::new("bench cluster CA")?;
-    let ca_path = ca.write_ca(dir)?;
-    let (cert, key) = ca
-        .issue("node", &["localhost", "127.0.0.1"])?
-        .write(dir, "node")?;
-    let tls_args = vec![
-        "--tls-cert".to_string(),
-        cert.display().to_string(),
-        "--tls-key".into(),
-        key.display().to_string(),
-        "--tls-ca".into(),
-        ca_path.display().to_string(),
-    ];
+    let tls_args = ca.node_flags(dir, "node")?;
     let admin_ca = DevCa::new("bench admin CA")?;
     let admin_ca_path = admin_ca.write_ca_as(dir, "admin-ca")?;
     let (iss, aud) = ("https://bench.auth", "revokd");
@@ -165,7 +154,28 @@ fn request<T>(body: T, token: &Option<Arc<str>>) -> tonic::Request<T> {
     req
 }
 
-async fn measure(setup: &Setup, args: &Args) -> Result<Vec<Row>> {
+/// A measured row with the CPU time the cluster's nodes spent per successful operation, in
+/// microseconds (all three nodes' user and system time over the row, from `/proc`): less
+/// swayed by a shared machine's noise than throughput, it shows what a check costs the node.
+type Measured = (Row, f64);
+
+/// The CPU time, in seconds, the cluster's node processes have used so far.
+fn nodes_cpu_secs(c: &ProcessCluster) -> f64 {
+    c.nodes
+        .values()
+        .filter_map(|n| n.pid())
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the command name (which may hold spaces) close with ')'.
+            let rest = stat.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .sum()
+}
+
+async fn measure(setup: &Setup, args: &Args) -> Result<Vec<Measured>> {
     let c = ProcessCluster::start_with(
         3,
         ClusterOptions {
@@ -191,6 +201,7 @@ async fn measure(setup: &Setup, args: &Args) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for clients in [1, args.clients] {
         let (pool, token) = (leader_pool.clone(), token.clone());
+        let cpu = nodes_cpu_secs(&c);
         let row = closed_loop(
             format!("Revoke, {clients} clients | {}", setup.name),
             clients,
@@ -213,9 +224,11 @@ async fn measure(setup: &Setup, args: &Args) -> Result<Vec<Row>> {
         )
         .await;
         eprintln!("  {row:?}");
-        rows.push(row);
+        let per_op = (nodes_cpu_secs(&c) - cpu) * 1e6 / row.ops.max(1) as f64;
+        rows.push((row, per_op));
     }
     let (nodes, token, clients) = (all_nodes.clone(), token.clone(), args.clients);
+    let cpu = nodes_cpu_secs(&c);
     let row = closed_loop(
         format!("Check LOCAL, {clients} clients | {}", setup.name),
         clients,
@@ -238,7 +251,8 @@ async fn measure(setup: &Setup, args: &Args) -> Result<Vec<Row>> {
     )
     .await;
     eprintln!("  {row:?}");
-    rows.push(row);
+    let per_op = (nodes_cpu_secs(&c) - cpu) * 1e6 / row.ops.max(1) as f64;
+    rows.push((row, per_op));
     Ok(rows)
 }
 
@@ -247,7 +261,7 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
     let setups = setups(dir.path())?;
-    let mut rounds: Vec<Vec<Row>> = Vec::new();
+    let mut rounds: Vec<Vec<Measured>> = Vec::new();
     for round in 0..args.rounds.max(1) {
         let mut rows = Vec::new();
         for setup in &setups {
@@ -257,15 +271,15 @@ async fn main() -> Result<()> {
         rounds.push(rows);
     }
     // Per row, the round with the median ops/s.
-    let results: Vec<Row> = (0..rounds[0].len())
+    let results: Vec<Measured> = (0..rounds[0].len())
         .map(|i| {
-            let mut samples: Vec<&Row> = rounds.iter().map(|r| &r[i]).collect();
-            samples.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+            let mut samples: Vec<&Measured> = rounds.iter().map(|r| &r[i]).collect();
+            samples.sort_by(|a, b| a.0.per_sec.total_cmp(&b.0.per_sec));
             samples[samples.len() / 2].clone()
         })
         .collect();
     // Every call must have been served in every round.
-    let all: Vec<&Row> = rounds.iter().flatten().collect();
+    let all: Vec<&Row> = rounds.iter().flatten().map(|(r, _)| r).collect();
     let date = String::from_utf8(
         std::process::Command::new("date")
             .args(["-u", "+%Y-%m-%d %H:%M UTC"])
@@ -278,16 +292,18 @@ async fn main() -> Result<()> {
         date.trim(),
         std::env::args().collect::<Vec<_>>().join(" ")
     );
-    println!("| workload | set-up | ops/s | errors | p50 | p99 | ops/s vs plaintext |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
-    for r in &results {
+    println!(
+        "| workload | set-up | ops/s | errors | p50 | p99 | ops/s vs plaintext | node CPU per op |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for (r, cpu) in &results {
         let (workload, setup) = r.what.split_once(" | ").unwrap_or((&r.what, ""));
         let base = results
             .iter()
-            .find(|b| b.what == format!("{workload} | plaintext"))
-            .map_or(f64::NAN, |b| r.per_sec / b.per_sec);
+            .find(|(b, _)| b.what == format!("{workload} | plaintext"))
+            .map_or(f64::NAN, |(b, _)| r.per_sec / b.per_sec);
         println!(
-            "| {workload} | {setup} | {:.0} | {} | {:.2} ms | {:.2} ms | {base:.2}x |",
+            "| {workload} | {setup} | {:.0} | {} | {:.2} ms | {:.2} ms | {base:.2}x | {cpu:.0} us |",
             r.per_sec,
             r.errors,
             r.p50_us as f64 / 1000.0,
@@ -310,22 +326,10 @@ async fn floods(dir: &std::path::Path) -> Result<()> {
     use revokd_testkit::floods::{peak_rss_during, raft_body_flood, rss, stalled_snapshots};
     use revokd_testkit::tls_channel;
     let ca = DevCa::new("bench flood CA")?;
-    let certs = dir.join("floods");
-    let ca_path = ca.write_ca(&certs)?;
-    let (cert, key) = ca
-        .issue("node", &["localhost", "127.0.0.1"])?
-        .write(&certs, "node")?;
     let c = ProcessCluster::start_with(
         3,
         ClusterOptions {
-            extra_args: vec![
-                "--tls-cert".into(),
-                cert.display().to_string(),
-                "--tls-key".into(),
-                key.display().to_string(),
-                "--tls-ca".into(),
-                ca_path.display().to_string(),
-            ],
+            extra_args: ca.node_flags(&dir.join("floods"), "node")?,
             tls_ca: Some(ca.ca_pem.clone().into_bytes()),
         },
     )
