@@ -82,23 +82,21 @@ impl Snapshots {
                 retry_after: BUSY_RETRY,
             })?;
         let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        let current = sm.read().set.revision();
+        let st = sm.read();
         let copy = match latest.as_ref() {
-            Some(c) if c.revision == current => c.clone(),
+            Some(c) if c.revision == st.set.revision() => c.clone(),
             _ => {
-                let copy = {
-                    let st = sm.read();
-                    Arc::new(Copy {
-                        revision: st.set.revision(),
-                        tokens: st.set.tokens().cloned().collect(),
-                        rules: st.set.rules().map(rule_pb).collect(),
-                    })
-                };
+                let copy = Arc::new(Copy {
+                    revision: st.set.revision(),
+                    tokens: st.set.tokens().cloned().collect(),
+                    rules: st.set.rules().map(rule_pb).collect(),
+                });
                 // Dropping the previous copy here frees it unless a stream still sends it.
                 *latest = Some(copy.clone());
                 copy
             }
         };
+        drop(st);
         Ok(Reservation { copy, _slot: slot })
     }
 
