@@ -208,9 +208,46 @@ async fn uncertified_raft_calls_are_refused_before_their_body_is_read() -> Resul
 /// Sends `bytes` to `addr` one a second (then zeros); returns how long until the node closed
 /// the connection, or `None` if it was still open after 20 s.
 async fn dribble(addr: &str, bytes: &[u8]) -> Result<Option<Duration>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let s = tokio::net::TcpStream::connect(addr).await?;
+    dribble_on(s, Instant::now(), bytes).await
+}
+
+/// Completes a TLS handshake with `addr` (trusting `ca_pem`, offering HTTP/2), then dribbles
+/// `bytes` as [`dribble`] does, inside the TLS session.
+async fn dribble_after_handshake(
+    addr: &str,
+    ca_pem: &[u8],
+    bytes: &[u8],
+) -> Result<Option<Duration>> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let started = Instant::now();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let tls = connector
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await
+        .context("the TLS handshake failed")?;
+    dribble_on(tls, started, bytes).await
+}
+
+/// Writes `bytes` on `s` one a second (then zeros), for 20 s at most; returns how long after
+/// `started` the node closed the connection.
+async fn dribble_on(
+    mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    started: Instant,
+    bytes: &[u8],
+) -> Result<Option<Duration>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     for i in 0..20 {
         if s.write_all(&[bytes.get(i).copied().unwrap_or(0)])
             .await
@@ -218,6 +255,7 @@ async fn dribble(addr: &str, bytes: &[u8]) -> Result<Option<Duration>> {
         {
             return Ok(Some(started.elapsed()));
         }
+        let _ = s.flush().await;
         let mut buf = [0u8; 64];
         match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Ok(Some(started.elapsed())),
@@ -343,7 +381,14 @@ async fn heartbeats_cannot_forge_progress_or_fill_the_registry() -> Result<()> {
     let w = api.revoke(revoke_req("hb")).await?.into_inner();
     // The real replica calls from an address of its own: quotas are per address for
     // anonymous callers, and the forger below fills its own.
-    let mut real = ClusterClient::new(tls_channel_from("127.0.0.2", &addr, ca_pem)?);
+    // It follows this node as a replica does: a Watch on the connection it reports over.
+    let real_channel = tls_channel_from("127.0.0.2", &addr, ca_pem)?;
+    let mut real = ClusterClient::new(real_channel.clone());
+    let mut feed = RevocationClient::new(real_channel)
+        .watch(pb::WatchRequest { from_revision: 0 })
+        .await?
+        .into_inner();
+    while feed.message().await?.context("the watch ended")?.revision < w.revision {}
     real.heartbeat(heartbeat("validator-1", w.revision)).await?;
 
     // Another connection reporting the real replica's id: refused, nothing changes.
@@ -370,7 +415,18 @@ async fn heartbeats_cannot_forge_progress_or_fill_the_registry() -> Result<()> {
         .iter()
         .find(|r| r.replica_id == "validator-1")
         .context("the real replica is listed")?;
-    ensure!(v.applied_revision == w.revision, "{v:?}");
+    ensure!(
+        v.applied_revision == w.revision && v.follows_this_node,
+        "{v:?}"
+    );
+    // The forger reads nothing from this node: its report is listed, but not as following
+    // this node, so receipts do not count it.
+    let f = status
+        .replicas
+        .iter()
+        .find(|r| r.replica_id == "forger")
+        .context("the forger's own id is listed")?;
+    ensure!(!f.follows_this_node, "{f:?}");
 
     // One client cannot fill the registry: past its quota it is refused, others are not.
     let mut refused = 0;
@@ -436,17 +492,24 @@ async fn peers_still_connect_when_clients_hold_every_slot_and_slowloris_is_close
     ensure!(status.id == target, "{status:?}");
 
     // A slowloris, one byte a second, is closed by the deadlines: over TLS a ClientHello
-    // dribbled out (the TLS handshake deadline), in plaintext the HTTP/2 preface (the opening
-    // deadline). Both would otherwise hold their slot for 20 s and more.
+    // dribbled out (the TLS handshake deadline) or, after a quick handshake, the HTTP/2
+    // preface inside the session; in plaintext the preface (the opening deadline). Each
+    // would otherwise hold its slot for 20 s and more.
     drop((held, served));
     let plain = revokd_testkit::ProcessCluster::start(1).await?;
     let plain_addr = plain.addr(1)?;
     let client_hello = [0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01];
-    let (tls_lived, plain_lived) = tokio::try_join!(
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let (tls_lived, session_lived, plain_lived) = tokio::try_join!(
         dribble(&addr, &client_hello),
-        dribble(&plain_addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        dribble_after_handshake(&addr, ca_pem, preface),
+        dribble(&plain_addr, preface),
     )?;
-    for (what, lived) in [("TLS", tls_lived), ("plaintext", plain_lived)] {
+    for (what, lived) in [
+        ("TLS handshake", tls_lived),
+        ("in-session preface", session_lived),
+        ("plaintext", plain_lived),
+    ] {
         let lived = lived.with_context(|| format!("the {what} slowloris was never closed"))?;
         // Closed by the deadline (10 s after accept), not for sending garbage.
         ensure!(

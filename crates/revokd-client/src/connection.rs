@@ -1103,8 +1103,8 @@ impl Client {
         Ok(ReceiptedWrite { write, receipt })
     }
 
-    /// Waits up to `within` until `want` connected replicas (those any node heard from in the
-    /// last three heartbeat intervals) report `revision` applied.
+    /// Waits up to `within` until `want` connected replicas (those the node they follow heard
+    /// from in the last three heartbeat intervals) report `revision` applied.
     pub async fn wait_for_replicas(
         &self,
         revision: u64,
@@ -1117,13 +1117,14 @@ impl Client {
             .max(Duration::from_secs(3))
             .as_millis() as u64;
         loop {
-            // Merge every node's view: a replica reports promptly to the node it watches and
-            // on every interval to all.
+            // Merge every node's view: a replica reports promptly to the node it follows
+            // (watches) and on every interval to all, but only the node it follows can check
+            // a report against what it sent the replica, so only those reports count.
             let mut seen: BTreeMap<String, u64> = BTreeMap::new();
             for (_, status) in self.statuses().await {
                 let Ok(status) = status else { continue };
                 for r in status.replicas {
-                    if r.last_seen_ms <= connected_ms {
+                    if r.follows_this_node && r.last_seen_ms <= connected_ms {
                         let e = seen.entry(r.replica_id).or_default();
                         *e = (*e).max(r.applied_revision);
                     }

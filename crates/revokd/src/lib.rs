@@ -333,17 +333,9 @@ where
             }
         });
     }
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(t) = &tls {
-        builder = builder
-            .tls_config(
-                t.server
-                    .clone()
-                    .timeout(network::incoming::TLS_HANDSHAKE_TIMEOUT),
-            )
-            .map_err(|e| RunError::Config(config::ConfigError::Invalid(format!("tls: {e}"))))?;
-    }
-    let server = builder
+    // The TLS handshake and the HTTP/2 opening, each under a deadline.
+    let incoming = network::handshake::opened(incoming, tls.as_ref().map(|t| t.server.clone()));
+    let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         // Established connections: dead peers are found by keepalive, and one connection
         // cannot open streams without bound.

@@ -6,12 +6,16 @@
 //! lie: a replica id belongs to the client that first reported it (its authenticated
 //! principal, or for an anonymous caller its connection) until that client falls silent for
 //! [`REBIND_AFTER`]; a reported revision is capped at the node's commit revision (no replica
-//! can have applied what is not committed); and each client (principal, or address for
-//! anonymous callers) may hold at most [`MAX_REPLICAS_PER_CLIENT`] ids, so no caller can crowd
-//! the others out of the registry.
+//! can have applied what is not committed) and, for a client that reads the set from this
+//! node (a `Watch` or `Snapshot` stream), at the highest revision this node has sent it
+//! ([`ReplicaRegistry::sending`]): only such reports are marked `follows_this_node`, and
+//! receipts count only those. Each client (principal, or address for anonymous callers) may
+//! hold at most [`MAX_REPLICAS_PER_CLIENT`] ids, so no caller can crowd the others out of the
+//! registry.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 // The runtime's clock (the simulated one under simulation): ages here reach Status replies.
@@ -37,7 +41,7 @@ pub const MAX_REPLICAS_PER_CLIENT: usize = 256;
 /// (the client's default is 1 s), so a live replica's id is never taken over.
 pub const REBIND_AFTER: Duration = Duration::from_secs(10);
 
-/// Who reports a replica id.
+/// Who reports a replica id, or reads the set over a stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reporter {
     /// Who owns the ids it reports: an authenticated principal (`sub:...`, `cert:...`), or
@@ -50,18 +54,99 @@ pub struct Reporter {
 struct Seen {
     description: String,
     applied: u64,
+    /// Whether `applied` was checked against what this node sent the reporter.
+    follows: bool,
     at: Instant,
     owner: String,
     quota: String,
 }
 
-/// What this node knows of the replicas that report to it.
+/// The highest revision this node has sent one client over its streams, and when it last
+/// sent one (milliseconds since the registry's epoch).
 #[derive(Default)]
+struct Sent {
+    revision: AtomicU64,
+    touched_ms: AtomicU64,
+}
+
+/// Records, for one `Watch` or `Snapshot` stream, how far it has sent the set: held by the
+/// stream while it lasts.
+pub struct Sending {
+    sent: Arc<Sent>,
+    epoch: Instant,
+}
+
+impl Sending {
+    /// The stream is about to send the set up to `revision`. Called before the message is
+    /// queued, so that a replica's report of it never arrives before the record.
+    pub fn advance(&self, revision: u64) {
+        self.sent.revision.fetch_max(revision, Ordering::AcqRel);
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.sent.touched_ms.store(ms, Ordering::Release);
+    }
+}
+
+/// What this node knows of the replicas that report to it.
 pub struct ReplicaRegistry {
     seen: Mutex<HashMap<String, Seen>>,
+    /// Stream reader (owner) → how far this node sent it the set.
+    sent: Mutex<HashMap<String, Arc<Sent>>>,
+    epoch: Instant,
+}
+
+impl Default for ReplicaRegistry {
+    fn default() -> Self {
+        ReplicaRegistry {
+            seen: Mutex::default(),
+            sent: Mutex::default(),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl ReplicaRegistry {
+    /// Starts recording what a stream sends to `to`, which already has the set up to `from`
+    /// (a `Watch` from that revision, or a snapshot taken at it). The reports of `to`'s
+    /// replicas are then capped at the highest revision its streams sent, until
+    /// [`REPLICA_TTL`] after its last stream ended.
+    pub fn sending(&self, to: &Reporter, from: u64) -> Sending {
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        let ttl_ms = REPLICA_TTL.as_millis() as u64;
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        if !sent.contains_key(&to.owner) && sent.len() >= MAX_REPLICAS {
+            // Forget readers with no stream open that have been quiet for the TTL.
+            sent.retain(|_, s| {
+                Arc::strong_count(s) > 1
+                    || now_ms.saturating_sub(s.touched_ms.load(Ordering::Acquire)) < ttl_ms
+            });
+        }
+        let entry = if sent.len() < MAX_REPLICAS || sent.contains_key(&to.owner) {
+            sent.entry(to.owner.clone()).or_default().clone()
+        } else {
+            // Too many readers to remember: this stream goes unrecorded, so its reader's
+            // reports are not counted by receipts (the safe side).
+            tracing::warn!(reader = %to.owner, "replicas: too many stream readers tracked; this one's reports will not count towards receipts");
+            Arc::default()
+        };
+        let sending = Sending {
+            sent: entry,
+            epoch: self.epoch,
+        };
+        sending.advance(from);
+        sending
+    }
+
+    /// The highest revision this node sent `owner`, if it reads the set from this node (a
+    /// stream is open, or one ended within [`REPLICA_TTL`]).
+    fn sent_to(&self, owner: &str) -> Option<u64> {
+        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let s = sent.get(owner)?;
+        let quiet = (self.epoch.elapsed().as_millis() as u64)
+            .saturating_sub(s.touched_ms.load(Ordering::Acquire));
+        (Arc::strong_count(s) > 1 || quiet < REPLICA_TTL.as_millis() as u64)
+            .then(|| s.revision.load(Ordering::Acquire))
+    }
+
     /// Records a heartbeat from `by`, whose revision is taken as at most `commit`. An empty
     /// id is a probe from a client without a replica: it is checked but not recorded.
     pub fn report(
@@ -87,14 +172,23 @@ impl ReplicaRegistry {
         if id.is_empty() {
             return Ok(());
         }
-        let applied = applied.min(commit);
+        // No replica has applied what is not committed, nor, if it reads from this node,
+        // what this node has not sent it.
+        let sent = self.sent_to(&by.owner);
+        let follows = sent.is_some();
+        let applied = applied.min(commit).min(sent.unwrap_or(u64::MAX));
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = seen.get_mut(id) {
             if s.owner == by.owner {
                 // Reports can arrive out of order (a periodic probe and a progress report):
-                // keep the highest revision.
-                s.applied = s.applied.max(applied);
+                // keep the highest revision of those checked the same way.
+                s.applied = if s.follows == follows {
+                    s.applied.max(applied)
+                } else {
+                    applied
+                };
+                s.follows = follows;
                 s.at = now;
                 if s.description != description {
                     s.description = description.to_owned();
@@ -136,6 +230,7 @@ impl ReplicaRegistry {
             Seen {
                 description: description.to_owned(),
                 applied,
+                follows,
                 at: now,
                 owner: by.owner.clone(),
                 quota: by.quota.clone(),
@@ -158,6 +253,7 @@ impl ReplicaRegistry {
                 applied_revision: s.applied,
                 lag: commit.saturating_sub(s.applied),
                 last_seen_ms: now.duration_since(s.at).as_millis() as u64,
+                follows_this_node: s.follows,
             })
             .collect();
         out.sort_by(|a, b| a.replica_id.cmp(&b.replica_id));
@@ -236,6 +332,46 @@ mod tests {
         assert!(matches!(e, ApiError::Overloaded(_)), "{e}");
         r.report("honest", "", 1, 1, &by("validator")).unwrap();
         assert_eq!(r.list(1).len(), MAX_REPLICAS_PER_CLIENT + 1);
+    }
+
+    #[test]
+    fn a_reader_cannot_report_beyond_what_this_node_sent_it() {
+        let r = ReplicaRegistry::default();
+        let reader = by("validator");
+        let watch = r.sending(&reader, 10);
+        watch.advance(12);
+        // Committed up to 50, but this node sent the reader only 12.
+        r.report("v-1", "", u64::MAX, 50, &reader).unwrap();
+        let l = r.list(50);
+        assert_eq!((l[0].applied_revision, l[0].follows_this_node), (12, true));
+        watch.advance(40);
+        r.report("v-1", "", 40, 50, &reader).unwrap();
+        assert_eq!(r.list(50)[0].applied_revision, 40);
+        // A client that reads from another node is listed, but not as following this one:
+        // receipts do not count its report.
+        r.report("elsewhere", "", 45, 50, &by("other")).unwrap();
+        let e = r.list(50).into_iter().find(|i| i.replica_id == "elsewhere");
+        assert_eq!(
+            e.map(|i| (i.applied_revision, i.follows_this_node)),
+            Some((45, false))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_whose_streams_ended_stops_following_after_the_ttl() {
+        let r = ReplicaRegistry::default();
+        let reader = by("validator");
+        drop(r.sending(&reader, 7));
+        r.report("v", "", 9, 9, &reader).unwrap();
+        assert_eq!(
+            r.list(9)[0].applied_revision,
+            7,
+            "capped for the TTL after the stream"
+        );
+        tokio::time::advance(REPLICA_TTL).await;
+        r.report("v", "", 9, 9, &reader).unwrap();
+        let l = r.list(9);
+        assert_eq!((l[0].applied_revision, l[0].follows_this_node), (9, false));
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,12 +17,12 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-
 use super::gate::Gate;
 use super::FORWARDED_HEADER;
+use crate::network::handshake::ConnInfo;
 use crate::network::incoming::Probation;
 use crate::network::tls::{peer_certs, AdminCerts, CaCheck};
+use crate::replicas::Reporter;
 
 /// What the node knows of a call's origin.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -112,13 +112,30 @@ fn is_large_raft_call(path: &str) -> bool {
 }
 
 /// The connection a call arrived on (its remote address and port).
-fn connection(ext: &http::Extensions) -> Option<SocketAddr> {
-    ext.get::<TcpConnectInfo>()
-        .or_else(|| {
-            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
-                .map(|t| t.get_ref())
-        })
-        .and_then(|c| c.remote_addr)
+pub fn connection(ext: &http::Extensions) -> Option<SocketAddr> {
+    ext.get::<ConnInfo>().and_then(|c| c.remote)
+}
+
+/// Who a call reports for, or reads for, in the replica registry: its authenticated
+/// [`Principal`] when the gate verified a credential (then `true`), else its connection, with
+/// the caller's address as its quota.
+pub fn reporter(ext: &http::Extensions) -> (Reporter, bool) {
+    if let Some(Principal(p)) = ext.get::<Principal>() {
+        let by = Reporter {
+            owner: p.clone(),
+            quota: p.clone(),
+        };
+        return (by, true);
+    }
+    let conn = connection(ext);
+    let by = Reporter {
+        owner: format!("conn:{}", conn.map(|a| a.to_string()).unwrap_or_default()),
+        quota: format!(
+            "ip:{}",
+            conn.map(|a| a.ip().to_string()).unwrap_or_default()
+        ),
+    };
+    (by, false)
 }
 
 impl Identify {

@@ -10,12 +10,11 @@ use revokd_proto::v1::cluster_server::Cluster;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use super::caller::Principal;
+use super::caller;
 use super::error::{write_failure, ApiError, WriteFailure};
 use super::{deadline, routed};
 use crate::consensus::typ::{ClientWriteError, ClientWriteResponse, RaftError};
 use crate::node::Node;
-use crate::replicas::Reporter;
 
 /// Serves `revokd.v1.Cluster`.
 pub struct ClusterService {
@@ -100,16 +99,6 @@ impl ClusterService {
 
 type Client = ClusterClient<tonic::transport::Channel>;
 
-/// The authenticated reporter of a heartbeat, if the gate verified a credential.
-fn reporter<T>(req: &Request<T>) -> Option<Reporter> {
-    req.extensions()
-        .get::<Principal>()
-        .map(|Principal(p)| Reporter {
-            owner: p.clone(),
-            quota: p.clone(),
-        })
-}
-
 fn role(s: ServerState) -> pb::Role {
     match s {
         ServerState::Leader => pb::Role::Leader,
@@ -158,8 +147,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let req_addr = req.remote_addr();
-        let reporter = reporter(&req);
+        let (by, authenticated) = caller::reporter(req.extensions());
         let r = req.into_inner();
         let committed = self.committed().await?;
         if !r.replica_id.is_empty() {
@@ -171,7 +159,7 @@ impl Cluster for ClusterService {
                 .and_then(|a| a.read_scope.as_deref());
             // The gate verified any credential sent; a replica's report needs one when reads
             // do: its revision counts towards receipts.
-            if let (Some(scope), None) = (read_scope, &reporter) {
+            if let (Some(scope), false) = (read_scope, authenticated) {
                 return Err(ApiError::Unauthenticated(format!(
                     "a heartbeat with a replica_id needs a credential with scope {scope}, \
                      as reads do (probes without a replica_id stay open)"
@@ -179,17 +167,6 @@ impl Cluster for ClusterService {
                 .into());
             }
         }
-        let anonymous = || {
-            let conn = req_addr.map(|a| a.to_string()).unwrap_or_default();
-            Reporter {
-                owner: format!("conn:{conn}"),
-                quota: format!(
-                    "ip:{}",
-                    req_addr.map(|a| a.ip().to_string()).unwrap_or_default()
-                ),
-            }
-        };
-        let by = reporter.unwrap_or_else(anonymous);
         self.node.replicas.report(
             &r.replica_id,
             &r.description,

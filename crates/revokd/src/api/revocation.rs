@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use super::caller;
 use super::convert::{check_result_pb, event_pb, query, rule_kind, write_response};
 use super::error::ApiError;
 use super::{deadline, routed};
@@ -367,6 +368,8 @@ impl Revocation for RevocationService {
         }
         let chunk = super::snapshots::chunk_size(req.get_ref().chunk_size);
         let reservation = self.node.snapshots.reserve(&self.node.sm)?;
+        let (reader, _) = caller::reporter(req.extensions());
+        let sending = self.node.replicas.sending(&reader, reservation.revision());
         // One chunk waits while the next is built: a reader that stops holds two at most.
         let (tx, rx) = mpsc::channel(1);
         let (snapshots, stall) = (
@@ -374,6 +377,7 @@ impl Revocation for RevocationService {
             self.node.config.watch_stall_timeout,
         );
         tokio::spawn(async move {
+            let _sending = sending;
             if reservation.send(chunk, stall, tx).await {
                 snapshots.record_stalled();
                 tracing::warn!(?stall, "snapshot: ended a stream whose reader took nothing");
@@ -389,6 +393,7 @@ impl Revocation for RevocationService {
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let from = req.get_ref().from_revision;
+        let (reader, _) = caller::reporter(req.extensions());
         let (backlog, live) = self
             .node
             .sm
@@ -401,6 +406,8 @@ impl Revocation for RevocationService {
         let sm = self.node.sm.clone();
         let watchers = self.node.watchers.clone();
         let stall = self.node.config.watch_stall_timeout;
+        // What this stream sends caps what its reader's replicas may report (receipts).
+        let sending = self.node.replicas.sending(&reader, from);
         tokio::spawn(async move {
             let _open = watchers.enter();
             let mut feed = WatchFeed {
@@ -410,6 +417,7 @@ impl Revocation for RevocationService {
                 live,
                 tx,
                 stall,
+                sending,
             };
             if let Err(Gone::Stalled) = feed.run().await {
                 watchers.record_dropped();
@@ -443,6 +451,8 @@ struct WatchFeed {
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     /// How long a message may wait for the watcher to take it.
     stall: std::time::Duration,
+    /// Records how far this stream has sent the set.
+    sending: crate::replicas::Sending,
 }
 
 impl WatchFeed {
@@ -490,6 +500,9 @@ impl WatchFeed {
 
     /// Queues one message for the watcher, waiting at most the stall timeout for room.
     async fn send(&self, msg: Result<pb::WatchResponse, Status>) -> Result<(), Gone> {
+        if let Ok(m) = &msg {
+            self.sending.advance(m.revision);
+        }
         match self.tx.send_timeout(msg, self.stall).await {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Gone::Stalled),

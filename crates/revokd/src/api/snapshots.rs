@@ -117,6 +117,11 @@ impl Snapshots {
 }
 
 impl Reservation {
+    /// The revision of the state this reservation sends.
+    pub fn revision(&self) -> u64 {
+        self.copy.revision
+    }
+
     /// Sends the copy in chunks of at most `chunk` tokens and about [`MAX_CHUNK_BYTES`] (the
     /// rules ride with the first) until the last chunk is taken, the reader leaves, or the
     /// reader takes nothing for `stall`.

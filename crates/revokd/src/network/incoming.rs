@@ -6,11 +6,9 @@
 //!   (`api::caller::Identify`) closes it on its first call unless it is a peer, as it does one
 //!   that makes no call within [`PROBATION_TIMEOUT`]. This needs TLS: without it peers cannot
 //!   be told from clients, so there is no reserve and no per-address exception;
-//! - a connection that sends nothing within [`FIRST_BYTE_TIMEOUT`] is closed before it reaches
-//!   the gRPC server, and one that has not sent the HTTP/2 connection preface
-//!   ([`PREFACE_LEN`] bytes) within [`OPENING_TIMEOUT`] of its accept is closed as it reads
-//!   (a slowloris dribbling a byte a second); the TLS handshake has its own deadline
-//!   ([`TLS_HANDSHAKE_TIMEOUT`], set on the server).
+//! - a connection that sends nothing within [`FIRST_BYTE_TIMEOUT`] is closed before it is
+//!   handed on; the TLS handshake and the HTTP/2 preface then have deadlines of their own
+//!   (`network::handshake`), which close a slowloris dribbling a byte a second.
 //!
 //! Established connections are bounded by HTTP/2 limits and keepalives set on the server.
 
@@ -33,14 +31,6 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// How long a new connection may stay silent before it is closed.
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a new connection has to send the HTTP/2 preface (after its TLS handshake, if
-/// any, is read as well: with TLS, the handshake deadline is the one that bites).
-pub const OPENING_TIMEOUT: Duration = Duration::from_secs(10);
-/// The deadline of a TLS handshake.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Length of the HTTP/2 client connection preface (`PRI * HTTP/2.0...`), which every gRPC
-/// client sends first.
-pub const PREFACE_LEN: usize = 24;
 /// Most slots kept for peers: a 5-node cluster's peers need a few connections each.
 pub const MAX_PEER_RESERVE: usize = 64;
 /// How long an evicted connection stays open for its refusal to be written.
@@ -140,10 +130,6 @@ impl Drop for Held {
 pub struct LimitedStream {
     inner: TcpStream,
     _held: Held,
-    /// Bytes read so far, counted until the preface is in.
-    read: usize,
-    /// When the preface must be in; `None` once it is.
-    opening: Option<Pin<Box<Sleep>>>,
     /// Set by the gate to close a probation connection that is not a peer.
     evict: Arc<AtomicBool>,
     /// When an evicted connection closes.
@@ -190,24 +176,7 @@ impl AsyncRead for LimitedStream {
                 self.probation = None;
             }
         }
-        if let Some(deadline) = self.opening.as_mut() {
-            if deadline.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the connection did not open HTTP/2 in time",
-                )));
-            }
-        }
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if self.opening.is_some() {
-            let n = buf.filled().len() - before;
-            self.read += n;
-            if self.read >= PREFACE_LEN {
-                self.opening = None;
-            }
-        }
-        res
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
@@ -308,14 +277,10 @@ pub fn limited(
                 let mut first = [0u8; 1];
                 match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
                     Ok(Ok(n)) if n > 0 => {
-                        let opening =
-                            Box::pin(tokio::time::sleep_until(accepted + OPENING_TIMEOUT));
                         let _ = tx
                             .send(Ok(LimitedStream {
                                 inner: stream,
                                 _held: held,
-                                read: 0,
-                                opening: Some(opening),
                                 evict,
                                 closing: None,
                                 probation: probation_check,

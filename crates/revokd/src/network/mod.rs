@@ -7,6 +7,7 @@ pub mod codec;
 pub mod server;
 
 pub use client::NetworkFactory;
+pub mod handshake;
 pub mod incoming;
 pub mod tls;
 pub use server::RaftService;

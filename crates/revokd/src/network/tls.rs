@@ -18,19 +18,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::config::{ConfigError, TlsSettings};
+use crate::network::handshake::ConnInfo;
 
 /// The node's TLS material, ready for the server and for dialing peers.
 #[derive(Clone)]
 pub struct Tls {
-    /// For the gRPC server.
-    pub server: ServerTlsConfig,
+    /// For the handshakes of incoming connections (`network::handshake`).
+    pub server: Arc<rustls::ServerConfig>,
     /// For channels to peers.
     pub client: ClientTlsConfig,
     /// Whether a certificate was issued by the cluster CA (a peer).
@@ -89,8 +89,7 @@ impl CaCheck {
         if roots.is_empty() {
             return Err("no certificate in the file".into());
         }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .map_err(|e| e.to_string())?;
         Ok(CaCheck {
@@ -191,9 +190,46 @@ fn ca_names(pem: &[u8]) -> Result<Vec<CaName>, String> {
 
 /// The certificate chain a caller presented in the TLS handshake, if any.
 pub fn peer_certs(ext: &http::Extensions) -> Option<Arc<Vec<CertificateDer<'static>>>> {
-    ext.get::<TlsConnectInfo<TcpConnectInfo>>()?
-        .peer_certs()
-        .filter(|c| !c.is_empty())
+    ext.get::<ConnInfo>()?.certs.clone()
+}
+
+/// The crypto provider of every TLS configuration here (the one tonic's `tls-aws-lc` uses).
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The server side of the handshake: the node's certificate, client certificates optional
+/// but, when shown, verified against `client_roots` (the cluster CA and the admin CA), and
+/// HTTP/2 by ALPN.
+fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_roots: &[u8],
+) -> Result<rustls::ServerConfig, String> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls-cert: unreadable certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("tls-key: no usable private key: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(client_roots) {
+        let cert = cert.map_err(|e| format!("unreadable CA certificate: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("tls-cert and tls-key: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
 }
 
 impl Tls {
@@ -214,7 +250,7 @@ impl Tls {
             CaCheck::from_pem(pem)
                 .map_err(|e| ConfigError::Invalid(format!("{what} {}: {e}", path.display())))
         };
-        let identity = Identity::from_pem(read("tls-cert", &s.cert)?, read("tls-key", &s.key)?);
+        let (cert_pem, key_pem) = (read("tls-cert", &s.cert)?, read("tls-key", &s.key)?);
         let ca_pem = read("tls-ca", &s.ca)?;
         let peers = check("tls-ca", &s.ca, &ca_pem)?;
         // The handshake accepts client certificates of either CA; each call then checks
@@ -240,14 +276,18 @@ impl Tls {
                 })
             }
         };
+        let server = server_config(&cert_pem, &key_pem, &client_roots).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "{e} (tls-cert {}, tls-key {})",
+                s.cert.display(),
+                s.key.display()
+            ))
+        })?;
         Ok(Tls {
-            server: ServerTlsConfig::new()
-                .identity(identity.clone())
-                .client_ca_root(Certificate::from_pem(client_roots))
-                .client_auth_optional(true),
+            server: Arc::new(server),
             client: ClientTlsConfig::new()
                 .ca_certificate(Certificate::from_pem(ca_pem))
-                .identity(identity),
+                .identity(Identity::from_pem(cert_pem, key_pem)),
             peers,
             admins,
         })
