@@ -214,25 +214,15 @@ impl Deployment {
             };
             advertised.insert(s.id, addr);
         }
-        // TLS: a development CA for the run. Containers read the certificates from a read-only
-        // mount of `dir/certs` at /certs, as the image's user (uid 10001); their certificate
-        // names the addresses the nodes and the harness dial (the containers' own, and the
-        // link proxies on the gateway).
-        let (tls_ca, tls_args) = if tls {
+        // TLS: a development CA for the run, and a certificate of its own for every node.
+        // Containers read the certificates from a read-only mount of `dir/certs` at /certs, as
+        // the image's user (uid 10001); a node's certificate names the addresses it is dialed
+        // at (loopback, its container's own, and the link proxies on the gateway).
+        let mut tls_args: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        let tls_ca = if tls {
             let certs = dir.join("certs");
             let ca = revokd_testkit::devca::DevCa::new("revokd-harness CA")?;
             let ca_path = ca.write_ca(&certs)?;
-            let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-            if ips.is_some() {
-                sans.push(bind.to_string());
-                sans.extend(
-                    advertised
-                        .values()
-                        .filter_map(|a| a.rsplit_once(':').map(|(h, _)| h.to_owned())),
-                );
-            }
-            let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
-            let (cert, key) = ca.issue("node", &sans)?.write(&certs, "node")?;
             let at = |p: &Path| -> String {
                 match (&ips, p.file_name()) {
                     (Some(_), Some(name)) => {
@@ -241,27 +231,42 @@ impl Deployment {
                     _ => p.display().to_string(),
                 }
             };
-            if ips.is_some() {
-                std::os::unix::fs::chown(&key, Some(IMAGE_UID), Some(IMAGE_UID)).with_context(|| {
-                    format!(
-                        "TLS on containers: giving {} to the image's user (uid {IMAGE_UID}) needs root",
-                        key.display()
-                    )
-                })?;
+            for s in &specs {
+                let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+                if ips.is_some() {
+                    sans.push(bind.to_string());
+                    sans.extend(
+                        advertised[&s.id]
+                            .rsplit_once(':')
+                            .map(|(h, _)| h.to_owned()),
+                    );
+                }
+                let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
+                let name = format!("node-{}", s.id);
+                let (cert, key) = ca.issue(&name, &sans)?.write(&certs, &name)?;
+                if ips.is_some() {
+                    std::os::unix::fs::chown(&key, Some(IMAGE_UID), Some(IMAGE_UID)).with_context(|| {
+                        format!(
+                            "TLS on containers: giving {} to the image's user (uid {IMAGE_UID}) needs root",
+                            key.display()
+                        )
+                    })?;
+                }
+                tls_args.insert(
+                    s.id,
+                    vec![
+                        "--tls-cert".to_owned(),
+                        at(&cert),
+                        "--tls-key".into(),
+                        at(&key),
+                        "--tls-ca".into(),
+                        at(&ca_path),
+                    ],
+                );
             }
-            (
-                Some(ca.ca_pem.clone().into_bytes()),
-                vec![
-                    "--tls-cert".to_owned(),
-                    at(&cert),
-                    "--tls-key".into(),
-                    at(&key),
-                    "--tls-ca".into(),
-                    at(&ca_path),
-                ],
-            )
+            Some(ca.ca_pem.clone().into_bytes())
         } else {
-            (None, Vec::new())
+            None
         };
         let net = match Network::start(topology, &advertised, bind, seed).await {
             Ok(net) => net,
@@ -338,7 +343,7 @@ impl Deployment {
                 args.push("--join".into());
             }
             args.extend(topology.node.extra_args.iter().cloned());
-            args.extend(tls_args.iter().cloned());
+            args.extend(tls_args.remove(&s.id).unwrap_or_default());
             nodes.insert(
                 s.id,
                 NodeProcess {

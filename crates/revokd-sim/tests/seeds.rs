@@ -6,10 +6,13 @@
 //! SIM_SEED=17 scripts/sim.sh                                       # replay one seed, history printed
 //! scripts/sim.sh 10000                                             # many more
 //! ```
-//! `SIM_REPEAT=n` runs every seed n times; `SIM_VERBOSE=1` prints every history;
+//! `SIM_REPEAT=n` runs every seed n times; `SIM_THREADS=n` runs n seeds at once (default: one
+//! per core); `SIM_VERBOSE=1` prints every history (one seed at a time);
 //! `SIM_TRACE=<filter>` (say `SIM_TRACE=info,openraft=debug`) prints the nodes' and clients'
 //! logs, stamped with simulated time, to stderr.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use revokd_sim::{run, Options};
@@ -39,6 +42,38 @@ fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+/// What the seeds add up to.
+#[derive(Default)]
+struct Totals {
+    ops: usize,
+    writes: usize,
+    checks: usize,
+    crashes: u64,
+    lost: u64,
+    simulated: f64,
+    recovery_ms: Vec<u128>,
+    done: usize,
+    /// The failed runs, each with its position in the seed list.
+    failed: Vec<(usize, revokd_sim::Report)>,
+}
+
+impl Totals {
+    fn add(&mut self, i: usize, report: revokd_sim::Report) {
+        self.ops += report.ops.0;
+        self.writes += report.ops.1;
+        self.checks += report.ops.2;
+        self.crashes += report.crashes.0;
+        self.lost += report.crashes.1;
+        self.simulated += report.simulated.as_secs_f64();
+        self.recovery_ms
+            .extend(report.recovered_after.map(|d| d.as_millis()));
+        self.done += 1;
+        if !report.failures.is_empty() {
+            self.failed.push((i, report));
+        }
+    }
+}
+
 #[test]
 fn seeds() {
     trace();
@@ -56,59 +91,88 @@ fn seeds() {
         .flat_map(|s| std::iter::repeat_n(*s, repeat))
         .collect();
     let verbose = seeds.len() == 1 || std::env::var_os("SIM_VERBOSE").is_some();
+    // Every run is a world of its own on its own thread (turmoil's state, the seeded RNGs
+    // and the simulated clock are per thread), so seeds run side by side, one per core:
+    // the figures are those of a serial run. Printed histories come one at a time.
+    let workers = if verbose {
+        1
+    } else {
+        env("SIM_THREADS")
+            .map(|n| n as usize)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .clamp(1, seeds.len().max(1))
+    };
     let opts = Options::default();
     let started = Instant::now();
-    let (mut ops, mut writes, mut checks, mut crashes, mut lost, mut simulated) =
-        (0, 0, 0, 0, 0, 0.0);
-    let mut recovery_ms: Vec<u128> = Vec::new();
-    for (i, &seed) in seeds.iter().enumerate() {
-        let report = run(seed, &opts);
-        ops += report.ops.0;
-        writes += report.ops.1;
-        checks += report.ops.2;
-        crashes += report.crashes.0;
-        lost += report.crashes.1;
-        simulated += report.simulated.as_secs_f64();
-        recovery_ms.extend(report.recovered_after.map(|d| d.as_millis()));
-        if verbose {
-            println!("seed {seed}: schedule");
-            for s in &report.schedule {
-                println!("  {s}");
-            }
-            println!("{}", report.history);
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let totals = Mutex::new(Totals::default());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= seeds.len() || stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let report = run(seeds[i], &opts);
+                if verbose {
+                    println!("seed {}: schedule", seeds[i]);
+                    for s in &report.schedule {
+                        println!("  {s}");
+                    }
+                    println!("{}", report.history);
+                }
+                if !report.failures.is_empty() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
+                t.add(i, report);
+                if t.done % 100 == 0 {
+                    eprintln!(
+                        "  {} seeds passed ({:.0} s)",
+                        t.done,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            });
         }
-        if !report.failures.is_empty() {
-            let tail: Vec<&str> = report.history.lines().rev().take(40).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            panic!(
-                "{}end of its history:\n  {}\n{i} of {} seeds passed before seed {seed} failed ({:.1} s)",
-                report.explain(),
-                tail.join("\n  "),
-                seeds.len(),
-                started.elapsed().as_secs_f64()
-            );
-        }
-        if (i + 1) % 100 == 0 {
-            eprintln!(
-                "  {} seeds passed ({:.0} s)",
-                i + 1,
-                started.elapsed().as_secs_f64()
-            );
-        }
+    });
+    let mut t = totals.into_inner().unwrap_or_else(|p| p.into_inner());
+    // The first failing seed in the list, so that a failure names the same seed however the
+    // runs were spread over threads.
+    t.failed.sort_by_key(|(i, _)| *i);
+    if let Some((i, report)) = t.failed.first() {
+        let tail: Vec<&str> = report.history.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "{}end of its history:\n  {}\nseed {} (number {} of {}) is the first that failed; {} ran ({:.1} s)",
+            report.explain(),
+            tail.join("\n  "),
+            report.seed,
+            i + 1,
+            seeds.len(),
+            t.done,
+            started.elapsed().as_secs_f64()
+        );
     }
-    recovery_ms.sort_unstable();
+    t.recovery_ms.sort_unstable();
     let p = |q: f64| {
-        recovery_ms
-            .get(((recovery_ms.len().max(1) - 1) as f64 * q) as usize)
+        t.recovery_ms
+            .get(((t.recovery_ms.len().max(1) - 1) as f64 * q) as usize)
             .copied()
             .unwrap_or(0)
     };
     println!(
-        "simulation: {} seeds passed in {:.1} s wall ({:.0} ms per seed; {:.0} s simulated); {ops} operations, {writes} writes acknowledged, {checks} linearizable checks; {crashes} node crashes losing {lost} unflushed writes; first write after the heal p50 {} ms, max {} ms",
+        "simulation: {} seeds passed in {:.1} s wall on {workers} threads ({:.0} ms per seed; {:.0} s simulated); {} operations, {} writes acknowledged, {} linearizable checks; {} node crashes losing {} unflushed writes; first write after the heal p50 {} ms, max {} ms",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64() * 1000.0 / seeds.len() as f64,
-        simulated,
+        t.simulated,
+        t.ops,
+        t.writes,
+        t.checks,
+        t.crashes,
+        t.lost,
         p(0.5),
         p(1.0),
     );
