@@ -88,12 +88,7 @@ async fn assert_same_set(
             .rules()
             .iter()
             .map(|r| {
-                let kind = match r.kind {
-                    RuleKind::Subject => pb::RuleKind::Subject,
-                    RuleKind::Client => pb::RuleKind::Client,
-                    RuleKind::Key => pb::RuleKind::Key,
-                    RuleKind::Issuer => pb::RuleKind::Issuer,
-                } as i32;
+                let kind = revokd_proto::convert::rule_kind_pb(r.kind) as i32;
                 (
                     kind,
                     r.value.to_string(),

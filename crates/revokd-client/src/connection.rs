@@ -24,12 +24,9 @@ use crate::check::RuleKind;
 use crate::error::{from_status, Error};
 use crate::metrics::ClientMetrics;
 
-/// Metadata key the node puts the leader's address in on a "not leader" answer.
-const LEADER_ADDR_HEADER: &str = "x-revokd-leader";
-/// Metadata key naming who made a write (recorded in the revocation entry).
-const ACTOR_HEADER: &str = "x-revokd-actor";
-/// Most token ids in one `RevokeBatch` (the node's limit).
-pub const MAX_BATCH: usize = 10_000;
+use revokd_core::types::MAX_BATCH;
+use revokd_proto::convert::rule_kind_pb;
+use revokd_proto::wire::{is_node_error, ACTOR_HEADER, LEADER_ADDR_HEADER};
 
 /// How a [`Client`] connects. Every field documents its default. `Debug` leaves out the
 /// bearer token and the TLS private key.
@@ -481,15 +478,6 @@ pub struct ReceiptedWrite {
 
 use crate::clock::unix_now;
 
-pub(crate) fn rule_kind_pb(kind: RuleKind) -> pb::RuleKind {
-    match kind {
-        RuleKind::Subject => pb::RuleKind::Subject,
-        RuleKind::Client => pb::RuleKind::Client,
-        RuleKind::Key => pb::RuleKind::Key,
-        RuleKind::Issuer => pb::RuleKind::Issuer,
-    }
-}
-
 /// Which node a call goes to.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -767,7 +755,7 @@ impl Client {
                         .get(LEADER_ADDR_HEADER)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
-                    if !status.message().starts_with("revokd") {
+                    if !is_node_error(status.message()) {
                         // Not the node speaking: the connection failed. Stop using the node
                         // until a heartbeat succeeds again.
                         mark(&self.inner, &node, false, &last);

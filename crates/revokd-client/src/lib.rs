@@ -38,6 +38,8 @@ pub use connection::{
 pub use error::Error;
 pub use layer::{BearerAuth, BearerAuthLayer};
 pub use replica::{LocalEntry, LocalRule, Replica, ReplicaConfig, StalenessPolicy};
+/// The bounds the node enforces on what a client sends: ids per batch, `jti` length.
+pub use revokd_core::types::{MAX_BATCH, MAX_JTI_LEN};
 /// The wall clock the client reads (settable once per process, for simulation).
 pub use revokd_proto::clock;
 /// The wire types (status, membership, remote check answers).

@@ -1,12 +1,15 @@
 //! Generated protobuf and gRPC code for the revokd wire contract (`proto/revokd/v1`).
 //!
-//! This crate holds the generated code and what every side of the wire shares: the codec, how
-//! channels dial ([`dial`]) and the wall clock ([`clock`]). Domain types live in `revokd-core`, and conversions between
-//! the two live at the gRPC edge in the `revokd` node crate.
+//! This crate holds the generated code and what every side of the wire shares: the metadata
+//! keys, error marker and field bounds ([`wire`]), every conversion between the messages and
+//! the domain types of `revokd-core` ([`convert`]), the codec, how channels dial ([`dial`])
+//! and the wall clock ([`clock`]). Nothing else converts between the two.
 
 pub mod clock;
 pub mod codec;
+pub mod convert;
 pub mod dial;
+pub mod wire;
 
 /// `revokd.v1`: the public revocation and cluster API plus the internal Raft transport.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

@@ -29,10 +29,7 @@ use crate::api::error::ApiError;
 pub const REPLICA_TTL: Duration = Duration::from_secs(30);
 /// At most this many replicas are tracked; reports from new replicas beyond it are refused.
 pub const MAX_REPLICAS: usize = 10_000;
-/// The longest replica id accepted.
-pub const MAX_REPLICA_ID_LEN: usize = 128;
-/// The longest replica description accepted.
-pub const MAX_DESCRIPTION_LEN: usize = 256;
+pub use revokd_proto::wire::{MAX_DESCRIPTION_LEN, MAX_REPLICA_ID_LEN};
 /// Most replica ids one client (principal, or address) may have registered at once. A host
 /// runs a handful of validator processes; a gateway fleet behind one NAT address a few dozen.
 pub const MAX_REPLICAS_PER_CLIENT: usize = 256;

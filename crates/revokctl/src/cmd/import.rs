@@ -17,7 +17,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use revokd_client::{Revoke, RuleKind, WriteOutcome, WriteResult};
+use revokd_client::{Revoke, RuleKind, WriteOutcome, WriteResult, MAX_BATCH, MAX_JTI_LEN};
 use serde_json::Value;
 
 use super::Ctx;
@@ -25,11 +25,6 @@ use crate::cli::ImportArgs;
 use crate::error::{CliError, EXIT_OK, EXIT_REJECTED};
 use crate::output::Record;
 use crate::time::parse_time;
-
-/// Most ids per batch the node accepts.
-const MAX_BATCH: usize = 10_000;
-/// Longest `jti` the node accepts.
-const MAX_JTI: usize = 256;
 
 /// One line's meaning.
 enum Item {
@@ -177,8 +172,11 @@ fn text_field(v: Option<&Value>) -> String {
 }
 
 fn token(jti: &str, expires_at: i64, reason: String, subject: String) -> Result<Item, String> {
-    if jti.is_empty() || jti.len() > MAX_JTI {
-        return Err(format!("jti must be 1-{MAX_JTI} bytes, got {}", jti.len()));
+    if jti.is_empty() || jti.len() > MAX_JTI_LEN {
+        return Err(format!(
+            "jti must be 1-{MAX_JTI_LEN} bytes, got {}",
+            jti.len()
+        ));
     }
     Ok(Item::Token(Revoke {
         jti: jti.to_owned(),

@@ -13,9 +13,9 @@ use tonic::Streaming;
 
 use super::table::{LocalRule, TokenOp, Writer};
 use super::{StalenessPolicy, State};
-use crate::check::RuleKind;
 use crate::connection::{Client, NodeConn};
 use crate::error::Error;
+use revokd_proto::convert::rule_kind;
 
 /// How often staleness and the watched node's health are re-evaluated.
 const TICK: Duration = Duration::from_millis(50);
@@ -24,19 +24,11 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Least time between two progress reports.
 const REPORT_GAP: Duration = Duration::from_millis(50);
 
-fn rule_kind(k: i32) -> Option<RuleKind> {
-    match pb::RuleKind::try_from(k).ok()? {
-        pb::RuleKind::Subject => Some(RuleKind::Subject),
-        pb::RuleKind::Client => Some(RuleKind::Client),
-        pb::RuleKind::Key => Some(RuleKind::Key),
-        pb::RuleKind::Issuer => Some(RuleKind::Issuer),
-        pb::RuleKind::Unspecified => None,
-    }
-}
-
+/// A rule from the wire, as the replica keeps it; `None` for a rule kind this client does not
+/// know (from a newer node), which is skipped.
 fn local_rule(r: &pb::Rule) -> Option<LocalRule> {
     Some(LocalRule {
-        kind: rule_kind(r.kind)?,
+        kind: rule_kind(r.kind).ok()?,
         value: Arc::from(r.value.as_str()),
         not_before: r.not_before,
         drop_at: r.drop_at,
@@ -307,7 +299,7 @@ fn apply(state: &State, writer: &mut Writer, resp: &pb::WatchResponse) -> Result
             Some(Change::Unrevoked(u)) => ops.push(TokenOp::Remove(&u.jti)),
             Some(Change::RuleAdded(r)) => added.extend(local_rule(r)),
             Some(Change::RuleRemoved(r)) => {
-                if let Some(k) = rule_kind(r.kind) {
+                if let Ok(k) = rule_kind(r.kind) {
                     removed.push((k, r.value.as_str()));
                 }
             }
@@ -316,7 +308,7 @@ fn apply(state: &State, writer: &mut Writer, resp: &pb::WatchResponse) -> Result
                 removed.extend(
                     p.rules
                         .iter()
-                        .filter_map(|r| Some((rule_kind(r.kind)?, r.value.as_str()))),
+                        .filter_map(|r| Some((rule_kind(r.kind).ok()?, r.value.as_str()))),
                 );
             }
             None => return Err(format!("revision {} carries an empty event", resp.revision)),

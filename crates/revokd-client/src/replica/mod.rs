@@ -10,6 +10,7 @@
 mod follow;
 pub mod table;
 
+use revokd_proto::wire::MAX_REPLICA_ID_LEN;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -148,8 +149,10 @@ impl Replica {
         if config.max_staleness.is_zero() {
             return Err(Error::Config("max_staleness must be greater than 0".into()));
         }
-        if config.replica_id.is_empty() || config.replica_id.len() > 128 {
-            return Err(Error::Config("replica_id must be 1-128 bytes".into()));
+        if config.replica_id.is_empty() || config.replica_id.len() > MAX_REPLICA_ID_LEN {
+            return Err(Error::Config(format!(
+                "replica_id must be 1-{MAX_REPLICA_ID_LEN} bytes"
+            )));
         }
         let store = Arc::new(Store::new());
         let applied = Arc::new(AtomicU64::new(0));

@@ -9,10 +9,7 @@ use tonic::{Code, Status};
 
 use crate::consensus::typ::{CheckIsLeaderError, Node, NodeId};
 
-/// Metadata key carrying the leader's address on a "not leader" answer.
-pub const LEADER_ADDR_HEADER: &str = "x-revokd-leader";
-/// Metadata key carrying the leader's id on a "not leader" answer.
-pub const LEADER_ID_HEADER: &str = "x-revokd-leader-id";
+pub use revokd_proto::wire::{LEADER_ADDR_HEADER, LEADER_ID_HEADER};
 
 /// Why a request failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -173,5 +170,46 @@ pub fn read_index_error(e: RaftError<NodeId, CheckIsLeaderError>) -> ApiError {
             ApiError::NoQuorum(q.to_string())
         }
         RaftError::Fatal(f) => ApiError::Stopped(f.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_carries_the_wire_marker_clients_look_for() {
+        let s = || "x".to_owned();
+        let all = [
+            ApiError::Invalid(s()),
+            ApiError::NoLeader(Duration::from_secs(1)),
+            ApiError::NotLeader { id: 2, addr: s() },
+            ApiError::NoQuorum(s()),
+            ApiError::Deadline(s()),
+            ApiError::Membership(s()),
+            ApiError::MembershipArgument(s()),
+            ApiError::OutOfRange { from: 1, start: 2 },
+            ApiError::Stopped(s()),
+            ApiError::Forward {
+                addr: s(),
+                message: s(),
+            },
+            ApiError::Forbidden(s()),
+            ApiError::Unauthenticated(s()),
+            ApiError::Overloaded(s()),
+            ApiError::Busy {
+                message: s(),
+                retry_after: Duration::from_millis(5),
+            },
+            ApiError::Internal(s()),
+        ];
+        for e in all {
+            let status = Status::from(e.clone());
+            assert!(
+                revokd_proto::wire::is_node_error(status.message()),
+                "{e:?}: {}",
+                status.message()
+            );
+        }
     }
 }

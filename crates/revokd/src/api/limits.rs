@@ -20,8 +20,7 @@ use super::gate::Gate;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-/// Metadata key carrying how long to wait before retrying, in milliseconds.
-pub const RETRY_AFTER_HEADER: &str = "x-revokd-retry-after-ms";
+pub use revokd_proto::wire::RETRY_AFTER_HEADER;
 
 /// Which budget a call draws from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

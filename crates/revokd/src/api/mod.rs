@@ -1,11 +1,10 @@
 //! The gRPC edge: the public `Revocation` and `Cluster` services, request deadlines, leader
-//! forwarding, and the mapping of errors to statuses ([`error`]) and of core types to
-//! protobuf ([`convert`]).
+//! forwarding, and the mapping of errors to statuses ([`error`]). Core types become protobuf
+//! in `revokd_proto::convert`, and the metadata keys are `revokd_proto::wire`'s.
 
 pub mod auth;
 pub mod caller;
 pub mod cluster;
-pub mod convert;
 pub mod error;
 pub mod gate;
 pub mod limits;
@@ -21,11 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::node::{Node, Route};
 use error::ApiError;
 
-/// Set on requests a node forwards to the leader, so they are never forwarded twice.
-pub const FORWARDED_HEADER: &str = "x-revokd-forwarded";
-/// The identity recorded with a write: the verified admin with authorization on (see
-/// [`auth`]), a caller-declared name without.
-pub const ACTOR_HEADER: &str = "x-revokd-actor";
+pub use revokd_proto::wire::{ACTOR_HEADER, FORWARDED_HEADER};
 
 /// Longest deadline honoured, whatever the caller asks.
 const MAX_DEADLINE: Duration = Duration::from_secs(60);
@@ -196,11 +191,11 @@ impl<Req: Clone> Routed<Req> {
 }
 
 /// What the caller is told when a write forwarded to the leader at `addr` failed for good:
-/// the leader's own errors (every error revokd gives starts with "revokd: ") as it gave them;
-/// a failure of the hop itself (the leader unreachable or dropping the connection, or silent
+/// the leader's own errors (every error revokd gives starts with `wire::ERROR_PREFIX`) as it
+/// gave them; a failure of the hop itself (the leader unreachable or dropping the connection, or silent
 /// until the deadline) naming the leader. Any other status passes through too.
 fn forward_failure(addr: &str, s: Status) -> Status {
-    if s.message().starts_with("revokd: ") {
+    if revokd_proto::wire::is_node_error(s.message()) {
         return s;
     }
     let e = match s.code() {

@@ -17,11 +17,11 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::caller;
-use super::convert::{check_result_pb, event_pb, query, rule_kind, write_response};
 use super::error::ApiError;
 use super::{deadline, routed};
 use crate::node::{unix_now, Node};
 use crate::storage::WatchItem;
+use revokd_proto::convert::{check_result_pb, event_pb, query, rule_kind, write_response};
 
 /// Serves `revokd.v1.Revocation`.
 pub struct RevocationService {

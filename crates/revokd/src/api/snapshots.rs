@@ -12,9 +12,9 @@ use revokd_core::RevokedToken;
 use revokd_proto::v1 as pb;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::convert::{rule_pb, token_pb};
 use super::error::ApiError;
 use crate::storage::StateMachineStore;
+use revokd_proto::convert::{rule_pb, token_pb};
 
 /// Most `Snapshot` streams a node serves at once. Validators take a snapshot when they start
 /// or fall out of the watch window, so this many at once is already a fleet restarting.

@@ -1,7 +1,9 @@
-//! Conversions between core types and their protobuf form.
+//! Every conversion between the domain types of `revokd-core` and their protobuf form, for
+//! the node (answers, watch events, snapshots) and for clients (replicas reading them back).
 
 use revokd_core::{Event, InvalidInput, Match, Outcome, RevokedToken, Rule, RuleKind, TokenQuery};
-use revokd_proto::v1 as pb;
+
+use crate::v1 as pb;
 
 /// A rule kind from the wire; `UNSPECIFIED` and unknown values are invalid.
 pub fn rule_kind(v: i32) -> Result<RuleKind, InvalidInput> {
