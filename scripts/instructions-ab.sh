@@ -5,7 +5,8 @@
 #
 #   scripts/instructions-ab.sh OLD_REVOKD NEW_REVOKD [CHECKS] [REVOKES]
 #
-# For each binary and set-up (plaintext; TLS), starts a one-node cluster under callgrind,
+# For each binary and set-up (plaintext; TLS; TLS with admin authorization, a read scope and
+# an RS256 bearer token on every call, minted by PyJWT), starts a one-node cluster under callgrind,
 # warms it up, zeroes the counters, drives CHECKS (default 4000) LOCAL `Check`s and REVOKES
 # (default 300) durable revokes with `revokctl bench` (4 workers), and prints the node's
 # instructions per operation for each, then the ratio NEW / OLD. revokctl and revokd-devca
@@ -27,6 +28,18 @@ cleanup() {
 }
 trap cleanup EXIT
 "$root/target/release/revokd-devca" --out "$work/certs" --node node1 >/dev/null
+# An RS256 key pair and a token with both scopes, valid for an hour (PyJWT, as .ci/run installs).
+openssl genrsa -out "$work/auth.key" 2048 2>/dev/null
+openssl rsa -in "$work/auth.key" -pubout -out "$work/auth.pub" 2>/dev/null
+python3 - "$work" <<'PY'
+import sys, time, jwt
+work = sys.argv[1]
+now = int(time.time())
+claims = {"iss": "ab-issuer", "aud": "revokd", "sub": "ab-admin", "jti": "ab-token",
+          "scope": "revokd:admin revokd:read", "iat": now, "nbf": now, "exp": now + 3600}
+with open(f"{work}/token", "w") as f:
+    f.write(jwt.encode(claims, open(f"{work}/auth.key").read(), algorithm="RS256"))
+PY
 
 # Total instructions (Ir) in a callgrind dump.
 instructions() { awk '/^(summary|totals):/ { print $2; exit }' "$1"; }
@@ -35,9 +48,13 @@ instructions() { awk '/^(summary|totals):/ { print $2; exit }' "$1"; }
 measure() {
     local bin=$1 setup=$2 port=17501 data="$work/data-$RANDOM" out="$work/cg"
     local node_flags=() ctl=(--endpoints "127.0.0.1:$port" --timeout 60s)
-    if [ "$setup" = tls ]; then
+    if [ "$setup" != plaintext ]; then
         node_flags=(--tls-cert "$work/certs/node1.pem" --tls-key "$work/certs/node1-key.pem" --tls-ca "$work/certs/ca.pem")
         ctl+=(--tls-ca "$work/certs/ca.pem")
+    fi
+    if [ "$setup" = tls-token ]; then
+        node_flags+=(--auth-key "$work/auth.pub" --auth-issuer ab-issuer --auth-audience revokd --auth-read-scope revokd:read)
+        ctl+=(--token-file "$work/token")
     fi
     rm -f "$out".*
     valgrind --tool=callgrind --callgrind-out-file="$out.%p" --dump-instr=no \
@@ -64,7 +81,7 @@ measure() {
 }
 
 printf '| set-up | op | old instr/op | new instr/op | new / old |\n|---|---|---:|---:|---:|\n'
-for setup in plaintext tls; do
+for setup in plaintext tls tls-token; do
     read -r oc orv < <(measure "$old" "$setup")
     read -r nc nrv < <(measure "$new" "$setup")
     awk -v s="$setup" -v oc="$oc" -v nc="$nc" -v orv="$orv" -v nrv="$nrv" -v c="$checks" -v r="$revokes" 'BEGIN {

@@ -86,3 +86,44 @@ async fn client_learns_members_avoids_dead_nodes_and_changes_membership() -> Res
     assert!(started.elapsed() < Duration::from_secs(1));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_client_started_before_its_node_connects_once_the_node_is_up() -> Result<()> {
+    use revokd_client::{Client, ClientConfig};
+    let port = revokd_testkit::free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let mut config = ClientConfig::new([addr.clone()]);
+    config.timeout = Duration::from_secs(20);
+    let started = Instant::now();
+    let connecting = tokio::spawn(Client::connect(config));
+    // Nothing listens yet: the first attempt is refused and marks the node down.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let dir = tempfile::tempdir()?;
+    let mut node = std::process::Command::new(revokd_testkit::revokd_bin()?)
+        .args(["--id", "1", "--listen", &addr, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let connected = connecting.await;
+    let waited = started.elapsed();
+    let status = match connected {
+        Ok(Ok(client)) => client.status().await.map(|s| s.id),
+        Ok(Err(e)) => Err(e),
+        Err(e) => {
+            let _ = node.kill();
+            return Err(e.into());
+        }
+    };
+    let _ = node.kill();
+    let _ = node.wait();
+    ensure!(status? == 1);
+    // Within a few heartbeat intervals of the node coming up (it starts in well under a
+    // second here), not after the client's whole 20 s timeout.
+    ensure!(
+        waited < Duration::from_secs(8),
+        "connected after {waited:?}"
+    );
+    Ok(())
+}

@@ -111,7 +111,7 @@ pub use revokd_proto::clock::{unix_now, use_clock};
 
 impl Node {
     /// Wraps the parts of a started node.
-    pub fn new(raft: Raft, sm: StateMachineStore, config: Arc<Config>) -> Self {
+    pub fn new(raft: Raft, sm: StateMachineStore, config: Arc<Config>, dial: PeerDial) -> Self {
         Node {
             id: config.id,
             proposer: Proposer::start(raft.clone(), 4, config.batch_max_tokens),
@@ -123,7 +123,7 @@ impl Node {
             replicas: Arc::default(),
             watchers: Arc::default(),
             snapshots: Arc::default(),
-            dial: PeerDial::default(),
+            dial,
         }
     }
 

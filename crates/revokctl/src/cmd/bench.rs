@@ -107,6 +107,7 @@ fn error_code(e: &Error) -> String {
         Error::Unavailable { .. } => "Unavailable".into(),
         Error::Stream(_) => "Stream".into(),
         Error::NotReady(_) => "NotReady".into(),
+        Error::Unexpected { .. } => "Unexpected".into(),
         Error::Config(_) => "Config".into(),
     }
 }

@@ -1,0 +1,115 @@
+//! The node's background tasks, each until the stop signal: keeping `grpc.health.v1` in step
+//! with the node's state, purging expired entries on the leader, stopping the node when Raft
+//! fails, and dropping idle rate-limit buckets.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use revokd_core::Command;
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+
+use crate::api;
+use crate::consensus::typ::Raft;
+use crate::node::{unix_now, Node};
+
+/// Keeps `grpc.health.v1` SERVING exactly while the node knows a leader and has applied
+/// everything it knows to be committed.
+pub(super) async fn health_task(
+    node: Node,
+    health: tonic_health::server::HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last = None;
+    loop {
+        let leader = node.raft.metrics().borrow().current_leader;
+        let committed = node
+            .raft
+            .with_raft_state(|st| st.committed.map(|l| l.index).unwrap_or(0))
+            .await
+            .unwrap_or(u64::MAX);
+        let applied = *node.sm.applied().borrow();
+        let serving = leader.is_some() && applied >= committed;
+        if last != Some(serving) {
+            let status = if serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            for svc in ["", "revokd.v1.Revocation", "revokd.v1.Cluster"] {
+                health.set_service_status(svc, status).await;
+            }
+            tracing::info!(serving, leader = ?leader, applied, committed, "health: status changed");
+            last = Some(serving);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// On the leader, periodically proposes a purge of entries that have expired by its clock.
+pub(super) async fn purge_task(node: Node, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(node.config.purge_interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if node.leader().map(|l| l.0) != Some(node.id) {
+            continue;
+        }
+        let now = unix_now();
+        let due = node.sm.read().set.next_expiry().is_some_and(|t| t <= now);
+        if !due {
+            continue;
+        }
+        let deadline = tokio::time::Instant::now() + node.config.default_deadline;
+        match node.propose(Command::Purge { now }, deadline).await {
+            Ok(Some(a)) => tracing::debug!(revision = a.revision, now, "purge: committed"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "purge: failed"),
+        }
+    }
+}
+
+/// Fail-stop: if Raft stops on its own (a storage error, a corrupt snapshot), the node stops
+/// serving instead of answering from a state it can no longer keep. Returns where the fatal
+/// error is left for the caller to report once the node has stopped.
+pub(super) fn stop_on_fatal(
+    raft: &Raft,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+) -> Arc<Mutex<Option<String>>> {
+    let fatal: Arc<Mutex<Option<String>>> = Arc::default();
+    let (mut metrics, slot) = (raft.metrics(), fatal.clone());
+    tokio::spawn(async move {
+        let Ok(m) = metrics.wait_for(|m| m.running_state.is_err()).await else {
+            return;
+        };
+        if let (Err(e), false) = (&m.running_state, *stop_rx.borrow()) {
+            tracing::error!(error = %e, "raft: fatal error; stopping the node");
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            let _ = stop_tx.send(true);
+        }
+    });
+    fatal
+}
+
+/// How often idle rate-limit buckets are dropped.
+const SHRINK_EVERY: Duration = Duration::from_secs(60);
+
+/// Drops the rate limiter's idle buckets every [`SHRINK_EVERY`] (one per caller seen), so
+/// its memory follows the callers of the last minute.
+pub(super) async fn shrink_limits(
+    limits: api::limits::RateLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(SHRINK_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => limits.shrink(),
+            _ = stop.changed() => return,
+        }
+    }
+}
