@@ -16,6 +16,7 @@ mod receipts;
 pub mod results;
 mod retry;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use revokd_proto::v1 as pb;
@@ -40,6 +41,9 @@ struct Inner {
     metrics: ClientMetrics,
     /// Counts finished probe rounds.
     rounds: watch::Sender<u64>,
+    /// Whether the background prober runs (from the end of `connect`): before, a call that
+    /// finds no node up probes by itself.
+    probing: AtomicBool,
 }
 
 /// A connection to a revokd cluster. Cheap to clone; clones share connections and the
@@ -82,12 +86,9 @@ impl Client {
                 leader: Mutex::new(None),
                 reporter: RwLock::new(None),
                 rounds,
+                probing: AtomicBool::new(false),
             }),
         };
-        // The prober runs from the start: a first call that finds no node up (the cluster
-        // still starting) waits for the next probe round, which would otherwise never come,
-        // and the call would wait out the whole timeout instead of a heartbeat interval.
-        tokio::spawn(prober(Arc::downgrade(&client.inner)));
         let status = client
             .call("Status", Target::LeastLoaded, |node, _| async move {
                 node.cluster().status(pb::StatusRequest {}).await
@@ -95,6 +96,8 @@ impl Client {
             .await?;
         client.learn_members(&status);
         probe_round(&client.inner).await;
+        client.inner.probing.store(true, Ordering::Release);
+        tokio::spawn(prober(Arc::downgrade(&client.inner)));
         Ok(client)
     }
 

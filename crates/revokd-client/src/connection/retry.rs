@@ -12,7 +12,7 @@ use crate::error::{from_status, Error};
 
 use revokd_proto::wire::{is_node_error, ACTOR_HEADER, LEADER_ADDR_HEADER};
 
-use super::pool::{mark, InFlight};
+use super::pool::{mark, probe_round, InFlight};
 use super::*;
 
 impl Client {
@@ -58,9 +58,18 @@ impl Client {
                 });
             }
             let Some(node) = self.pick(target) else {
-                // Every node failed its last heartbeat: wait for the next probe round.
-                rounds.borrow_and_update();
-                let _ = tokio::time::timeout_at(deadline, rounds.changed()).await;
+                if self.inner.probing.load(Ordering::Acquire) {
+                    // Every node failed its last heartbeat: wait for the next probe round.
+                    rounds.borrow_and_update();
+                    let _ = tokio::time::timeout_at(deadline, rounds.changed()).await;
+                } else {
+                    // Still connecting, so no prober runs (the cluster may be starting):
+                    // back off, then probe by ourselves, rather than wait out the timeout
+                    // for a round that would never come.
+                    tokio::time::sleep_until((Instant::now() + backoff).min(deadline)).await;
+                    backoff = (backoff * 2).min(self.inner.config.max_backoff);
+                    probe_round(&self.inner).await;
+                }
                 continue;
             };
             node.outstanding.fetch_add(1, Ordering::AcqRel);

@@ -79,13 +79,7 @@ pub struct AdminCerts {
 impl CaCheck {
     /// A check against the CA certificate(s) in `pem`.
     pub fn from_pem(pem: &[u8]) -> Result<CaCheck, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| format!("unreadable certificate: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("not a usable CA certificate: {e}"))?;
-        }
+        let roots = roots(pem)?;
         if roots.is_empty() {
             return Err("no certificate in the file".into());
         }
@@ -193,6 +187,18 @@ pub fn peer_certs(ext: &http::Extensions) -> Option<Arc<Vec<CertificateDer<'stat
     ext.get::<ConnInfo>()?.certs.clone()
 }
 
+/// The CA certificates in `pem` as trust roots.
+fn roots(pem: &[u8]) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("unreadable certificate: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    }
+    Ok(roots)
+}
+
 /// The crypto provider of every TLS configuration here (the one tonic's `tls-aws-lc` uses).
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -211,17 +217,11 @@ fn server_config(
         .map_err(|e| format!("tls-cert: unreadable certificate: {e}"))?;
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| format!("tls-key: no usable private key: {e}"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(client_roots) {
-        let cert = cert.map_err(|e| format!("unreadable CA certificate: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
-    }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(client_roots)?), provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| e.to_string())?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
