@@ -7,7 +7,8 @@
 //! slot for as long as it likes. Every connection must have sent the preface
 //! ([`PREFACE_LEN`] bytes of plaintext) within [`OPENING_TIMEOUT`] of arriving here, and the
 //! handshake must end within [`TLS_HANDSHAKE_TIMEOUT`]; a handshake runs in a task of its own,
-//! so a slow one holds up no other connection.
+//! so a slow one holds up no other connection (how many run at once is bounded by the
+//! connection slots each one holds, `network::incoming`).
 //!
 //! What the handshake established (the caller's address and certificate chain) travels with
 //! every request as a [`ConnInfo`] in its extensions, read by `api::caller`.
@@ -36,9 +37,6 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Length of the HTTP/2 client connection preface (`PRI * HTTP/2.0...`), which every gRPC
 /// client sends first.
 pub const PREFACE_LEN: usize = 24;
-/// Handshakes under way at once; further connections wait in the accept loop's queue. Far
-/// above what a node sees in normal operation, and each costs a task and a few KiB.
-const MAX_HANDSHAKES: usize = 1024;
 
 /// Where a connection comes from and what its TLS handshake proved, in every request's
 /// extensions.
@@ -169,7 +167,6 @@ where
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let (tx, rx) = mpsc::channel(64);
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         let mut incoming = std::pin::pin!(incoming);
         while let Some(io) = incoming.next().await {
@@ -182,12 +179,8 @@ where
                     continue;
                 }
             };
-            let Ok(slot) = handshakes.clone().acquire_owned().await else {
-                return;
-            };
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
-                let _slot = slot;
                 let arrived = Instant::now();
                 let remote = io.connect_info().remote_addr;
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
