@@ -78,8 +78,29 @@ impl Sending {
     /// queued, so that a replica's report of it never arrives before the record.
     pub fn advance(&self, revision: u64) {
         self.sent.revision.fetch_max(revision, Ordering::AcqRel);
+        self.touch();
+    }
+
+    fn touch(&self) {
         let ms = self.epoch.elapsed().as_millis() as u64;
         self.sent.touched_ms.store(ms, Ordering::Release);
+    }
+}
+
+impl Drop for Sending {
+    /// The reader follows this node for [`REPLICA_TTL`] from the end of its last stream.
+    fn drop(&mut self) {
+        self.touch();
+    }
+}
+
+impl Sent {
+    /// Whether its reader still follows this node: a stream is open (one is held besides the
+    /// registry's), or the last one ended within [`REPLICA_TTL`] of `now_ms`.
+    fn follows(self: &Arc<Self>, now_ms: u64) -> bool {
+        Arc::strong_count(self) > 1
+            || now_ms.saturating_sub(self.touched_ms.load(Ordering::Acquire))
+                < REPLICA_TTL.as_millis() as u64
     }
 }
 
@@ -108,14 +129,10 @@ impl ReplicaRegistry {
     /// [`REPLICA_TTL`] after its last stream ended.
     pub fn sending(&self, to: &Reporter, from: u64) -> Sending {
         let now_ms = self.epoch.elapsed().as_millis() as u64;
-        let ttl_ms = REPLICA_TTL.as_millis() as u64;
         let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
         if !sent.contains_key(&to.owner) && sent.len() >= MAX_REPLICAS {
-            // Forget readers with no stream open that have been quiet for the TTL.
-            sent.retain(|_, s| {
-                Arc::strong_count(s) > 1
-                    || now_ms.saturating_sub(s.touched_ms.load(Ordering::Acquire)) < ttl_ms
-            });
+            // Forget the readers that no longer follow this node.
+            sent.retain(|_, s| s.follows(now_ms));
         }
         let entry = if sent.len() < MAX_REPLICAS || sent.contains_key(&to.owner) {
             sent.entry(to.owner.clone()).or_default().clone()
@@ -136,11 +153,10 @@ impl ReplicaRegistry {
     /// The highest revision this node sent `owner`, if it reads the set from this node (a
     /// stream is open, or one ended within [`REPLICA_TTL`]).
     fn sent_to(&self, owner: &str) -> Option<u64> {
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
         let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
         let s = sent.get(owner)?;
-        let quiet = (self.epoch.elapsed().as_millis() as u64)
-            .saturating_sub(s.touched_ms.load(Ordering::Acquire));
-        (Arc::strong_count(s) > 1 || quiet < REPLICA_TTL.as_millis() as u64)
+        s.follows(now_ms)
             .then(|| s.revision.load(Ordering::Acquire))
     }
 
@@ -358,7 +374,10 @@ mod tests {
     async fn a_reader_whose_streams_ended_stops_following_after_the_ttl() {
         let r = ReplicaRegistry::default();
         let reader = by("validator");
-        drop(r.sending(&reader, 7));
+        let idle = r.sending(&reader, 7);
+        // A stream that sent nothing for a long while still counts from its end.
+        tokio::time::advance(REPLICA_TTL * 2).await;
+        drop(idle);
         r.report("v", "", 9, 9, &reader).unwrap();
         assert_eq!(
             r.list(9)[0].applied_revision,
