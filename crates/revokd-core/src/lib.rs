@@ -6,6 +6,7 @@
 //! - [`event`]: the change events watchers receive, grouped per revision.
 //! - [`state`]: [`RevocationSet`], which applies commands and answers checks.
 //! - [`snapshot`]: the checksummed snapshot encoding.
+//! - [`frame`]: the checksummed binary framing every revokd byte format is written with.
 //! - [`error`]: invalid input and snapshot errors.
 //!
 //! Nothing here reads a clock, touches a disk or a socket: the node crate supplies the time
@@ -23,6 +24,7 @@
 pub mod command;
 pub mod error;
 pub mod event;
+pub mod frame;
 pub mod snapshot;
 pub mod state;
 pub mod types;

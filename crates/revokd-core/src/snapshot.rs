@@ -1,6 +1,6 @@
 //! The snapshot format: the whole revocation set at one revision, checksummed.
 //!
-//! Layout: `b"RVKS"`, format version (u32 LE), body length (u64 LE), CRC-32 of the body
+//! Layout ([`crate::frame`]): `b"RVKS"`, format version (u32 LE), body length (u64 LE), CRC-32 of the body
 //! (u32 LE), then the postcard-encoded body. The checksum is verified before anything is
 //! decoded, so a corrupt snapshot is refused instead of installed.
 
@@ -8,6 +8,7 @@ use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SnapshotError;
+use crate::frame::{FrameError, FrameReader, FrameWriter};
 use crate::state::RevocationSet;
 use crate::types::{RevokedToken, Rule};
 
@@ -45,44 +46,40 @@ impl RevocationSet {
         let body = postcard::to_stdvec(&BodyRef(self))
             // Serializing plain structs of strings and integers into a Vec cannot fail.
             .unwrap_or_default();
-        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        out.extend_from_slice(&body);
-        out
+        FrameWriter::with_capacity(HEADER_LEN + body.len())
+            .bytes(MAGIC)
+            .u32(VERSION)
+            .u64(body.len() as u64)
+            .checked(&body)
+            .finish()
     }
 
     /// Verifies the checksum and decodes a snapshot made by [`RevocationSet::encode_snapshot`].
     pub fn decode_snapshot(bytes: &[u8]) -> Result<RevocationSet, SnapshotError> {
-        if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
+        if bytes.len() < HEADER_LEN {
             return Err(SnapshotError::BadMagic);
         }
-        let word = |at: usize| {
-            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-        };
-        let version = word(4);
+        let mut frame = FrameReader::new(bytes);
+        frame.magic(MAGIC).map_err(|_| SnapshotError::BadMagic)?;
+        let version = frame.u32().map_err(|_| SnapshotError::BadMagic)?;
         if version != VERSION {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
-        let mut len = [0u8; 8];
-        len.copy_from_slice(&bytes[8..16]);
-        let expected = u64::from_le_bytes(len);
-        let body = &bytes[HEADER_LEN..];
-        if body.len() as u64 != expected {
-            return Err(SnapshotError::Truncated {
-                expected,
-                found: body.len() as u64,
-            });
+        let expected = frame.u64().map_err(|_| SnapshotError::BadMagic)?;
+        // What follows the checksum is the body, all of it and nothing more.
+        let found = (frame.remaining() - 4) as u64;
+        if found != expected {
+            return Err(SnapshotError::Truncated { expected, found });
         }
-        let computed = crc32fast::hash(body);
-        if computed != word(16) {
-            return Err(SnapshotError::Checksum {
-                expected: word(16),
+        let body = frame.checked(expected).map_err(|e| match e {
+            FrameError::Checksum { stored, computed } => SnapshotError::Checksum {
+                expected: stored,
                 computed,
-            });
-        }
+            },
+            FrameError::BadMagic | FrameError::Truncated { .. } => {
+                SnapshotError::Truncated { expected, found }
+            }
+        })?;
         let body: Body = postcard::from_bytes(body)?;
         RevocationSet::from_parts(body.revision, body.tokens, body.rules)
             .map_err(SnapshotError::Inconsistent)
@@ -131,12 +128,12 @@ mod tests {
             rules,
         })
         .unwrap();
-        let mut out = MAGIC.to_vec();
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        out.extend_from_slice(&body);
-        out
+        FrameWriter::default()
+            .bytes(MAGIC)
+            .u32(VERSION)
+            .u64(body.len() as u64)
+            .checked(&body)
+            .finish()
     }
 
     // Found by the snapshot_decode fuzz target (crates/revokd-fuzz): a checksummed body with

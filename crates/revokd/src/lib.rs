@@ -2,10 +2,13 @@
 //!
 //! # Layout
 //! - [`config`]: the documented, validated node configuration (flags, env, TOML).
-//! - [`consensus`]: openraft type configuration and Raft settings.
-//! - [`storage`]: the sled Raft log, the in-memory state machine, snapshots, the watch window.
+//! - [`typ`]: the openraft type configuration and its aliases.
+//! - [`consensus`]: Raft settings and the proposer that batches writes.
+//! - [`error`]: the node's one error type, used by every layer.
+//! - [`storage`]: the sled Raft log, the in-memory state machine, snapshots.
+//! - [`watch`]: the change window and the `Watch` streams that follow it.
 //! - [`network`]: the Raft transport between nodes over gRPC.
-//! - [`api`]: the public gRPC services, leader forwarding, error mapping.
+//! - [`api`]: the public gRPC services, leader forwarding, the error-to-status map.
 //! - [`node`]: the shared node handle and request routing.
 //! - [`replicas`]: the validator replicas that heartbeat this node.
 //! - [`metrics`]: Prometheus metrics and the gRPC metrics layer.
@@ -17,13 +20,17 @@
 pub mod api;
 pub mod config;
 pub mod consensus;
+pub mod error;
 pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod replicas;
 pub mod server;
 pub mod storage;
+pub mod typ;
+pub mod watch;
 
+pub use error::Error;
 pub use server::{
     run, run_on, Connection, OnStart, Platform, RunError, MAX_API_MESSAGE, MAX_API_RESPONSE,
 };

@@ -175,7 +175,7 @@ impl Metrics {
             self.tokens.set(st.set.token_count() as i64);
             self.rules.set(st.set.rule_count() as i64);
         }
-        self.watch_window_start.set(node.sm.window_start() as i64);
+        self.watch_window_start.set(node.sm.window().start() as i64);
         self.watchers.set(node.watchers.open() as i64);
         self.watchers_dropped.set(node.watchers.dropped() as i64);
         self.snapshot_streams.set(node.snapshots.open() as i64);

@@ -11,26 +11,33 @@ use revokd_proto::v1::ReadIndexRequest;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::api::error::ApiError;
 use crate::config::Config;
-use crate::consensus::proposer::{ProposeError, Proposer};
-use crate::consensus::typ::{NodeId, Raft};
-use crate::network::client::{channel, PeerDial};
+use crate::consensus::proposer::Proposer;
+use crate::error::{Error, Leader, Waited};
+use crate::network::client::{channel, PeerDial, PEER_CONNECT_TIMEOUT};
 use crate::replicas::ReplicaRegistry;
 use crate::storage::StateMachineStore;
+use crate::typ::{NodeId, Raft};
+use crate::watch::{Snapshots, Watchers};
 
 /// Where a request should run.
 pub enum Route {
     /// This node is the leader: run it here.
     Local,
-    /// Forward to the leader at this address.
-    Forward {
-        /// The leader's id.
-        id: NodeId,
-        /// The leader's address.
-        addr: String,
-    },
+    /// Another node leads: forward to it.
+    Forward(Leader),
 }
+
+/// How long a call whose leader just moved waits before routing again: long enough for an
+/// election in progress to make headway (a few heartbeats of a loopback cluster), short
+/// enough to add little to a write's latency when the new leader is already known.
+pub const ELECTION_PAUSE: Duration = Duration::from_millis(20);
+
+/// Log entries the proposer keeps on their way at once: a few, so that replication and the
+/// followers' flushes overlap, while the writes arriving meanwhile queue up and leave
+/// together in the next entry (see `consensus::proposer`); more entries in flight would
+/// only split the same writes into smaller batches.
+const MAX_ENTRIES_IN_FLIGHT: usize = 4;
 
 /// Shared handle to the node's parts.
 #[derive(Clone)]
@@ -48,7 +55,7 @@ pub struct Node {
     /// Open `Watch` streams.
     pub watchers: Arc<Watchers>,
     /// `Snapshot` streams and the copy of the set they share.
-    pub snapshots: Arc<crate::api::snapshots::Snapshots>,
+    pub snapshots: Arc<Snapshots>,
     /// How to dial peers (to forward writes, to ask the leader for a read index).
     pub dial: PeerDial,
     proposer: Proposer,
@@ -56,52 +63,10 @@ pub struct Node {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
-/// Counts open `Watch` streams and those dropped for not reading.
-#[derive(Debug, Default)]
-pub struct Watchers {
-    open: std::sync::atomic::AtomicUsize,
-    dropped: std::sync::atomic::AtomicU64,
-}
-
-/// Held by a `Watch` stream's task: counts it as open until dropped.
-pub struct WatcherGuard(Arc<Watchers>);
-
-impl Watchers {
-    /// Counts a new stream until the guard is dropped.
-    pub fn enter(self: &Arc<Self>) -> WatcherGuard {
-        self.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        WatcherGuard(self.clone())
-    }
-
-    /// Open streams.
-    pub fn open(&self) -> usize {
-        self.open.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Streams dropped because their watcher stopped reading.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Records a stream dropped for not reading.
-    pub fn record_dropped(&self) {
-        self.dropped
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl Drop for WatcherGuard {
-    fn drop(&mut self) {
-        self.0
-            .open
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// Linearizable reads waiting for a read index, and whether a round is under way.
 #[derive(Default)]
 struct ReadWaiters {
-    waiting: Vec<tokio::sync::oneshot::Sender<Result<u64, ApiError>>>,
+    waiting: Vec<tokio::sync::oneshot::Sender<Result<u64, Error>>>,
     running: bool,
 }
 
@@ -114,7 +79,7 @@ impl Node {
     pub fn new(raft: Raft, sm: StateMachineStore, config: Arc<Config>, dial: PeerDial) -> Self {
         Node {
             id: config.id,
-            proposer: Proposer::start(raft.clone(), 4, config.batch_max_tokens),
+            proposer: Proposer::start(raft.clone(), MAX_ENTRIES_IN_FLIGHT, config.batch_max_tokens),
             read_waiters: Arc::default(),
             raft,
             sm,
@@ -129,7 +94,7 @@ impl Node {
 
     /// A (cached, lazily connected) channel to node `id`, which advertises `addr`; dialled
     /// through the configured peer route when there is one.
-    pub fn channel(&self, id: NodeId, addr: &str) -> Result<Channel, ApiError> {
+    pub fn channel(&self, id: NodeId, addr: &str) -> Result<Channel, Error> {
         let addr = self
             .config
             .peer_routes
@@ -140,74 +105,63 @@ impl Node {
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
         }
-        let ch = channel(addr, Duration::from_millis(500), &self.dial).map_err(|e| {
-            ApiError::Forward {
-                addr: addr.to_owned(),
-                message: e.to_string(),
-            }
+        let ch = channel(addr, PEER_CONNECT_TIMEOUT, &self.dial).map_err(|e| Error::Forward {
+            addr: addr.to_owned(),
+            message: e.to_string(),
         })?;
         map.insert(addr.to_owned(), ch.clone());
         Ok(ch)
     }
 
     /// The leader as this node knows it now.
-    pub fn leader(&self) -> Option<(NodeId, String)> {
+    pub fn leader(&self) -> Option<Leader> {
         let m = self.raft.metrics().borrow().clone();
         let id = m.current_leader?;
         let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
-        Some((id, addr))
+        Some(Leader { id, addr })
     }
 
     /// Waits (until `deadline`) for a leader to be known and says where to run a write.
-    pub async fn route(&self, deadline: Instant) -> Result<Route, ApiError> {
+    pub async fn route(&self, deadline: Instant) -> Result<Route, Error> {
         let started = Instant::now();
         let mut rx = self.raft.metrics();
         loop {
-            if let Some((id, addr)) = self.leader() {
-                return Ok(if id == self.id {
+            if let Some(leader) = self.leader() {
+                return Ok(if leader.id == self.id {
                     Route::Local
                 } else {
-                    Route::Forward { id, addr }
+                    Route::Forward(leader)
                 });
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(ApiError::Stopped("raft metrics closed".into())),
-                Err(_) => return Err(ApiError::NoLeader(started.elapsed())),
+                Ok(Err(_)) => return Err(Error::Stopped("raft metrics closed")),
+                Err(_) => return Err(Error::NoLeader(started.elapsed())),
             }
         }
     }
 
-    /// Proposes `cmd` on this node, which believes it is the leader. `Ok(None)` means
-    /// leadership moved and the caller should route again.
-    pub async fn propose(
-        &self,
-        cmd: Command,
-        deadline: Instant,
-    ) -> Result<Option<Applied>, ApiError> {
-        match tokio::time::timeout_at(deadline, self.proposer.propose(cmd)).await {
-            Err(_) => Err(ApiError::Deadline(
-                "the write was proposed but not committed in time; it may still be applied".into(),
-            )),
-            Ok(Ok(applied)) => Ok(Some(applied)),
-            Ok(Err(ProposeError::NotLeader)) => Ok(None),
-            Ok(Err(ProposeError::Failed(e))) => Err(e),
-        }
+    /// Proposes `cmd` on this node, which believes it is the leader. [`Error::NotLeader`]
+    /// means leadership moved and the caller should route again.
+    pub async fn propose(&self, cmd: Command, deadline: Instant) -> Result<Applied, Error> {
+        tokio::time::timeout_at(deadline, self.proposer.propose(cmd))
+            .await
+            .map_err(|_| Error::Deadline(Waited::Commit))?
     }
 
     /// Waits until this node has applied `revision`.
-    pub async fn wait_applied(&self, revision: u64, deadline: Instant) -> Result<(), ApiError> {
+    pub async fn wait_applied(&self, revision: u64, deadline: Instant) -> Result<(), Error> {
         let mut rx = self.sm.applied();
         let res =
             tokio::time::timeout_at(deadline, rx.wait_for(|applied| *applied >= revision)).await;
         match res {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(ApiError::Stopped("state machine closed".into())),
-            Err(_) => Err(ApiError::Deadline(format!(
-                "revision {revision} not applied on node {} in time (applied {})",
-                self.id,
-                *self.sm.applied().borrow()
-            ))),
+            Ok(Err(_)) => Err(Error::Stopped("state machine closed")),
+            Err(_) => Err(Error::Deadline(Waited::Applied {
+                revision,
+                node: self.id,
+                applied: *self.sm.applied().borrow(),
+            })),
         }
     }
 
@@ -217,7 +171,7 @@ impl Node {
     /// Concurrent callers share rounds: a round that starts after a caller arrived gives an
     /// index valid for it, so every caller waiting when a round starts is answered by that
     /// round, and one leadership confirmation serves many reads.
-    pub async fn read_index(&self, deadline: Instant) -> Result<u64, ApiError> {
+    pub async fn read_index(&self, deadline: Instant) -> Result<u64, Error> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let start = {
             let mut w = self.read_waiters.lock().unwrap_or_else(|p| p.into_inner());
@@ -246,27 +200,25 @@ impl Node {
         }
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(res)) => res,
-            Ok(Err(_)) => Err(ApiError::Stopped("read index round dropped".into())),
-            Err(_) => Err(ApiError::Deadline(
-                "no read index from the leader in time".into(),
-            )),
+            Ok(Err(_)) => Err(Error::Stopped("read index round dropped")),
+            Err(_) => Err(Error::Deadline(Waited::ReadIndex)),
         }
     }
 
     /// One read-index round: a leadership confirmation by a quorum.
-    async fn read_index_round(&self, deadline: Instant) -> Result<u64, ApiError> {
+    async fn read_index_round(&self, deadline: Instant) -> Result<u64, Error> {
         loop {
             match self.route(deadline).await? {
                 Route::Local => match self.raft.get_read_log_id().await {
                     Ok((read, _)) => return Ok(read.map(|l| l.index).unwrap_or(0)),
-                    Err(e) => match crate::api::error::read_index_error(e) {
-                        e @ ApiError::Stopped(_) => return Err(e),
+                    Err(e) => match Error::from(e) {
+                        e @ Error::Fatal(_) => return Err(e),
                         e if Instant::now() >= deadline => return Err(e),
                         // Leadership is moving or a quorum is briefly out of reach: retry.
                         _ => {}
                     },
                 },
-                Route::Forward { id, addr } => {
+                Route::Forward(Leader { id, addr }) => {
                     let mut client = RaftClient::new(self.channel(id, &addr)?);
                     let mut req = tonic::Request::new(ReadIndexRequest {});
                     req.set_timeout(deadline.saturating_duration_since(Instant::now()));
@@ -276,7 +228,7 @@ impl Node {
                             if s.code() == tonic::Code::Unavailable
                                 && Instant::now() < deadline => {}
                         Err(s) => {
-                            return Err(ApiError::Forward {
+                            return Err(Error::Forward {
                                 addr,
                                 message: s.message().to_owned(),
                             })
@@ -284,8 +236,7 @@ impl Node {
                     }
                 }
             }
-            // Leadership is moving; give the election a moment.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(ELECTION_PAUSE).await;
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use revokd_proto::v1 as pb;
 
-use crate::api::error::ApiError;
+use crate::error::Error;
 
 /// A replica not heard from for this long is no longer listed.
 pub const REPLICA_TTL: Duration = Duration::from_secs(30);
@@ -169,18 +169,20 @@ impl ReplicaRegistry {
         applied: u64,
         commit: u64,
         by: &Reporter,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         if id.len() > MAX_REPLICA_ID_LEN {
-            return Err(ApiError::Invalid(format!(
-                "replica_id must be at most {MAX_REPLICA_ID_LEN} bytes, got {}",
-                id.len()
-            )));
+            return Err(Error::TooLong {
+                field: "replica_id",
+                max: MAX_REPLICA_ID_LEN,
+                len: id.len(),
+            });
         }
         if description.len() > MAX_DESCRIPTION_LEN {
-            return Err(ApiError::Invalid(format!(
-                "description must be at most {MAX_DESCRIPTION_LEN} bytes, got {}",
-                description.len()
-            )));
+            return Err(Error::TooLong {
+                field: "description",
+                max: MAX_DESCRIPTION_LEN,
+                len: description.len(),
+            });
         }
         if id.is_empty() {
             return Ok(());
@@ -209,11 +211,10 @@ impl ReplicaRegistry {
                 return Ok(());
             }
             if now.duration_since(s.at) < REBIND_AFTER {
-                return Err(ApiError::Forbidden(format!(
-                    "replica_id {id:?} is reported by another client; give every replica an id \
-                     of its own (the id is free again {} s after its owner stops reporting)",
-                    REBIND_AFTER.as_secs()
-                )));
+                return Err(Error::ReplicaIdTaken {
+                    id: id.to_owned(),
+                    free_after: REBIND_AFTER,
+                });
             }
             // The owner went silent: the id starts over for its new owner.
             seen.remove(id);
@@ -223,19 +224,16 @@ impl ReplicaRegistry {
             .filter(|s| s.quota == by.quota && now.duration_since(s.at) < REPLICA_TTL)
             .count();
         if held >= MAX_REPLICAS_PER_CLIENT {
-            return Err(ApiError::Overloaded(format!(
-                "{} already reports {MAX_REPLICAS_PER_CLIENT} replicas to this node; reuse \
-                 replica ids, or wait {} s for unused ones to expire",
-                by.quota,
-                REPLICA_TTL.as_secs()
-            )));
+            return Err(Error::TooManyReplicasFrom {
+                client: by.quota.clone(),
+                max: MAX_REPLICAS_PER_CLIENT,
+                ttl: REPLICA_TTL,
+            });
         }
         if seen.len() >= MAX_REPLICAS {
             seen.retain(|_, s| now.duration_since(s.at) < REPLICA_TTL);
             if seen.len() >= MAX_REPLICAS {
-                return Err(ApiError::Overloaded(format!(
-                    "this node already tracks {MAX_REPLICAS} replicas; retry later"
-                )));
+                return Err(Error::TooManyReplicas(MAX_REPLICAS));
             }
         }
         seen.insert(
@@ -308,12 +306,12 @@ mod tests {
         let long = "x".repeat(MAX_REPLICA_ID_LEN + 1);
         assert!(matches!(
             r.report(&long, "", 1, 1, &by("a")),
-            Err(ApiError::Invalid(_))
+            Err(Error::TooLong { .. })
         ));
         let desc = "d".repeat(MAX_DESCRIPTION_LEN + 1);
         assert!(matches!(
             r.report("a", &desc, 1, 1, &by("a")),
-            Err(ApiError::Invalid(_))
+            Err(Error::TooLong { .. })
         ));
     }
 
@@ -328,7 +326,7 @@ mod tests {
         // Another client cannot report for a live replica.
         let e = r.report("real", "", 50, 60, &by("mallory")).unwrap_err();
         assert!(
-            matches!(&e, ApiError::Forbidden(m) if m.contains("another client")),
+            matches!(&e, Error::ReplicaIdTaken { id, .. } if id == "real"),
             "{e}"
         );
         assert_eq!(r.list(60)[0].applied_revision, 50);
@@ -342,7 +340,7 @@ mod tests {
                 .unwrap();
         }
         let e = r.report("one-more", "", 1, 1, &by("mallory")).unwrap_err();
-        assert!(matches!(e, ApiError::Overloaded(_)), "{e}");
+        assert!(matches!(e, Error::TooManyReplicasFrom { .. }), "{e}");
         r.report("honest", "", 1, 1, &by("validator")).unwrap();
         assert_eq!(r.list(1).len(), MAX_REPLICAS_PER_CLIENT + 1);
     }

@@ -5,9 +5,8 @@
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder};
-use revokd::consensus::typ::StorageError;
-use revokd::consensus::TypeConfig;
 use revokd::storage::{self, LogStore, MemDisk, StateMachineStore};
+use revokd::typ::{StorageError, TypeConfig};
 use revokd_core::{Command, TokenSpec};
 
 struct SledBuilder;

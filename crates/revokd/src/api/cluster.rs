@@ -11,10 +11,10 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::caller;
-use super::error::{write_failure, ApiError, WriteFailure};
 use super::{deadline, routed};
-use crate::consensus::typ::{ClientWriteError, ClientWriteResponse, RaftError};
+use crate::error::{Error, Waited};
 use crate::node::Node;
+use crate::typ::{ClientWriteError, ClientWriteResponse, RaftError};
 
 /// Serves `revokd.v1.Cluster`.
 pub struct ClusterService {
@@ -59,13 +59,12 @@ impl ClusterService {
     }
 
     /// The highest log index this node knows to be committed.
-    async fn committed(&self) -> Result<u64, ApiError> {
+    async fn committed(&self) -> Result<u64, Error> {
         Ok(self
             .node
             .raft
             .with_raft_state(|st| st.committed.map(|l| l.index))
-            .await
-            .map_err(|e| ApiError::Stopped(e.to_string()))?
+            .await?
             .unwrap_or(0))
     }
 
@@ -74,26 +73,17 @@ impl ClusterService {
         &self,
         fut: impl std::future::Future<Output = Result<ClientWriteResponse, RaftError<ClientWriteError>>>,
         deadline: Instant,
-    ) -> Result<Option<pb::MembershipResponse>, ApiError> {
-        match tokio::time::timeout_at(deadline, fut).await {
-            Err(_) => Err(ApiError::Deadline(
-                "the membership change did not complete in time; check Status before retrying"
-                    .into(),
-            )),
-            Ok(Ok(resp)) => {
-                let (members, learners) = self.members();
-                Ok(Some(pb::MembershipResponse {
-                    revision: resp.log_id.index,
-                    leader_id: self.node.id,
-                    members,
-                    learners,
-                }))
-            }
-            Ok(Err(e)) => match write_failure(e) {
-                WriteFailure::NotLeader(_) => Ok(None),
-                WriteFailure::Fatal(e) => Err(e),
-            },
-        }
+    ) -> Result<pb::MembershipResponse, Error> {
+        let resp = tokio::time::timeout_at(deadline, fut)
+            .await
+            .map_err(|_| Error::Deadline(Waited::Membership))??;
+        let (members, learners) = self.members();
+        Ok(pb::MembershipResponse {
+            revision: resp.log_id.index,
+            leader_id: self.node.id,
+            members,
+            learners,
+        })
     }
 }
 
@@ -128,8 +118,8 @@ impl Cluster for ClusterService {
             address: self.node.config.advertise.clone(),
             role: role(m.state) as i32,
             term: m.current_term,
-            leader_id: leader.as_ref().map(|l| l.0).unwrap_or(0),
-            leader_address: leader.map(|l| l.1).unwrap_or_default(),
+            leader_id: leader.as_ref().map(|l| l.id).unwrap_or(0),
+            leader_address: leader.map(|l| l.addr).unwrap_or_default(),
             commit_revision: committed,
             applied_revision: applied,
             last_log_revision: m.last_log_index.unwrap_or(0),
@@ -138,7 +128,7 @@ impl Cluster for ClusterService {
             learners,
             revoked_tokens: tokens as u64,
             rules: rules as u64,
-            watch_window_start: self.node.sm.window_start(),
+            watch_window_start: self.node.sm.window().start(),
             replicas: self.node.replicas.list(committed),
         }))
     }
@@ -160,11 +150,7 @@ impl Cluster for ClusterService {
             // The gate verified any credential sent; a replica's report needs one when reads
             // do: its revision counts towards receipts.
             if let (Some(scope), false) = (read_scope, authenticated) {
-                return Err(ApiError::Unauthenticated(format!(
-                    "a heartbeat with a replica_id needs a credential with scope {scope}, \
-                     as reads do (probes without a replica_id stay open)"
-                ))
-                .into());
+                return Err(Error::HeartbeatNeedsScope(scope.to_string()).into());
             }
         }
         self.node.replicas.report(
@@ -180,11 +166,11 @@ impl Cluster for ClusterService {
             node_id: self.node.id,
             role: role(m.state) as i32,
             term: m.current_term,
-            leader_id: leader.as_ref().map(|l| l.0).unwrap_or(0),
-            leader_address: leader.map(|l| l.1).unwrap_or_default(),
+            leader_id: leader.as_ref().map(|l| l.id).unwrap_or(0),
+            leader_address: leader.map(|l| l.addr).unwrap_or_default(),
             commit_revision: committed,
             applied_revision: *self.node.sm.applied().borrow(),
-            watch_window_start: self.node.sm.window_start(),
+            watch_window_start: self.node.sm.window().start(),
         }))
     }
 
@@ -194,22 +180,21 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let r = req.get_ref();
         if r.node_id == 0 {
-            return Err(ApiError::MembershipArgument("node_id must be at least 1".into()).into());
+            return Err(Error::ZeroNodeId.into());
         }
         crate::config::parse_initial_cluster(&format!("{}={}", r.node_id, r.address))
-            .map_err(|e| ApiError::MembershipArgument(format!("address: {e}")))?;
-        routed!(
+            .map_err(|e| Error::BadAddress(e.to_string()))?;
+        routed(
             &self.node,
             req,
-            |r, _by, d| self.change(
-                self.node
-                    .raft
-                    .add_learner(r.node_id, BasicNode::new(&r.address), r.blocking),
-                d
-            ),
-            Client,
-            add_learner
+            |r, _by, d| async move {
+                let raft = &self.node.raft;
+                let add = raft.add_learner(r.node_id, BasicNode::new(&r.address), r.blocking);
+                self.change(add, d).await
+            },
+            |ch, fwd| async move { Client::new(ch).add_learner(fwd).await },
         )
+        .await
     }
 
     async fn change_membership(
@@ -217,23 +202,19 @@ impl Cluster for ClusterService {
         req: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         if req.get_ref().voters.is_empty() {
-            return Err(
-                ApiError::MembershipArgument("the set of voters must not be empty".into()).into(),
-            );
+            return Err(Error::NoVoters.into());
         }
-        routed!(
+        routed(
             &self.node,
             req,
-            |r, _by, d| self.change(
-                self.node.raft.change_membership(
-                    r.voters.iter().copied().collect::<BTreeSet<u64>>(),
-                    r.retain
-                ),
-                d
-            ),
-            Client,
-            change_membership
+            |r, _by, d| async move {
+                let voters: BTreeSet<u64> = r.voters.iter().copied().collect();
+                let change = self.node.raft.change_membership(voters, r.retain);
+                self.change(change, d).await
+            },
+            |ch, fwd| async move { Client::new(ch).change_membership(fwd).await },
         )
+        .await
     }
 
     async fn trigger_snapshot(
@@ -247,7 +228,7 @@ impl Cluster for ClusterService {
             .trigger()
             .snapshot()
             .await
-            .map_err(|e| ApiError::Stopped(e.to_string()))?;
+            .map_err(Error::from)?;
         let mut rx = self.node.raft.metrics();
         let done = tokio::time::timeout_at(
             deadline,
@@ -258,11 +239,8 @@ impl Cluster for ClusterService {
             Ok(Ok(m)) => Ok(Response::new(pb::TriggerSnapshotResponse {
                 snapshot_revision: m.snapshot.map(|l| l.index).unwrap_or(0),
             })),
-            Ok(Err(_)) => Err(ApiError::Stopped("raft metrics closed".into()).into()),
-            Err(_) => Err(ApiError::Deadline(format!(
-                "snapshot at revision {target} not finished before the deadline; it continues in the background"
-            ))
-            .into()),
+            Ok(Err(_)) => Err(Error::Stopped("raft metrics closed").into()),
+            Err(_) => Err(Error::Deadline(Waited::Snapshot { target }).into()),
         }
     }
 }

@@ -17,10 +17,9 @@ use std::time::Duration;
 
 use super::caller::{Caller, Principal};
 use super::gate::Gate;
+use crate::error::Error;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-
-pub use revokd_proto::wire::RETRY_AFTER_HEADER;
 
 /// Which budget a call draws from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,16 +139,14 @@ impl Gate for RateLimits {
         let Err((per_second, wait)) = self.check(kind, client) else {
             return Ok(());
         };
-        let wait_ms = wait.as_millis().max(1);
         tracing::debug!(%client, kind = kind.name(), "api: rate limit exceeded");
-        let mut status = tonic::Status::resource_exhausted(format!(
-            "revokd: rate limit: more than {per_second} {} per second from {client}; retry after {wait_ms} ms",
-            kind.name()
-        ));
-        if let Ok(v) = wait_ms.to_string().parse() {
-            status.metadata_mut().insert(RETRY_AFTER_HEADER, v);
+        Err(Error::RateLimited {
+            per_second,
+            kind: kind.name(),
+            client: client.to_owned(),
+            retry_after: wait,
         }
-        Err(status)
+        .into())
     }
 }
 

@@ -9,16 +9,19 @@ pub mod error;
 pub mod gate;
 pub mod limits;
 pub mod revocation;
-pub mod snapshots;
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use crate::node::{Node, Route};
-use error::ApiError;
+use tonic::transport::Channel;
+
+use crate::error::{Error, Waited};
+use crate::node::{Node, Route, ELECTION_PAUSE};
 
 pub use revokd_proto::wire::{ACTOR_HEADER, FORWARDED_HEADER};
 
@@ -65,51 +68,62 @@ pub fn actor(meta: &MetadataMap) -> String {
         .to_owned()
 }
 
-/// Runs a routed write inside a gRPC handler: `$local` (a future of
-/// `Result<Option<Resp>, ApiError>`, with the body, actor and deadline bound to the given
-/// names) on the leader, or `$client::$method` forwarded to it.
-macro_rules! routed {
-    ($node:expr, $req:expr, |$r:ident, $by:ident, $deadline:ident| $local:expr, $client:ty, $method:ident) => {{
-        let mut rt = $crate::api::Routed::new($node, $req);
-        loop {
-            match rt.next().await? {
-                $crate::api::Hop::Local => {
-                    let ($r, $by, $deadline) = (&rt.body, rt.actor.as_str(), rt.deadline);
-                    if let Some(resp) = $local.await? {
-                        return Ok(tonic::Response::new(resp));
-                    }
-                }
-                $crate::api::Hop::Forward(ch, fwd) => {
-                    if let Some(resp) = rt.forwarded(<$client>::new(ch).$method(fwd).await)? {
-                        return Ok(resp);
-                    }
+/// Runs a write on the leader: `local(body, actor, deadline)` when this node leads, or
+/// `forward(channel, request)` to the leader (once: a forwarded request is never forwarded
+/// again). Leadership can move during a call, so it routes again, until the deadline, when
+/// the local attempt finds this node no longer leads or the hop to the leader fails
+/// transiently; retries are safe because every write is idempotent.
+///
+/// The closures take their arguments by value (the body shared, not copied), so that the
+/// handler's future is `Send` without higher-ranked borrows, which async closures cannot yet
+/// express.
+pub async fn routed<Req, Resp, L, LF, F, FF>(
+    node: &Node,
+    req: Request<Req>,
+    local: L,
+    forward: F,
+) -> Result<Response<Resp>, Status>
+where
+    Req: Clone,
+    L: Fn(Arc<Req>, String, Instant) -> LF,
+    LF: Future<Output = Result<Resp, Error>>,
+    F: Fn(Channel, Request<Req>) -> FF,
+    FF: Future<Output = Result<Response<Resp>, Status>>,
+{
+    let mut rt = Routed::new(node, req);
+    loop {
+        match rt.next().await? {
+            Hop::Local => match local(rt.body.clone(), rt.actor.clone(), rt.deadline).await {
+                Ok(resp) => return Ok(Response::new(resp)),
+                Err(Error::NotLeader(_)) => {}
+                Err(e) => return Err(e.into()),
+            },
+            Hop::Forward(channel, fwd) => {
+                if let Some(resp) = rt.forwarded(forward(channel, fwd).await)? {
+                    return Ok(resp);
                 }
             }
         }
-    }};
+    }
 }
-pub(crate) use routed;
 
 /// Where the next attempt of a routed write goes.
-pub enum Hop<Req> {
+enum Hop<Req> {
     /// This node leads: run it here.
     Local,
     /// Forward this request over this channel to the leader.
-    Forward(tonic::transport::Channel, Request<Req>),
+    Forward(Channel, Request<Req>),
 }
 
-/// A write on its way to the leader: run locally when this node leads, otherwise forwarded
-/// to it (once: a forwarded request is never forwarded again). Leadership can move during a
-/// call, so handlers loop over [`Routed::next`]; retries are safe because every write is
-/// idempotent.
-pub struct Routed<Req> {
+/// A write on its way to the leader, between attempts.
+struct Routed<Req> {
     node: Node,
     /// The request body.
-    pub body: Req,
+    body: Arc<Req>,
     /// The identity to record.
-    pub actor: String,
+    actor: String,
     /// When the call must be answered.
-    pub deadline: Instant,
+    deadline: Instant,
     forwarded: bool,
     authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     attempts: u32,
@@ -119,14 +133,14 @@ pub struct Routed<Req> {
 
 impl<Req: Clone> Routed<Req> {
     /// Starts routing `req`.
-    pub fn new(node: &Node, req: Request<Req>) -> Self {
+    fn new(node: &Node, req: Request<Req>) -> Self {
         let deadline = deadline(req.metadata(), node.config.default_deadline);
         let forwarded = req.metadata().contains_key(FORWARDED_HEADER);
         let actor = actor(req.metadata());
         let authorization = req.metadata().get("authorization").cloned();
         Routed {
             node: node.clone(),
-            body: req.into_inner(),
+            body: Arc::new(req.into_inner()),
             actor,
             deadline,
             forwarded,
@@ -137,22 +151,21 @@ impl<Req: Clone> Routed<Req> {
     }
 
     /// Waits for a leader (until the deadline) and says where to run the next attempt.
-    pub async fn next(&mut self) -> Result<Hop<Req>, Status> {
+    async fn next(&mut self) -> Result<Hop<Req>, Status> {
         if self.attempts > 0 {
             if Instant::now() >= self.deadline {
-                return Err(ApiError::NoLeader(self.node.config.default_deadline).into());
+                return Err(Error::NoLeader(self.node.config.default_deadline).into());
             }
-            // Leadership is moving; give the election a moment.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(ELECTION_PAUSE).await;
         }
         self.attempts += 1;
         match self.node.route(self.deadline).await? {
             Route::Local => Ok(Hop::Local),
-            Route::Forward { id, addr } => {
+            Route::Forward(leader) => {
                 if self.forwarded {
-                    return Err(ApiError::NotLeader { id, addr }.into());
+                    return Err(Error::NotLeader(Some(leader)).into());
                 }
-                let mut fwd = Request::new(self.body.clone());
+                let mut fwd = Request::new(Req::clone(&self.body));
                 fwd.set_timeout(self.deadline.saturating_duration_since(Instant::now()));
                 fwd.metadata_mut().insert(
                     FORWARDED_HEADER,
@@ -165,8 +178,8 @@ impl<Req: Clone> Routed<Req> {
                 if let Some(v) = self.authorization.clone() {
                     fwd.metadata_mut().insert("authorization", v);
                 }
-                let channel = self.node.channel(id, &addr)?;
-                self.leader_addr = addr;
+                let channel = self.node.channel(leader.id, &leader.addr)?;
+                self.leader_addr = leader.addr;
                 Ok(Hop::Forward(channel, fwd))
             }
         }
@@ -175,7 +188,7 @@ impl<Req: Clone> Routed<Req> {
     /// Interprets the leader's answer: `Ok(None)` means "leader gone or moved, try again".
     /// The leader's own errors pass through as it gave them; a failure of the hop itself (the
     /// leader unreachable, or silent until the deadline) says which leader it was.
-    pub fn forwarded<Resp>(
+    fn forwarded<Resp>(
         &self,
         res: Result<Response<Resp>, Status>,
     ) -> Result<Option<Response<Resp>>, Status> {
@@ -199,16 +212,16 @@ fn forward_failure(addr: &str, s: Status) -> Status {
         return s;
     }
     let e = match s.code() {
-        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ApiError::Deadline(format!(
-            "the leader at {addr} did not answer the forwarded write in time; it may still be applied ({})",
-            s.message()
-        )),
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal => {
-            ApiError::Forward {
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            Error::Deadline(Waited::ForwardedWrite {
                 addr: addr.to_owned(),
-                message: s.message().to_owned(),
-            }
+                detail: s.message().to_owned(),
+            })
         }
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal => Error::Forward {
+            addr: addr.to_owned(),
+            message: s.message().to_owned(),
+        },
         _ => return s,
     };
     e.into()

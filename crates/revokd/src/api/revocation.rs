@@ -1,5 +1,5 @@
 //! The `revokd.v1.Revocation` service: writes (through the leader), checks, snapshots and
-//! watches.
+//! watches (streamed by [`crate::watch`]).
 
 use std::pin::Pin;
 
@@ -10,18 +10,19 @@ use revokd_core::{
 use revokd_proto::v1 as pb;
 use revokd_proto::v1::revocation_client::RevocationClient;
 use revokd_proto::v1::revocation_server::Revocation;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::caller;
-use super::error::ApiError;
 use super::{deadline, routed};
+use crate::error::Error;
 use crate::node::{unix_now, Node};
-use crate::storage::WatchItem;
-use revokd_proto::convert::{check_result_pb, event_pb, query, rule_kind, write_response};
+use crate::watch::snapshots;
+use crate::watch::Feed;
+use revokd_proto::convert::{check_result_pb, query, rule_kind, write_response};
 
 /// Serves `revokd.v1.Revocation`.
 pub struct RevocationService {
@@ -50,16 +51,9 @@ impl RevocationService {
     }
 
     /// Proposes a single-item command and shapes the reply.
-    async fn write_one(
-        &self,
-        cmd: Command,
-        deadline: Instant,
-    ) -> Result<Option<pb::WriteResponse>, ApiError> {
-        Ok(self
-            .node
-            .propose(cmd, deadline)
-            .await?
-            .map(|applied| single_response(&applied, self.node.id)))
+    async fn write_one(&self, cmd: Command, deadline: Instant) -> Result<pb::WriteResponse, Error> {
+        let applied = self.node.propose(cmd, deadline).await?;
+        Ok(single_response(&applied, self.node.id))
     }
 
     /// Waits as the requested consistency demands, then returns nothing: the caller reads.
@@ -68,7 +62,7 @@ impl RevocationService {
         consistency: i32,
         min_revision: u64,
         deadline: Instant,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         match pb::Consistency::try_from(consistency) {
             Ok(pb::Consistency::Linearizable) => {
                 let read = self.node.read_index(deadline).await?;
@@ -82,9 +76,7 @@ impl RevocationService {
                 }
                 Ok(())
             }
-            Err(_) => Err(ApiError::Invalid(format!(
-                "unknown consistency {consistency}"
-            ))),
+            Err(_) => Err(Error::UnknownConsistency(consistency)),
         }
     }
 }
@@ -115,7 +107,7 @@ impl RevocationService {
         r: &pb::RevokeRequest,
         by: &str,
         deadline: Instant,
-    ) -> Result<Option<pb::WriteResponse>, ApiError> {
+    ) -> Result<pb::WriteResponse, Error> {
         let t = r.token.as_ref().ok_or(InvalidInput::Unspecified("token"))?;
         let now = unix_now();
         let cmd = Command::Revoke {
@@ -131,7 +123,7 @@ impl RevocationService {
         r: &pb::RevokeBatchRequest,
         by: &str,
         deadline: Instant,
-    ) -> Result<Option<pb::RevokeBatchResponse>, ApiError> {
+    ) -> Result<pb::RevokeBatchResponse, Error> {
         if r.tokens.is_empty() {
             return Err(InvalidInput::Empty("tokens").into());
         }
@@ -149,7 +141,7 @@ impl RevocationService {
             .enumerate()
             .map(|(i, t)| {
                 self.spec(t, now)
-                    .map_err(|e| ApiError::Invalid(format!("tokens[{i}]: {e}")))
+                    .map_err(|cause| Error::InvalidToken { index: i, cause })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let cmd = Command::Revoke {
@@ -165,19 +157,16 @@ impl RevocationService {
             .into());
         }
         let leader = self.node.id;
-        Ok(self
-            .node
-            .propose(cmd, deadline)
-            .await?
-            .map(|a| pb::RevokeBatchResponse {
-                revision: a.revision,
-                leader_id: leader,
-                results: a
-                    .outcomes
-                    .iter()
-                    .map(|o| write_response(*o, a.revision, leader))
-                    .collect(),
-            }))
+        let a = self.node.propose(cmd, deadline).await?;
+        Ok(pb::RevokeBatchResponse {
+            revision: a.revision,
+            leader_id: leader,
+            results: a
+                .outcomes
+                .iter()
+                .map(|o| write_response(*o, a.revision, leader))
+                .collect(),
+        })
     }
 
     async fn local_revoke_rule(
@@ -185,7 +174,7 @@ impl RevocationService {
         r: &pb::RevokeRuleRequest,
         by: &str,
         deadline: Instant,
-    ) -> Result<Option<pb::WriteResponse>, ApiError> {
+    ) -> Result<pb::WriteResponse, Error> {
         let now = unix_now();
         let not_before = if r.not_before == 0 { now } else { r.not_before };
         let rule = RuleSpec::new(
@@ -211,7 +200,7 @@ impl RevocationService {
         r: &pb::UnrevokeRequest,
         by: &str,
         deadline: Instant,
-    ) -> Result<Option<pb::WriteResponse>, ApiError> {
+    ) -> Result<pb::WriteResponse, Error> {
         revokd_core::validate_jti(&r.jti)?;
         let cmd = Command::Unrevoke {
             jti: r.jti.clone(),
@@ -225,7 +214,7 @@ impl RevocationService {
         r: &pb::RemoveRuleRequest,
         by: &str,
         deadline: Instant,
-    ) -> Result<Option<pb::WriteResponse>, ApiError> {
+    ) -> Result<pb::WriteResponse, Error> {
         let kind = rule_kind(r.kind)?;
         if r.value.is_empty() {
             return Err(InvalidInput::Empty("rule value").into());
@@ -247,65 +236,65 @@ impl Revocation for RevocationService {
         &self,
         req: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        routed!(
+        routed(
             &self.node,
             req,
-            |r, by, d| self.local_revoke(r, by, d),
-            Client,
-            revoke
+            |r, by, d| async move { self.local_revoke(&r, &by, d).await },
+            |ch, fwd| async move { Client::new(ch).revoke(fwd).await },
         )
+        .await
     }
 
     async fn revoke_batch(
         &self,
         req: Request<pb::RevokeBatchRequest>,
     ) -> Result<Response<pb::RevokeBatchResponse>, Status> {
-        routed!(
+        routed(
             &self.node,
             req,
-            |r, by, d| self.local_revoke_batch(r, by, d),
-            Client,
-            revoke_batch
+            |r, by, d| async move { self.local_revoke_batch(&r, &by, d).await },
+            |ch, fwd| async move { Client::new(ch).revoke_batch(fwd).await },
         )
+        .await
     }
 
     async fn revoke_rule(
         &self,
         req: Request<pb::RevokeRuleRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        routed!(
+        routed(
             &self.node,
             req,
-            |r, by, d| self.local_revoke_rule(r, by, d),
-            Client,
-            revoke_rule
+            |r, by, d| async move { self.local_revoke_rule(&r, &by, d).await },
+            |ch, fwd| async move { Client::new(ch).revoke_rule(fwd).await },
         )
+        .await
     }
 
     async fn unrevoke(
         &self,
         req: Request<pb::UnrevokeRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        routed!(
+        routed(
             &self.node,
             req,
-            |r, by, d| self.local_unrevoke(r, by, d),
-            Client,
-            unrevoke
+            |r, by, d| async move { self.local_unrevoke(&r, &by, d).await },
+            |ch, fwd| async move { Client::new(ch).unrevoke(fwd).await },
         )
+        .await
     }
 
     async fn remove_rule(
         &self,
         req: Request<pb::RemoveRuleRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        routed!(
+        routed(
             &self.node,
             req,
-            |r, by, d| self.local_remove_rule(r, by, d),
-            Client,
-            remove_rule
+            |r, by, d| async move { self.local_remove_rule(&r, &by, d).await },
+            |ch, fwd| async move { Client::new(ch).remove_rule(fwd).await },
         )
+        .await
     }
 
     async fn check(
@@ -316,8 +305,8 @@ impl Revocation for RevocationService {
         let r = req.into_inner();
         let q = r
             .token
-            .ok_or(ApiError::from(InvalidInput::Unspecified("token")))?;
-        validate_query(&q).map_err(ApiError::from)?;
+            .ok_or(Error::from(InvalidInput::Unspecified("token")))?;
+        validate_query(&q).map_err(Error::from)?;
         self.settle(r.consistency, r.min_revision, deadline).await?;
         let st = self.node.sm.read();
         Ok(Response::new(pb::CheckResponse {
@@ -333,14 +322,14 @@ impl Revocation for RevocationService {
         let deadline = deadline(req.metadata(), self.node.config.default_deadline);
         let r = req.into_inner();
         if r.tokens.len() > MAX_BATCH {
-            return Err(ApiError::from(InvalidInput::BatchTooLarge {
+            return Err(Error::from(InvalidInput::BatchTooLarge {
                 len: r.tokens.len(),
                 max: MAX_BATCH,
             })
             .into());
         }
         for (i, q) in r.tokens.iter().enumerate() {
-            validate_query(q).map_err(|e| ApiError::Invalid(format!("tokens[{i}]: {e}")))?;
+            validate_query(q).map_err(|cause| Error::InvalidToken { index: i, cause })?;
         }
         self.settle(r.consistency, r.min_revision, deadline).await?;
         let st = self.node.sm.read();
@@ -366,8 +355,8 @@ impl Revocation for RevocationService {
                 .wait_applied(req.get_ref().min_revision, deadline)
                 .await?;
         }
-        let chunk = super::snapshots::chunk_size(req.get_ref().chunk_size);
-        let reservation = self.node.snapshots.reserve(&self.node.sm)?;
+        let chunk = snapshots::chunk_size(req.get_ref().chunk_size);
+        let reservation = self.node.snapshots.reserve(|| self.node.sm.read_set())?;
         let (reader, _) = caller::reporter(req.extensions());
         let sending = self.node.replicas.sending(&reader, reservation.revision());
         // One chunk waits while the next is built: a reader that stops holds two at most.
@@ -394,187 +383,14 @@ impl Revocation for RevocationService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let from = req.get_ref().from_revision;
         let (reader, _) = caller::reporter(req.extensions());
-        let (backlog, live) = self
-            .node
-            .sm
-            .watch_from(from)
-            .map_err(|m| ApiError::OutOfRange {
-                from,
-                start: m.window_start,
-            })?;
-        let (tx, rx) = mpsc::channel(256);
-        let sm = self.node.sm.clone();
-        let watchers = self.node.watchers.clone();
-        let stall = self.node.config.watch_stall_timeout;
+        let feed = Feed::subscribe(self.node.sm.window().clone(), self.node.sm.applied(), from)?;
         // What this stream sends caps what its reader's replicas may report (receipts).
         let sending = self.node.replicas.sending(&reader, from);
-        tokio::spawn(async move {
-            let _open = watchers.enter();
-            let mut feed = WatchFeed {
-                sm,
-                last: from,
-                backlog,
-                live,
-                tx,
-                stall,
-                sending,
-            };
-            if let Err(Gone::Stalled) = feed.run().await {
-                watchers.record_dropped();
-                tracing::warn!(
-                    stall = ?feed.stall,
-                    revision = feed.last,
-                    "watch: ended a stream whose reader took nothing"
-                );
-            }
-        });
+        let rx = feed.spawn(
+            self.node.watchers.clone(),
+            self.node.config.watch_stall_timeout,
+            sending,
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
-/// Why a watch stream ended early.
-enum Gone {
-    /// The watcher disconnected.
-    Left,
-    /// The watcher read nothing for the stall timeout while messages waited.
-    Stalled,
-}
-
-/// One watcher's position in the change feed.
-struct WatchFeed {
-    sm: crate::storage::StateMachineStore,
-    /// The highest revision sent.
-    last: u64,
-    /// Change sets received but not sent yet.
-    backlog: Vec<std::sync::Arc<revokd_core::ChangeSet>>,
-    live: broadcast::Receiver<WatchItem>,
-    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
-    /// How long a message may wait for the watcher to take it.
-    stall: std::time::Duration,
-    /// Records how far this stream has sent the set.
-    sending: crate::replicas::Sending,
-}
-
-impl WatchFeed {
-    /// Streams until the watcher leaves, stalls, or the node stops.
-    async fn run(&mut self) -> Result<(), Gone> {
-        let mut applied = self.sm.applied();
-        // Say at once how far this node has applied, even if no change comes: a watcher
-        // starting below it learns it is current.
-        applied.mark_changed();
-        loop {
-            self.flush().await?;
-            let step = tokio::select! {
-                biased;
-                item = self.live.recv() => self.take(item),
-                changed = applied.changed() => match changed {
-                    Err(_) => Err(Status::unavailable("revokd: node is shutting down")),
-                    Ok(()) => {
-                        // Every change set up to `revision` was published before the
-                        // applied revision moved: take them all, then say so.
-                        let revision = *applied.borrow_and_update();
-                        self.drain().map(|()| Some(revision))
-                    }
-                },
-            };
-            match step {
-                Err(status) => {
-                    let _ = self.send(Err(status)).await;
-                    return Ok(());
-                }
-                Ok(None) => {}
-                Ok(Some(revision)) => {
-                    self.flush().await?;
-                    if revision > self.last {
-                        self.last = revision;
-                        let progress = pb::WatchResponse {
-                            revision,
-                            events: Vec::new(),
-                        };
-                        self.send(Ok(progress)).await?;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Queues one message for the watcher, waiting at most the stall timeout for room.
-    async fn send(&self, msg: Result<pb::WatchResponse, Status>) -> Result<(), Gone> {
-        if let Ok(m) = &msg {
-            self.sending.advance(m.revision);
-        }
-        match self.tx.send_timeout(msg, self.stall).await {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Gone::Stalled),
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Gone::Left),
-        }
-    }
-
-    /// Sends the backlog in order, skipping what was already sent.
-    async fn flush(&mut self) -> Result<(), Gone> {
-        for cs in std::mem::take(&mut self.backlog) {
-            if cs.revision <= self.last {
-                continue;
-            }
-            self.last = cs.revision;
-            let msg = pb::WatchResponse {
-                revision: cs.revision,
-                events: cs.events.iter().map(event_pb).collect(),
-            };
-            self.send(Ok(msg)).await?;
-        }
-        Ok(())
-    }
-
-    /// Takes one item from the live feed into the backlog.
-    fn take(
-        &mut self,
-        item: Result<WatchItem, broadcast::error::RecvError>,
-    ) -> Result<Option<u64>, Status> {
-        match item {
-            Ok(WatchItem::Changes(cs)) => self.backlog.push(cs),
-            Ok(WatchItem::Reset(at)) if at > self.last => {
-                return Err(ApiError::OutOfRange {
-                    from: self.last,
-                    start: at,
-                }
-                .into());
-            }
-            Ok(WatchItem::Reset(_)) => {}
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                // This watcher fell behind the live feed: pick up again from the window, which
-                // keeps far more history than the feed's buffer.
-                let (backlog, live) =
-                    self.sm
-                        .watch_from(self.last)
-                        .map_err(|m| ApiError::OutOfRange {
-                            from: self.last,
-                            start: m.window_start,
-                        })?;
-                self.backlog = backlog;
-                self.live = live;
-            }
-            Err(broadcast::error::RecvError::Closed) => {
-                return Err(Status::unavailable("revokd: node is shutting down"));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Takes everything already in the live feed.
-    fn drain(&mut self) -> Result<(), Status> {
-        loop {
-            let item = match self.live.try_recv() {
-                Ok(item) => Ok(item),
-                Err(broadcast::error::TryRecvError::Empty) => return Ok(()),
-                Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                    Err(broadcast::error::RecvError::Lagged(n))
-                }
-                Err(broadcast::error::TryRecvError::Closed) => {
-                    Err(broadcast::error::RecvError::Closed)
-                }
-            };
-            self.take(item)?;
-        }
     }
 }

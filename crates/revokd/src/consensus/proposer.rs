@@ -10,8 +10,8 @@ use std::sync::Arc;
 use revokd_core::{Applied, Command};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::api::error::{write_failure, ApiError, WriteFailure};
-use crate::consensus::typ::Raft;
+use crate::error::Error;
+use crate::typ::Raft;
 
 /// Most queued requests before callers wait (backpressure).
 const QUEUE: usize = 16_384;
@@ -19,18 +19,9 @@ const QUEUE: usize = 16_384;
 /// heartbeat interval.
 const MAX_ENTRY_BYTES: usize = 512 * 1024;
 
-/// Why a proposal was not applied.
-#[derive(Debug, Clone)]
-pub enum ProposeError {
-    /// This node is not (or no longer) the leader.
-    NotLeader,
-    /// A final error.
-    Failed(ApiError),
-}
-
 struct Pending {
     cmd: Command,
-    reply: oneshot::Sender<Result<Applied, ProposeError>>,
+    reply: oneshot::Sender<Result<Applied, Error>>,
 }
 
 /// Handle to the batching task. Cheap to clone.
@@ -48,10 +39,11 @@ impl Proposer {
         Proposer { tx }
     }
 
-    /// Proposes `cmd` and waits until it is committed and applied.
-    pub async fn propose(&self, cmd: Command) -> Result<Applied, ProposeError> {
+    /// Proposes `cmd` and waits until it is committed and applied. [`Error::NotLeader`] when
+    /// this node is not (or no longer) the leader.
+    pub async fn propose(&self, cmd: Command) -> Result<Applied, Error> {
         let (reply, rx) = oneshot::channel();
-        let stopped = || ProposeError::Failed(ApiError::Stopped("proposer stopped".into()));
+        let stopped = || Error::Stopped("proposer stopped");
         self.tx
             .send(Pending { cmd, reply })
             .await
@@ -126,10 +118,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_in_flight: usize, 
                     }
                 }
                 Err(e) => {
-                    let err = match write_failure(e) {
-                        WriteFailure::NotLeader(_) => ProposeError::NotLeader,
-                        WriteFailure::Fatal(e) => ProposeError::Failed(e),
-                    };
+                    let err = Error::from(e);
                     for reply in replies {
                         let _ = reply.send(Err(err.clone()));
                     }

@@ -17,11 +17,11 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::codec::{decode_raw, encode};
-use crate::consensus::typ::{
+use crate::typ::TypeConfig;
+use crate::typ::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     Node, NodeId, VoteRequest, VoteResponse,
 };
-use crate::consensus::TypeConfig;
 
 /// Largest Raft message accepted (snapshot chunks are 4 MiB).
 pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
@@ -57,6 +57,15 @@ impl NetworkFactory {
     }
 }
 
+/// How long dialling a peer (Raft traffic, a forwarded write, a read index) may take: a few
+/// round trips between regions; a peer slower than that is treated as down until the next
+/// attempt.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// HTTP/2 pings on an idle peer channel, and how long an unanswered one may take: a peer
+/// that vanished without closing the connection (a partition, a paused host) is noticed
+/// within about ten seconds, well inside the time a client would wait for a forwarded call.
+const PEER_KEEPALIVE: Duration = Duration::from_secs(5);
+
 /// Builds a lazily connecting channel to `addr` (`host:port`), dialed as `dial` says.
 pub fn channel(
     addr: &str,
@@ -70,8 +79,8 @@ pub fn channel(
     Ok(dial.dialer.connect_lazy(
         ep.connect_timeout(connect_timeout)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5)),
+            .http2_keep_alive_interval(PEER_KEEPALIVE)
+            .keep_alive_timeout(PEER_KEEPALIVE),
     ))
 }
 
@@ -80,7 +89,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
         let addr = self.routes.get(&target).unwrap_or(&node.addr);
-        let client = channel(addr, Duration::from_millis(500), &self.dial).map(|ch| {
+        let client = channel(addr, PEER_CONNECT_TIMEOUT, &self.dial).map(|ch| {
             RaftClient::new(ch)
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE)

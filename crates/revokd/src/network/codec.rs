@@ -1,7 +1,8 @@
 //! Encoding of openraft messages inside `RaftPayload`: a CRC-32 of the body, then the body
-//! in postcard. The checksum turns corrupted or foreign bytes into a clear error instead of
+//! in postcard (a checked section of [`revokd_core::frame`]). The checksum turns corrupted or foreign bytes into a clear error instead of
 //! a message that happens to decode.
 
+use revokd_core::frame::{FrameError, FrameReader, FrameWriter};
 use revokd_proto::v1::RaftPayload;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -9,12 +10,9 @@ use serde::Serialize;
 /// Why a payload could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    /// Shorter than the checksum.
-    #[error("{0} bytes is too short for a checksummed message")]
-    TooShort(usize),
-    /// The checksum does not match.
-    #[error("checksum mismatch")]
-    Checksum,
+    /// Too short, or the checksum does not match.
+    #[error("{0}")]
+    Frame(#[from] FrameError),
     /// The body does not decode as the expected message.
     #[error("{0}")]
     Body(#[from] postcard::Error),
@@ -26,21 +24,15 @@ pub enum CodecError {
 /// Encodes a message.
 pub fn encode<T: Serialize>(value: &T) -> Result<RaftPayload, postcard::Error> {
     let body = postcard::to_stdvec(value)?;
-    let mut data = Vec::with_capacity(body.len() + 4);
-    data.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    data.extend_from_slice(&body);
+    let data = FrameWriter::with_capacity(body.len() + 4)
+        .checked(&body)
+        .finish();
     Ok(RaftPayload { data })
 }
 
 /// Decodes a message, verifying its checksum.
 pub fn decode_raw<T: DeserializeOwned>(data: &[u8]) -> Result<T, CodecError> {
-    if data.len() < 4 {
-        return Err(CodecError::TooShort(data.len()));
-    }
-    let (crc, body) = data.split_at(4);
-    if crc32fast::hash(body).to_le_bytes() != crc {
-        return Err(CodecError::Checksum);
-    }
+    let body = FrameReader::new(data).checked_rest()?;
     let (value, rest) = postcard::take_from_bytes(body)?;
     if !rest.is_empty() {
         return Err(CodecError::Trailing(rest.len()));

@@ -7,7 +7,7 @@ use revokd_proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
 use tonic::{Request, Response, Status};
 
 use super::codec::{decode, encode};
-use crate::consensus::typ::{AppendEntriesRequest, InstallSnapshotRequest, Raft, VoteRequest};
+use crate::typ::{AppendEntriesRequest, InstallSnapshotRequest, Raft, VoteRequest};
 
 /// Serves `revokd.v1.Raft` for a local Raft instance.
 pub struct RaftService {
@@ -59,7 +59,7 @@ impl RaftApi for RaftService {
                 read_revision: read.map(|l| l.index).unwrap_or(0),
                 leader_id: self.raft.metrics().borrow().id,
             })),
-            Err(e) => Err(crate::api::error::read_index_error(e).into()),
+            Err(e) => Err(crate::error::Error::from(e).into()),
         }
     }
 }

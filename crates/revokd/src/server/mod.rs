@@ -6,7 +6,7 @@
 
 pub mod tasks;
 
-use tasks::{health_task, purge_task};
+use tasks::purge_task;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -18,13 +18,13 @@ use revokd_proto::v1::cluster_server::ClusterServer;
 use revokd_proto::v1::raft_server::RaftServer;
 use revokd_proto::v1::revocation_server::RevocationServer;
 use tokio::sync::watch;
-use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::config::{self, Config};
-use crate::consensus::typ::Raft;
 use crate::network::client::MAX_RAFT_MESSAGE;
 use crate::network::{NetworkFactory, RaftService};
 use crate::node::Node;
+use crate::typ::Raft;
 use crate::{api, consensus, metrics, network, storage};
 
 /// Largest public API message the node decodes: twice the token data one `RevokeBatch` may
@@ -187,6 +187,7 @@ impl Security {
     }
 }
 
+/// Starts the node on its platform, serves until the stop signal and stops in order.
 async fn serve<S, IO>(
     config: Config,
     platform: Platform,
@@ -216,36 +217,67 @@ where
         dialer,
     };
     let (node, log) = start_node(config.clone(), disk, dial).await?;
-    let raft = node.raft.clone();
     // Admin tokens revoked in the node's own set are refused.
     let auth = auth.map(|a| a.checking_revocations(node.sm.clone()));
     if let Some(f) = on_start {
         f(&node);
     }
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    {
-        let stop_tx = stop_tx.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        });
-    }
-    let fatal = tasks::stop_on_fatal(&raft, stop_tx.clone(), stop_rx.clone());
-    let (health, health_svc) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    tokio::spawn(health_task(node.clone(), health, stop_rx.clone()));
+    let (stop_tx, stop_rx) = stop_signal(shutdown);
+    let fatal = tasks::stop_on_fatal(&node.raft, stop_tx.clone(), stop_rx.clone());
+    let health = tasks::start_health(&node, stop_rx.clone()).await;
     tokio::spawn(purge_task(node.clone(), stop_rx.clone()));
+    let metrics = start_metrics(&node, metrics_listener, &stop_rx);
+    let gate = Gate {
+        identify,
+        auth,
+        limits: api::limits::RateLimits::new(config.write_rate_limit, config.read_rate_limit),
+    };
+    let served = serve_grpc(&node, metrics, gate, health, tls, incoming, stop_rx).await?;
 
+    tracing::info!("revokd: shutting down");
+    let _ = stop_tx.send(true);
+    if let Err(e) = node.raft.shutdown().await {
+        tracing::warn!(error = %e, "raft: shutdown");
+    }
+    if let Err(e) = log.flush().await {
+        tracing::error!(error = %e, "storage: final flush failed");
+    }
+    served?;
+    if let Some(e) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(RunError::Raft(format!("stopped after a fatal error: {e}")));
+    }
+    Ok(())
+}
+
+/// The stop signal every task watches: set when `shutdown` resolves, or by the node itself
+/// (a fatal Raft error).
+fn stop_signal(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (watch::Sender<bool>, watch::Receiver<bool>) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tx = stop_tx.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    (stop_tx, stop_rx)
+}
+
+/// The node's metrics, served on `listener` when there is one.
+fn start_metrics(
+    node: &Node,
+    listener: Option<tokio::net::TcpListener>,
+    stop: &watch::Receiver<bool>,
+) -> Arc<metrics::Metrics> {
     let metrics = metrics::Metrics::new();
+    let config = &node.config;
     if config.tls.is_none() && !config.listen.ip().is_loopback() {
         tracing::warn!(listen = %config.listen, "revokd: INSECURE: serving without TLS on a non-loopback address (--insecure); anyone who reaches this port can send Raft messages and rewrite the revocation set");
         metrics.set_insecure();
     }
-    if let Some(l) = metrics_listener {
-        let (m, n, rx) = (metrics.clone(), node.clone(), stop_rx.clone());
+    if let Some(l) = listener {
+        let (m, n, rx) = (metrics.clone(), node.clone(), stop.clone());
         tracing::info!(addr = %config.metrics_listen.map(|a| a.to_string()).unwrap_or_default(), "metrics: serving /metrics");
         tokio::spawn(async move {
             if let Err(e) = metrics::serve(l, m, n, wait_stop(rx)).await {
@@ -253,7 +285,42 @@ where
             }
         });
     }
+    metrics
+}
 
+/// The three stages every call passes, in order (see `api::gate`).
+struct Gate {
+    identify: api::caller::Identify,
+    auth: Option<api::auth::Authorizer>,
+    limits: api::limits::RateLimits,
+}
+
+/// Settings of established connections: dead peers are found by keepalive pings every
+/// [`KEEPALIVE_INTERVAL`] (a quiet watcher's connection stays up; pings are a few bytes),
+/// unanswered for [`KEEPALIVE_TIMEOUT`]; one connection cannot open more than
+/// [`MAX_STREAMS_PER_CONNECTION`] streams at once (a validator needs two or three).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// See [`KEEPALIVE_INTERVAL`].
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// See [`KEEPALIVE_INTERVAL`].
+const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+
+/// Serves the gRPC stack on `incoming` until the stop signal, then closes what is still
+/// open after [`SHUTDOWN_GRACE`]. The outer error is one of building the stack; the inner
+/// one is the server's, reported after the node has stopped.
+async fn serve_grpc<S, IO>(
+    node: &Node,
+    metrics: Arc<metrics::Metrics>,
+    gate: Gate,
+    health: HealthServer<impl Health>,
+    tls: Option<network::tls::Tls>,
+    incoming: S,
+    stop: watch::Receiver<bool>,
+) -> Result<Result<(), tonic::transport::Error>, RunError>
+where
+    S: tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    IO: Connection,
+{
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(revokd_proto::FILE_DESCRIPTOR_SET)
@@ -262,26 +329,24 @@ where
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    let config = &node.config;
     tracing::info!(id = config.id, listen = %config.listen, advertise = %config.advertise, data_dir = %config.data_dir.display(), "revokd: serving");
-    let limits = api::limits::RateLimits::new(config.write_rate_limit, config.read_rate_limit);
-    if limits.enabled() {
-        tokio::spawn(tasks::shrink_limits(limits.clone(), stop_rx.clone()));
+    if gate.limits.enabled() {
+        tokio::spawn(tasks::shrink_limits(gate.limits.clone(), stop.clone()));
     }
     // The TLS handshake and the HTTP/2 opening, each under a deadline.
     let incoming = network::handshake::opened(incoming, tls.as_ref().map(|t| t.server.clone()));
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        // Established connections: dead peers are found by keepalive, and one connection
-        // cannot open streams without bound.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .max_concurrent_streams(Some(1024))
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .layer(metrics::MetricsLayer::new(metrics))
         // Who is calling, then may they (which also names them), then within their budget.
-        .layer(api::gate::GateLayer::new(identify))
-        .layer(api::gate::GateLayer::new(auth))
-        .layer(api::gate::GateLayer::new(limits))
-        .add_service(health_svc)
+        .layer(api::gate::GateLayer::new(gate.identify))
+        .layer(api::gate::GateLayer::new(gate.auth))
+        .layer(api::gate::GateLayer::new(gate.limits))
+        .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
@@ -293,34 +358,20 @@ where
             node.clone(),
         )))
         .add_service(
-            RaftServer::new(RaftService::new(raft.clone()))
+            RaftServer::new(RaftService::new(node.raft.clone()))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
         )
-        .serve_with_incoming_shutdown(incoming, wait_stop(stop_rx.clone()));
+        .serve_with_incoming_shutdown(incoming, wait_stop(stop.clone()));
     // Connections that stay open (watchers, peers, idle clients) would hold a graceful
     // shutdown forever: after the grace period they are closed.
-    let served = tokio::select! {
+    Ok(tokio::select! {
         r = server => r,
-        _ = async { wait_stop(stop_rx.clone()).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+        _ = async { wait_stop(stop).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "revokd: closing connections still open after the grace period");
             Ok(())
         }
-    };
-
-    tracing::info!("revokd: shutting down");
-    let _ = stop_tx.send(true);
-    if let Err(e) = raft.shutdown().await {
-        tracing::warn!(error = %e, "raft: shutdown");
-    }
-    if let Err(e) = log.flush().await {
-        tracing::error!(error = %e, "storage: final flush failed");
-    }
-    served?;
-    if let Some(e) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        return Err(RunError::Raft(format!("stopped after a fatal error: {e}")));
-    }
-    Ok(())
+    })
 }
 
 /// How long a stopping node waits for open requests before closing connections.
@@ -342,14 +393,7 @@ async fn start_node(
         None => storage::sled_disk(&config.data_dir)?,
     };
     let (log, sm) = storage::open_disk(&disk, config.watch_window)?;
-    let raft_config = consensus::raft_config(
-        config.heartbeat.as_millis() as u64,
-        config.election_timeout.as_millis() as u64,
-        config.election_timeout_max.map(|d| d.as_millis() as u64),
-        config.snapshot_logs,
-        config.snapshot_keep_logs,
-    )
-    .map_err(|e| RunError::Raft(e.to_string()))?;
+    let raft_config = consensus::raft_config(&config).map_err(|e| RunError::Raft(e.to_string()))?;
     let raft = Raft::new(
         config.id,
         Arc::new(raft_config),

@@ -7,15 +7,34 @@ use std::time::Duration;
 
 use revokd_core::Command;
 use tokio::sync::watch;
+use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::ServingStatus;
 
 use crate::api;
-use crate::consensus::typ::Raft;
 use crate::node::{unix_now, Node};
+use crate::typ::Raft;
+
+/// How often the health task looks at the node's state: a client that polls health learns of
+/// a change within this (plus its own interval).
+const HEALTH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The `grpc.health.v1` service, NOT_SERVING until the health task (started here) finds the
+/// node ready.
+pub(super) async fn start_health(
+    node: &Node,
+    stop: watch::Receiver<bool>,
+) -> HealthServer<impl Health> {
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    tokio::spawn(health_task(node.clone(), health, stop));
+    health_svc
+}
 
 /// Keeps `grpc.health.v1` SERVING exactly while the node knows a leader and has applied
 /// everything it knows to be committed.
-pub(super) async fn health_task(
+async fn health_task(
     node: Node,
     health: tonic_health::server::HealthReporter,
     mut stop: watch::Receiver<bool>,
@@ -43,7 +62,7 @@ pub(super) async fn health_task(
             last = Some(serving);
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }
@@ -56,7 +75,7 @@ pub(super) async fn purge_task(node: Node, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(node.config.purge_interval) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        if node.leader().map(|l| l.0) != Some(node.id) {
+        if node.leader().map(|l| l.id) != Some(node.id) {
             continue;
         }
         let now = unix_now();
@@ -66,8 +85,9 @@ pub(super) async fn purge_task(node: Node, mut stop: watch::Receiver<bool>) {
         }
         let deadline = tokio::time::Instant::now() + node.config.default_deadline;
         match node.propose(Command::Purge { now }, deadline).await {
-            Ok(Some(a)) => tracing::debug!(revision = a.revision, now, "purge: committed"),
-            Ok(None) => {}
+            Ok(a) => tracing::debug!(revision = a.revision, now, "purge: committed"),
+            // Leadership moved: the new leader purges.
+            Err(crate::error::Error::NotLeader(_)) => {}
             Err(e) => tracing::warn!(error = %e, "purge: failed"),
         }
     }

@@ -19,8 +19,8 @@ use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, StorageIOError};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::disk::LogBackend;
-use crate::consensus::typ::{Entry, LogId, StorageError, Vote};
-use crate::consensus::TypeConfig;
+use crate::typ::TypeConfig;
+use crate::typ::{Entry, LogId, StorageError, Vote};
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";

@@ -1,5 +1,5 @@
-//! Storage: the Raft log and vote ([`log_store`]) and the state machine with its snapshots and
-//! change window ([`state_machine`]), both written against the backends in [`disk`]: sled and
+//! Storage: the Raft log and vote ([`log_store`]) and the state machine with its snapshots
+//! ([`state_machine`]), both written against the backends in [`disk`]: sled and
 //! a snapshot file in `revokd`, memory with a crash model in simulation.
 
 pub mod disk;
@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 pub use disk::{Disk, MemDisk};
 pub use log_store::LogStore;
-pub use state_machine::{StateMachineStore, WatchItem};
+pub use state_machine::StateMachineStore;
 
 /// Errors opening a node's data directory.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
-//! The Raft state machine: the revocation set in memory, snapshots on disk, and the window of
-//! recent changes that `Watch` serves.
+//! The Raft state machine: the revocation set in memory and its snapshots on disk. What it
+//! applies is published to the change window ([`crate::watch`]) that `Watch` serves.
 //!
 //! The set is rebuilt at start from the newest snapshot plus the committed log after it
 //! (openraft replays it). Snapshots are replaced atomically on a [`SnapshotBackend`] (a file
@@ -7,37 +7,22 @@
 //! verified before a snapshot is loaded or installed: a corrupt snapshot stops the node
 //! instead of being served.
 
-use std::collections::VecDeque;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
-use revokd_core::{Applied, ChangeSet, RevocationSet};
-use tokio::sync::{broadcast, watch};
+use revokd_core::frame::{FrameError, FrameReader, FrameWriter};
+use revokd_core::{Applied, RevocationSet};
+use tokio::sync::watch;
 
 use super::disk::SnapshotBackend;
-use crate::consensus::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
-use crate::consensus::TypeConfig;
+use crate::typ::TypeConfig;
+use crate::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
+use crate::watch::ChangeWindow;
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"RVKF";
-
-/// What a watcher receives from the live feed.
-#[derive(Clone, Debug)]
-pub enum WatchItem {
-    /// The changes of one revision.
-    Changes(Arc<ChangeSet>),
-    /// A snapshot replaced the state at this revision: changes before it are not available.
-    Reset(u64),
-}
-
-/// Why a watch cannot start at the requested revision.
-#[derive(Debug, Clone, Copy)]
-pub struct WindowMissed {
-    /// The oldest revision a watch can start after.
-    pub window_start: u64,
-}
 
 /// The state behind the lock.
 #[derive(Debug, Default)]
@@ -50,22 +35,23 @@ pub struct SmState {
     pub membership: StoredMembership,
 }
 
-/// The bounded window of recent change sets.
-struct Window {
-    /// Every change set with a revision above `start` is in `items`.
-    start: u64,
-    items: VecDeque<Arc<ChangeSet>>,
-    events: usize,
-    max_events: usize,
-}
-
 struct Shared {
     state: RwLock<SmState>,
-    window: Mutex<Window>,
-    feed: broadcast::Sender<WatchItem>,
+    window: Arc<ChangeWindow>,
     applied: watch::Sender<u64>,
     snapshots: Arc<dyn SnapshotBackend>,
     snapshot_seq: AtomicU64,
+}
+
+/// Read access to the revocation set, held like [`StateMachineStore::read`].
+pub struct SetGuard<'a>(RwLockReadGuard<'a, SmState>);
+
+impl std::ops::Deref for SetGuard<'_> {
+    type Target = RevocationSet;
+
+    fn deref(&self) -> &RevocationSet {
+        &self.0.set
+    }
 }
 
 /// The state machine store. Cheap to clone; clones share the state.
@@ -135,18 +121,11 @@ impl StateMachineStore {
             Err(source) => return Err(OpenError::Io { path, source }),
         };
         let revision = state.set.revision();
-        let (feed, _) = broadcast::channel(4096);
         let (applied, _) = watch::channel(revision);
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
                 state: RwLock::new(state),
-                window: Mutex::new(Window {
-                    start: revision,
-                    items: VecDeque::new(),
-                    events: 0,
-                    max_events: window_events.max(1),
-                }),
-                feed,
+                window: Arc::new(ChangeWindow::new(revision, window_events)),
                 applied,
                 snapshots,
                 snapshot_seq: AtomicU64::new(0),
@@ -164,78 +143,29 @@ impl StateMachineStore {
             .unwrap_or_else(|_| panic!("state machine lock poisoned: a previous apply panicked"))
     }
 
+    /// Read access to the revocation set alone (what `Snapshot` streams copy).
+    pub fn read_set(&self) -> SetGuard<'_> {
+        SetGuard(self.read())
+    }
+
     /// The applied revision, updated after every applied batch.
     pub fn applied(&self) -> watch::Receiver<u64> {
         self.shared.applied.subscribe()
     }
 
-    /// The oldest revision a watch can start after.
-    pub fn window_start(&self) -> u64 {
-        self.window().start
-    }
-
-    fn window(&self) -> MutexGuard<'_, Window> {
-        self.shared.window.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Starts a watch after `from`: the buffered change sets above `from` and the live feed
-    /// from there on, with no gap between them.
-    pub fn watch_from(
-        &self,
-        from: u64,
-    ) -> Result<(Vec<Arc<ChangeSet>>, broadcast::Receiver<WatchItem>), WindowMissed> {
-        let window = self.window();
-        if from < window.start {
-            return Err(WindowMissed {
-                window_start: window.start,
-            });
-        }
-        let rx = self.shared.feed.subscribe();
-        let backlog = window
-            .items
-            .iter()
-            .filter(|c| c.revision > from)
-            .cloned()
-            .collect();
-        Ok((backlog, rx))
-    }
-
-    fn publish(&self, changes: Vec<ChangeSet>) {
-        if changes.is_empty() {
-            return;
-        }
-        let mut w = self.window();
-        for cs in changes {
-            let cs = Arc::new(cs);
-            w.events += cs.events.len();
-            w.items.push_back(cs.clone());
-            // No receivers is fine: nobody is watching.
-            let _ = self.shared.feed.send(WatchItem::Changes(cs));
-        }
-        while w.events > w.max_events && w.items.len() > 1 {
-            if let Some(old) = w.items.pop_front() {
-                w.events -= old.events.len();
-                w.start = old.revision;
-            }
-        }
-    }
-
-    fn reset_window(&self, revision: u64) {
-        let mut w = self.window();
-        w.items.clear();
-        w.events = 0;
-        w.start = revision;
-        let _ = self.shared.feed.send(WatchItem::Reset(revision));
+    /// The window of recent changes that `Watch` streams follow.
+    pub fn window(&self) -> &Arc<ChangeWindow> {
+        &self.shared.window
     }
 
     fn write_snapshot_file(&self, meta: &SnapshotMeta, data: &[u8]) -> std::io::Result<()> {
         let meta_bytes = postcard::to_stdvec(meta).map_err(std::io::Error::other)?;
-        let mut file = Vec::with_capacity(12 + meta_bytes.len() + data.len());
-        file.extend_from_slice(SNAPSHOT_MAGIC);
-        file.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
-        file.extend_from_slice(&crc32fast::hash(&meta_bytes).to_le_bytes());
-        file.extend_from_slice(&meta_bytes);
-        file.extend_from_slice(data);
+        let file = FrameWriter::with_capacity(12 + meta_bytes.len() + data.len())
+            .bytes(SNAPSHOT_MAGIC)
+            .u32(meta_bytes.len() as u32)
+            .checked(&meta_bytes)
+            .bytes(data)
+            .finish();
         self.shared.snapshots.write(&file)
     }
 
@@ -258,19 +188,21 @@ impl StateMachineStore {
     }
 }
 
-/// Splits a snapshot file into its metadata and the core snapshot bytes.
+/// Splits a snapshot file into its metadata and the core snapshot bytes (which carry their own
+/// checksum). Layout ([`revokd_core::frame`]): `b"RVKF"`, the metadata's length (u32 LE), its
+/// CRC-32, the postcard-encoded metadata, then the core snapshot.
 fn decode_file(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), String> {
-    if bytes.len() < 12 || &bytes[..4] != SNAPSHOT_MAGIC {
-        return Err("not a revokd snapshot file".into());
-    }
-    let len = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
-    let crc = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    let meta_bytes = bytes.get(12..12 + len).ok_or("truncated metadata")?;
-    if crc32fast::hash(meta_bytes) != crc {
-        return Err("metadata checksum mismatch".into());
-    }
+    let mut frame = FrameReader::new(bytes);
+    frame
+        .magic(SNAPSHOT_MAGIC)
+        .map_err(|_| "not a revokd snapshot file")?;
+    let len = frame.u32().map_err(|_| "not a revokd snapshot file")?;
+    let meta_bytes = frame.checked(u64::from(len)).map_err(|e| match e {
+        FrameError::Checksum { .. } => "metadata checksum mismatch",
+        FrameError::BadMagic | FrameError::Truncated { .. } => "truncated metadata",
+    })?;
     let meta = postcard::from_bytes(meta_bytes).map_err(|e| format!("metadata: {e}"))?;
-    Ok((meta, &bytes[12 + len..]))
+    Ok((meta, frame.rest()))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
@@ -354,7 +286,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             st.set.revision()
         };
-        self.publish(changes);
+        self.shared.window.publish(changes);
         self.shared.applied.send_replace(revision);
         Ok(replies)
     }
@@ -390,7 +322,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             st.last_applied = meta.last_log_id;
             st.membership = meta.last_membership.clone();
         }
-        self.reset_window(revision);
+        self.shared.window.reset(revision);
         self.shared.applied.send_replace(revision);
         tracing::info!(snapshot = %meta.snapshot_id, revision, "storage: snapshot installed");
         Ok(())

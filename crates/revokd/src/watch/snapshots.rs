@@ -4,16 +4,16 @@
 //! the stall timeout is ended, like a stalled `Watch`. A flood of callers that never read
 //! therefore holds one copy of the set and a bounded number of chunks, not one copy each.
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use revokd_core::RevokedToken;
+use revokd_core::{RevocationSet, RevokedToken};
 use revokd_proto::v1 as pb;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::error::ApiError;
-use crate::storage::StateMachineStore;
+use crate::error::Error;
 use revokd_proto::convert::{rule_pb, token_pb};
 
 /// Most `Snapshot` streams a node serves at once. Validators take a snapshot when they start
@@ -70,33 +70,34 @@ pub struct Reservation {
 impl Snapshots {
     /// Takes a stream slot and the copy of the set at the current revision (shared when one
     /// was already taken at that revision). Busy when every slot is taken.
-    pub fn reserve(&self, sm: &StateMachineStore) -> Result<Reservation, ApiError> {
+    pub fn reserve<S: Deref<Target = RevocationSet>>(
+        &self,
+        read: impl FnOnce() -> S,
+    ) -> Result<Reservation, Error> {
         let slot = self
             .slots
             .clone()
             .try_acquire_owned()
-            .map_err(|_| ApiError::Busy {
-                message: format!(
-                    "this node already serves {MAX_SNAPSHOT_STREAMS} Snapshot streams"
-                ),
+            .map_err(|_| Error::SnapshotsBusy {
+                max: MAX_SNAPSHOT_STREAMS,
                 retry_after: BUSY_RETRY,
             })?;
         let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        let st = sm.read();
+        let set = read();
         let copy = match latest.as_ref() {
-            Some(c) if c.revision == st.set.revision() => c.clone(),
+            Some(c) if c.revision == set.revision() => c.clone(),
             _ => {
                 let copy = Arc::new(Copy {
-                    revision: st.set.revision(),
-                    tokens: st.set.tokens().cloned().collect(),
-                    rules: st.set.rules().map(rule_pb).collect(),
+                    revision: set.revision(),
+                    tokens: set.tokens().cloned().collect(),
+                    rules: set.rules().map(rule_pb).collect(),
                 });
                 // Dropping the previous copy here frees it unless a stream still sends it.
                 *latest = Some(copy.clone());
                 copy
             }
         };
-        drop(st);
+        drop(set);
         Ok(Reservation { copy, _slot: slot })
     }
 
