@@ -1,13 +1,20 @@
-//! Node configuration: one documented struct, filled from flags, `REVOKD_*` environment
-//! variables and an optional TOML file (in that order of precedence), and validated before
-//! anything binds.
+//! Node configuration: every setting written once, as a field of [`Args`] with its flag, its
+//! `REVOKD_*` environment variable, its TOML key (the field name), its default and what 0
+//! means; [`Args::into_config`] then builds the typed, validated [`Config`] the node runs
+//! with, before anything binds.
+//!
+//! Precedence is clap's own (a flag wins over its environment variable, which wins over the
+//! default), and the config file slots in under both by becoming the defaults: each key it
+//! sets replaces that flag's default before the command line is parsed. So no setting needs
+//! a merge of its own, and `--help` still shows the built-in defaults.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
 /// How logs are written.
@@ -20,136 +27,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// A validated node configuration.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// This node's id, unique in the cluster and never reused. Default 1; 0 is invalid.
-    pub id: u64,
-    /// Where the gRPC server (public API and Raft) listens. Default `127.0.0.1:50051`.
-    pub listen: SocketAddr,
-    /// The address other nodes and clients use to reach this node. Default: `listen`.
-    pub advertise: String,
-    /// Directory for the log and snapshots. Default `./revokd-data`.
-    pub data_dir: PathBuf,
-    /// The founding members, id to address. Default: this node alone. Ignored once the node
-    /// has state on disk.
-    pub initial_cluster: BTreeMap<u64, String>,
-    /// Start empty and wait to be added with `AddLearner` instead of founding a cluster.
-    /// Default false.
-    pub join: bool,
-    /// Where Prometheus metrics are served over HTTP (`/metrics`). Default: not served.
-    pub metrics_listen: Option<SocketAddr>,
-    /// Log format. Default text.
-    pub log_format: LogFormat,
-    /// Raft heartbeat interval, which is also the time openraft allows one AppendEntries
-    /// (send, store, flush). Default 100 ms.
-    pub heartbeat: Duration,
-    /// Minimum election timeout. Default 300 ms; must be at least three heartbeats.
-    pub election_timeout: Duration,
-    /// Maximum election timeout (exclusive): openraft draws each node's timeout once at start,
-    /// uniformly between the minimum and this. Default `None`: the minimum plus a third.
-    pub election_timeout_max: Option<Duration>,
-    /// Build a snapshot and compact the log after this many entries. Default 20,000.
-    pub snapshot_logs: u64,
-    /// Log entries kept behind a snapshot, so a briefly lagging follower catches up from the
-    /// log instead of a full snapshot. Default 1,000; 0 compacts everything a snapshot covers.
-    pub snapshot_keep_logs: u64,
-    /// The longest lifetime a token may have: revocations further out are refused and rules
-    /// are kept this long. Default 30 days.
-    pub max_token_lifetime: Duration,
-    /// How often the leader proposes a purge of expired entries. Default 10 s.
-    pub purge_interval: Duration,
-    /// How many recent change events each node keeps for `Watch` to resume from.
-    /// Default 100,000.
-    pub watch_window: usize,
-    /// Deadline for a request that carries none. Default 5 s.
-    pub default_deadline: Duration,
-    /// Most tokens the leader coalesces from concurrent requests into one log entry.
-    /// Default 10,000; 1 puts every request in its own entry (for comparison).
-    pub batch_max_tokens: usize,
-    /// Where this node dials a peer instead of the address the peer advertises, by peer id
-    /// (Raft traffic, forwarded writes and read-index calls). For NAT, a sidecar proxy, or the
-    /// chaos harness's link proxies. Default empty: dial the advertised address.
-    pub peer_routes: BTreeMap<u64, String>,
-    /// Writes (revokes, rules, membership changes) per second each client address may make
-    /// at this node, with a burst of one second's worth; over it, RESOURCE_EXHAUSTED with a
-    /// retry hint. Default 0: unlimited.
-    pub write_rate_limit: u32,
-    /// Reads (checks, snapshots, watches, status) per second each client address may make at
-    /// this node, likewise. Default 0: unlimited.
-    pub read_rate_limit: u32,
-    /// Admin authorization by bearer JWT. Default: off (every call is open).
-    pub auth: Option<AuthSettings>,
-    /// A `Watch` stream whose reader takes nothing for this long while changes wait is
-    /// ended, so a stalled watcher holds neither memory nor a task. Default 30 s.
-    pub watch_stall_timeout: Duration,
-    /// TLS for clients and peers. Default: off (plaintext).
-    pub tls: Option<TlsSettings>,
-    /// Most connections open at once (clients, watchers and peers together); more are closed
-    /// as soon as they are accepted. With TLS on, a quarter of them (at most 64) are kept for
-    /// peers. A connection that sends nothing for 10 s, or has not opened HTTP/2 (or finished
-    /// its TLS handshake) 10 s after it was accepted, is closed too. Default 4,096.
-    pub max_connections: usize,
-    /// Most connections from one client address (`--max-connections-per-address`); a
-    /// connection over it is closed unless it turns out to be a peer (with TLS on). Default
-    /// 1,024; 0 is no per-address cap.
-    pub max_connections_per_address: usize,
-    /// Run without TLS on a non-loopback address (`--insecure`): any process that reaches the
-    /// port can then send Raft messages and rewrite the revocation set, so the node warns at
-    /// start and exports `revokd_insecure 1`. Default false: such a node refuses to start.
-    /// Loopback-only nodes need no TLS either way.
-    pub insecure: bool,
-}
-
-/// The node's certificate, key and the cluster CA (see `network::tls`).
-#[derive(Clone, Debug)]
-pub struct TlsSettings {
-    /// PEM certificate chain of this node, issued by the cluster CA.
-    pub cert: PathBuf,
-    /// PEM private key of that certificate.
-    pub key: PathBuf,
-    /// PEM certificate of the cluster CA: verifies peers, which must present a certificate
-    /// it issued.
-    pub ca: PathBuf,
-    /// PEM certificate of the CA that issues admins' client certificates (`--admin-client-ca`).
-    /// A client presenting a certificate it issued is an admin (writes, membership and reads)
-    /// without a bearer token. Must differ from the cluster CA. Default: none (admins use
-    /// bearer tokens).
-    pub admin_ca: Option<PathBuf>,
-    /// Names (subject CN, else the first DNS or e-mail SAN) of the admin certificates allowed
-    /// (`--admin-client-names`). Default: empty, every certificate of the admin CA.
-    pub admin_names: Vec<String>,
-}
-
-/// How the node verifies admins' bearer JWTs (see `api::auth`).
-#[derive(Clone, Debug)]
-pub struct AuthSettings {
-    /// PEM public key (RS*, PS*, ES*, EdDSA) or a file holding the HMAC secret (HS*, at least
-    /// 32 bytes). Required to turn authorization on.
-    pub key_file: PathBuf,
-    /// The one algorithm tokens must use. Default RS256.
-    pub algorithm: jsonwebtoken::Algorithm,
-    /// Required `iss`.
-    pub issuer: String,
-    /// Required `aud`.
-    pub audience: String,
-    /// Scope writes and membership changes need (in `scope` or `scp`). Default
-    /// `revokd:admin`.
-    pub admin_scope: String,
-    /// Scope reads need. Default: none (reads and watches are open).
-    pub read_scope: Option<String>,
-    /// Longest lifetime an admin token may have (`exp` minus `iat`, or minus now without
-    /// `iat`): a leaked token is useful for at most this long. Default 24 hours.
-    pub max_token_lifetime: Duration,
-}
-
-/// Default longest lifetime of an admin token.
-pub const DEFAULT_ADMIN_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-
-/// Command-line flags (each also an environment variable). Unset flags fall back to the
-/// config file, then to the defaults documented on [`Config`]. The TOML file has the same
-/// keys (snake_case), so it deserializes into this struct too.
-#[derive(Debug, Default, Parser, Deserialize)]
+/// The settings as given. Each is a flag, an environment variable and a key of the TOML file
+/// (`--config`); its default is its `default_value` (which `--help` shows) or, for one that
+/// is off or derived when unset, stated in its documentation. [`Args::default`] is what an
+/// empty command line, without environment or file, gives.
+#[derive(Clone, Debug, Parser, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[command(
     name = "revokd",
@@ -157,103 +39,120 @@ pub const DEFAULT_ADMIN_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600
     about = "A node of a Raft-replicated JWT revocation cluster."
 )]
 pub struct Args {
-    /// Optional TOML file with the same keys as the flags (snake_case).
+    /// Optional TOML file with the same keys as the flags (snake_case); flags and environment
+    /// variables win over it.
     #[arg(long, env = "REVOKD_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Node id (unique, never reused). [default: 1]
-    #[arg(long, env = "REVOKD_ID")]
-    pub id: Option<u64>,
-    /// gRPC listen address. [default: 127.0.0.1:50051]
-    #[arg(long, env = "REVOKD_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// Address others reach this node at. [default: the listen address]
+    /// This node's id, unique in the cluster and never reused; 0 is invalid.
+    #[arg(long, env = "REVOKD_ID", default_value_t = 1)]
+    pub id: u64,
+    /// Where the gRPC server (public API, health, reflection and Raft) listens.
+    #[arg(long, env = "REVOKD_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// The address other nodes and clients use to reach this node. [default: --listen]
     #[arg(long, env = "REVOKD_ADVERTISE")]
     pub advertise: Option<String>,
-    /// Data directory. [default: ./revokd-data]
-    #[arg(long, env = "REVOKD_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Founding members: `1=127.0.0.1:7001,2=127.0.0.1:7002,...`. [default: this node alone]
+    /// Directory for the log and snapshots.
+    #[arg(long, env = "REVOKD_DATA_DIR", default_value = "revokd-data")]
+    pub data_dir: PathBuf,
+    /// The founding members, `1=127.0.0.1:7001,2=127.0.0.1:7002,...`; ignored once the node
+    /// has state on disk. [default: this node alone]
     #[arg(long, env = "REVOKD_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
-    /// Wait to be added with AddLearner instead of founding a cluster.
+    /// Start empty and wait to be added with AddLearner instead of founding a cluster.
     #[arg(long, env = "REVOKD_JOIN")]
     pub join: bool,
-    /// Serve Prometheus metrics on this address (`/metrics`).
+    /// Serve Prometheus metrics over plain HTTP on this address (`/metrics`). [default: off]
     #[arg(long, env = "REVOKD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Log format. [default: text]
-    #[arg(long, env = "REVOKD_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Raft heartbeat interval in milliseconds. [default: 100]
-    #[arg(long, env = "REVOKD_HEARTBEAT_MS")]
-    pub heartbeat_ms: Option<u64>,
-    /// Minimum election timeout in milliseconds. [default: 300]
-    #[arg(long, env = "REVOKD_ELECTION_TIMEOUT_MS")]
-    pub election_timeout_ms: Option<u64>,
-    /// Maximum election timeout in milliseconds (exclusive; above the minimum).
-    /// [default: the minimum plus a third]
+    /// Log format (the level is set by `REVOKD_LOG`).
+    #[arg(long, env = "REVOKD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Raft heartbeat interval in milliseconds, which is also the time openraft allows one
+    /// AppendEntries (send, store, flush); 0 is invalid.
+    #[arg(long, env = "REVOKD_HEARTBEAT_MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// Minimum election timeout in milliseconds; at least three heartbeats.
+    #[arg(long, env = "REVOKD_ELECTION_TIMEOUT_MS", default_value_t = 300)]
+    pub election_timeout_ms: u64,
+    /// Maximum election timeout in milliseconds (exclusive; above the minimum): openraft
+    /// draws each node's timeout once at start, uniformly in between. [default: the minimum
+    /// plus a third]
     #[arg(long, env = "REVOKD_ELECTION_TIMEOUT_MAX_MS")]
     pub election_timeout_max_ms: Option<u64>,
-    /// Entries between snapshots. [default: 20000]
-    #[arg(long, env = "REVOKD_SNAPSHOT_LOGS")]
-    pub snapshot_logs: Option<u64>,
-    /// Log entries kept behind a snapshot. [default: 1000]
-    #[arg(long, env = "REVOKD_SNAPSHOT_KEEP_LOGS")]
-    pub snapshot_keep_logs: Option<u64>,
-    /// Maximum token lifetime in seconds. [default: 2592000 (30 days)]
-    #[arg(long, env = "REVOKD_MAX_TOKEN_LIFETIME_SECS")]
-    pub max_token_lifetime_secs: Option<u64>,
-    /// Seconds between purges of expired entries. [default: 10]
-    #[arg(long, env = "REVOKD_PURGE_INTERVAL_SECS")]
-    pub purge_interval_secs: Option<u64>,
-    /// Recent change events kept for Watch. [default: 100000]
-    #[arg(long, env = "REVOKD_WATCH_WINDOW")]
-    pub watch_window: Option<usize>,
-    /// Deadline in milliseconds for requests that carry none. [default: 5000]
-    #[arg(long, env = "REVOKD_DEFAULT_DEADLINE_MS")]
-    pub default_deadline_ms: Option<u64>,
-    /// Most tokens coalesced into one log entry; 1 disables batching. [default: 10000]
-    #[arg(long, env = "REVOKD_BATCH_MAX_TOKENS")]
-    pub batch_max_tokens: Option<usize>,
-    /// Dial these addresses for these peers instead of what they advertise:
-    /// `2=127.0.0.1:9102,3=127.0.0.1:9103`. [default: none]
+    /// Build a snapshot and compact the log after this many entries; 0 is invalid.
+    #[arg(long, env = "REVOKD_SNAPSHOT_LOGS", default_value_t = 20_000)]
+    pub snapshot_logs: u64,
+    /// Log entries kept behind a snapshot, so a briefly lagging follower catches up from the
+    /// log instead of a full snapshot; 0 compacts everything a snapshot covers.
+    #[arg(long, env = "REVOKD_SNAPSHOT_KEEP_LOGS", default_value_t = 1_000)]
+    pub snapshot_keep_logs: u64,
+    /// The longest lifetime a token may have, in seconds (the default is 30 days):
+    /// revocations further out are refused and rules are kept this long; 0 is invalid.
+    #[arg(long, env = "REVOKD_MAX_TOKEN_LIFETIME_SECS",
+          default_value_t = revokd_core::DEFAULT_MAX_TOKEN_LIFETIME_SECS as u64)]
+    pub max_token_lifetime_secs: u64,
+    /// Seconds between the leader's purges of expired entries; 0 is invalid.
+    #[arg(long, env = "REVOKD_PURGE_INTERVAL_SECS", default_value_t = 10)]
+    pub purge_interval_secs: u64,
+    /// Recent change events each node keeps for Watch to resume from; 0 is invalid.
+    #[arg(long, env = "REVOKD_WATCH_WINDOW", default_value_t = 100_000)]
+    pub watch_window: usize,
+    /// Deadline in milliseconds of a request without `grpc-timeout`; 0 is invalid.
+    #[arg(long, env = "REVOKD_DEFAULT_DEADLINE_MS", default_value_t = 5_000)]
+    pub default_deadline_ms: u64,
+    /// Most tokens the leader coalesces from concurrent requests into one log entry; 1 puts
+    /// every request in its own entry (disables batching), 0 is invalid.
+    #[arg(long, env = "REVOKD_BATCH_MAX_TOKENS", default_value_t = revokd_core::MAX_BATCH)]
+    pub batch_max_tokens: usize,
+    /// Dial these addresses for these peers instead of what they advertise, for Raft traffic,
+    /// forwarded writes and read-index calls: `2=127.0.0.1:9102,3=127.0.0.1:9103` (NAT, a
+    /// sidecar proxy, the chaos harness's link proxies). [default: none]
     #[arg(long, env = "REVOKD_PEER_ROUTES")]
     pub peer_routes: Option<String>,
-    /// Writes per second per client address; 0 is unlimited. [default: 0]
-    #[arg(long, env = "REVOKD_WRITE_RATE_LIMIT")]
-    pub write_rate_limit: Option<u32>,
-    /// Reads per second per client address; 0 is unlimited. [default: 0]
-    #[arg(long, env = "REVOKD_READ_RATE_LIMIT")]
-    pub read_rate_limit: Option<u32>,
-    /// Turn admin authorization on: writes need a bearer JWT verified with this key (PEM
-    /// public key, or a file holding an HMAC secret). [default: off]
+    /// Writes (revokes, rules, membership changes, snapshot triggers) per second each client
+    /// may make at this node, with a burst of one second's worth; over it, RESOURCE_EXHAUSTED
+    /// with a retry hint. A client is the admin its credential proves (token `sub` or
+    /// certificate name), else its IP address; Raft traffic, health checks and writes a peer
+    /// forwards are not limited. 0 is unlimited.
+    #[arg(long, env = "REVOKD_WRITE_RATE_LIMIT", default_value_t = 0)]
+    pub write_rate_limit: u32,
+    /// Reads (checks, snapshots, watches, status) per second each client may make at this
+    /// node, counted as for --write-rate-limit; 0 is unlimited.
+    #[arg(long, env = "REVOKD_READ_RATE_LIMIT", default_value_t = 0)]
+    pub read_rate_limit: u32,
+    /// Turn admin authorization on (needs TLS): writes and membership changes need a bearer
+    /// JWT verified with this key, a PEM public key (RS*, PS*, ES*, EdDSA) or a file holding
+    /// the HMAC secret (HS*, at least 32 bytes). [default: off, every call is open]
     #[arg(long, env = "REVOKD_AUTH_KEY")]
     pub auth_key: Option<PathBuf>,
-    /// The algorithm admin tokens must use. [default: RS256]
-    #[arg(long, env = "REVOKD_AUTH_ALGORITHM")]
-    pub auth_algorithm: Option<String>,
+    /// The one algorithm admin tokens must use.
+    #[arg(long, env = "REVOKD_AUTH_ALGORITHM", default_value = "RS256")]
+    pub auth_algorithm: String,
     /// Required `iss` of admin tokens (required with --auth-key).
     #[arg(long, env = "REVOKD_AUTH_ISSUER")]
     pub auth_issuer: Option<String>,
     /// Required `aud` of admin tokens (required with --auth-key).
     #[arg(long, env = "REVOKD_AUTH_AUDIENCE")]
     pub auth_audience: Option<String>,
-    /// Scope writes need. [default: revokd:admin]
-    #[arg(long, env = "REVOKD_AUTH_ADMIN_SCOPE")]
-    pub auth_admin_scope: Option<String>,
-    /// Scope reads need. [default: none, reads are open]
+    /// Scope (in `scope` or `scp`) writes and membership changes need.
+    #[arg(long, env = "REVOKD_AUTH_ADMIN_SCOPE", default_value = "revokd:admin")]
+    pub auth_admin_scope: String,
+    /// Scope reads and watches need. [default: none, reads are open]
     #[arg(long, env = "REVOKD_AUTH_READ_SCOPE")]
     pub auth_read_scope: Option<String>,
-    /// Longest lifetime (exp - iat) an admin token may have, in seconds; longer-lived tokens
-    /// are refused. [default: 86400 (24 hours)]
-    #[arg(long, env = "REVOKD_AUTH_MAX_TOKEN_LIFETIME_SECS")]
-    pub auth_max_token_lifetime_secs: Option<u64>,
-    /// Seconds a Watch stream may go unread while changes wait before it is ended.
-    /// [default: 30]
-    #[arg(long, env = "REVOKD_WATCH_STALL_TIMEOUT_SECS")]
-    pub watch_stall_timeout_secs: Option<u64>,
-    /// This node's PEM certificate (turns TLS on, with --tls-key and --tls-ca).
+    /// Longest lifetime an admin token may have, in seconds (`exp` minus `iat`, or minus now
+    /// without `iat`; the default is 24 hours): a leaked token is useful for at most this
+    /// long; 0 is invalid.
+    #[arg(long, env = "REVOKD_AUTH_MAX_TOKEN_LIFETIME_SECS", default_value_t = 24 * 3600)]
+    pub auth_max_token_lifetime_secs: u64,
+    /// Seconds a Watch stream may go unread while changes wait before it is ended, so a
+    /// stalled watcher holds neither memory nor a task; 0 is invalid.
+    #[arg(long, env = "REVOKD_WATCH_STALL_TIMEOUT_SECS", default_value_t = 30)]
+    pub watch_stall_timeout_secs: u64,
+    /// This node's PEM certificate chain, issued by the cluster CA: turns TLS for clients and
+    /// peers on, with --tls-key and --tls-ca. [default: off, plaintext]
     #[arg(long, env = "REVOKD_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
@@ -263,29 +162,141 @@ pub struct Args {
     #[arg(long, env = "REVOKD_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
     /// The PEM certificate of a CA (not the cluster CA) issuing admins' client certificates:
-    /// a client presenting one may write without a bearer token. Needs TLS. [default: none]
+    /// a client presenting one is an admin (writes, membership and reads) without a bearer
+    /// token. Needs TLS. [default: none, admins use bearer tokens]
     #[arg(long, env = "REVOKD_ADMIN_CLIENT_CA")]
     pub admin_client_ca: Option<PathBuf>,
     /// Comma-separated names (certificate CN, else its first DNS or e-mail SAN) allowed as
     /// admins by --admin-client-ca. [default: any certificate that CA issued]
     #[arg(long, env = "REVOKD_ADMIN_CLIENT_NAMES")]
     pub admin_client_names: Option<String>,
-    /// Most connections open at once; more are closed at accept. [default: 4096]
-    #[arg(long, env = "REVOKD_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// Most connections from one client address; 0 is no cap. [default: 1024]
-    #[arg(long, env = "REVOKD_MAX_CONNECTIONS_PER_ADDRESS")]
-    pub max_connections_per_address: Option<usize>,
-    /// Allow listening on a non-loopback address without TLS. Anyone who reaches the port
-    /// can then forge Raft traffic and rewrite the revocation set: for a laptop or a private
-    /// test network only. [default: off]
+    /// Most connections open at once (clients, watchers and peers together), at least 8; more
+    /// are closed as they are accepted. With TLS on, a quarter of them (at most 64) are kept
+    /// for peers: a connection given one is closed on its first call unless it is a peer, or
+    /// after 5 s without a call. A connection that sends nothing for 10 s is closed, and so
+    /// is one that has not finished its TLS handshake and sent the HTTP/2 preface 10 s after
+    /// its first byte.
+    #[arg(long, env = "REVOKD_MAX_CONNECTIONS", default_value_t = 4_096)]
+    pub max_connections: usize,
+    /// Most connections from one client address; 0 is no cap. With TLS on, one more is let
+    /// into the peers' slots and closed on its first call unless it is a peer; without TLS it
+    /// is closed at once.
+    #[arg(
+        long,
+        env = "REVOKD_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 1_024
+    )]
+    pub max_connections_per_address: usize,
+    /// Allow listening on a non-loopback address without TLS. Anyone who reaches the port can
+    /// then forge Raft traffic and rewrite the revocation set, so the node warns at start and
+    /// exports `revokd_insecure 1`: for a laptop or a private test network only. Loopback
+    /// needs no TLS either way; admin authorization needs it even so.
     #[arg(long, env = "REVOKD_INSECURE")]
     pub insecure: bool,
+}
+
+/// A validated node configuration: the typed view of [`Args`], where each setting is
+/// documented with its default. Each field is the flag it names.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `--id`.
+    pub id: u64,
+    /// `--listen`.
+    pub listen: SocketAddr,
+    /// `--advertise`, else `listen`.
+    pub advertise: String,
+    /// `--data-dir`.
+    pub data_dir: PathBuf,
+    /// `--initial-cluster`, id to address; empty: this node alone
+    /// ([`Config::founding_members`]).
+    pub initial_cluster: BTreeMap<u64, String>,
+    /// `--join`.
+    pub join: bool,
+    /// `--metrics-listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `--log-format`.
+    pub log_format: LogFormat,
+    /// `--heartbeat-ms`.
+    pub heartbeat: Duration,
+    /// `--election-timeout-ms`.
+    pub election_timeout: Duration,
+    /// `--election-timeout-max-ms`; `None`: the minimum plus a third.
+    pub election_timeout_max: Option<Duration>,
+    /// `--snapshot-logs`.
+    pub snapshot_logs: u64,
+    /// `--snapshot-keep-logs`.
+    pub snapshot_keep_logs: u64,
+    /// `--max-token-lifetime-secs`.
+    pub max_token_lifetime: Duration,
+    /// `--purge-interval-secs`.
+    pub purge_interval: Duration,
+    /// `--watch-window`.
+    pub watch_window: usize,
+    /// `--default-deadline-ms`.
+    pub default_deadline: Duration,
+    /// `--batch-max-tokens`.
+    pub batch_max_tokens: usize,
+    /// `--peer-routes`, peer id to the address to dial.
+    pub peer_routes: BTreeMap<u64, String>,
+    /// `--write-rate-limit`; 0 is unlimited.
+    pub write_rate_limit: u32,
+    /// `--read-rate-limit`; 0 is unlimited.
+    pub read_rate_limit: u32,
+    /// `--auth-*`; `None` (every call open) without `--auth-key`.
+    pub auth: Option<AuthSettings>,
+    /// `--watch-stall-timeout-secs`.
+    pub watch_stall_timeout: Duration,
+    /// `--tls-*` and `--admin-client-*`; `None`: plaintext.
+    pub tls: Option<TlsSettings>,
+    /// `--max-connections`.
+    pub max_connections: usize,
+    /// `--max-connections-per-address`; 0 is no cap.
+    pub max_connections_per_address: usize,
+    /// `--insecure`.
+    pub insecure: bool,
+}
+
+/// The node's certificate, key and the cluster CA (see `network::tls`).
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    /// `--tls-cert`.
+    pub cert: PathBuf,
+    /// `--tls-key`.
+    pub key: PathBuf,
+    /// `--tls-ca`.
+    pub ca: PathBuf,
+    /// `--admin-client-ca`, which differs from the cluster CA.
+    pub admin_ca: Option<PathBuf>,
+    /// `--admin-client-names`; empty: every certificate of the admin CA.
+    pub admin_names: Vec<String>,
+}
+
+/// How the node verifies admins' bearer JWTs (see `api::auth`).
+#[derive(Clone, Debug)]
+pub struct AuthSettings {
+    /// `--auth-key`.
+    pub key_file: PathBuf,
+    /// `--auth-algorithm`.
+    pub algorithm: jsonwebtoken::Algorithm,
+    /// `--auth-issuer`.
+    pub issuer: String,
+    /// `--auth-audience`.
+    pub audience: String,
+    /// `--auth-admin-scope`.
+    pub admin_scope: String,
+    /// `--auth-read-scope`; `None`: reads are open.
+    pub read_scope: Option<String>,
+    /// `--auth-max-token-lifetime-secs`.
+    pub max_token_lifetime: Duration,
 }
 
 /// A configuration that cannot be used. The message says which setting and why.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The command line is not valid, or asked for `--help` or `--version`:
+    /// [`clap::Error::exit`] prints it and exits as a command-line program should.
+    #[error("{0}")]
+    Flags(#[from] clap::Error),
     /// The config file could not be read.
     #[error("config: cannot read {path}: {source}")]
     Read {
@@ -294,7 +305,7 @@ pub enum ConfigError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The config file is not valid TOML for this struct.
+    /// The config file is not valid TOML for [`Args`].
     #[error("config: {path}: {message}")]
     Parse {
         /// The file.
@@ -307,39 +318,147 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-impl Default for Config {
+impl Default for Args {
+    /// The built-in defaults: no flags, no environment, no file.
     fn default() -> Self {
-        Config {
-            id: 1,
-            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            advertise: "127.0.0.1:50051".into(),
-            data_dir: PathBuf::from("revokd-data"),
-            initial_cluster: BTreeMap::new(),
-            join: false,
-            metrics_listen: None,
-            log_format: LogFormat::Text,
-            heartbeat: Duration::from_millis(100),
-            election_timeout: Duration::from_millis(300),
-            election_timeout_max: None,
-            snapshot_logs: 20_000,
-            snapshot_keep_logs: 1_000,
-            max_token_lifetime: Duration::from_secs(
-                revokd_core::DEFAULT_MAX_TOKEN_LIFETIME_SECS as u64,
-            ),
-            purge_interval: Duration::from_secs(10),
-            watch_window: 100_000,
-            default_deadline: Duration::from_secs(5),
-            batch_max_tokens: revokd_core::MAX_BATCH,
-            peer_routes: BTreeMap::new(),
-            write_rate_limit: 0,
-            read_rate_limit: 0,
-            auth: None,
-            watch_stall_timeout: Duration::from_secs(30),
-            tls: None,
-            max_connections: 4096,
-            max_connections_per_address: 1024,
-            insecure: false,
+        let command = Args::command().mut_args(|a| a.env(None::<&str>));
+        Args::from_arg_matches(&command.get_matches_from(["revokd"]))
+            .expect("the built-in defaults parse")
+    }
+}
+
+impl Default for Config {
+    /// What a node started without flags, environment or file runs with.
+    fn default() -> Self {
+        Args::default()
+            .into_config()
+            .expect("the built-in defaults are valid")
+    }
+}
+
+impl Args {
+    /// Parses `argv` (program name first) and the environment over the file it names, if
+    /// any: each key the file sets becomes that flag's default.
+    pub fn parse_layered<I, T>(argv: I) -> Result<Args, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+        let mut command = Args::command();
+        let given = Args::from_arg_matches(&command.clone().try_get_matches_from(&argv)?)?;
+        if let Some(path) = &given.config {
+            for (key, value) in load_file(path)? {
+                let value = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned);
+                command = command.mut_arg(key, |a| a.default_value(value));
+            }
         }
+        Ok(Args::from_arg_matches(
+            &command.try_get_matches_from(&argv)?,
+        )?)
+    }
+
+    /// Builds the typed configuration and validates it.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let invalid = |m: &str| ConfigError::Invalid(m.to_owned());
+        let (ms, secs) = (Duration::from_millis, Duration::from_secs);
+        let initial_cluster = match &self.initial_cluster {
+            Some(s) => parse_initial_cluster(s)?,
+            None => BTreeMap::new(),
+        };
+        let peer_routes = match &self.peer_routes {
+            Some(s) => parse_peer_routes(s)?,
+            None => BTreeMap::new(),
+        };
+        let tls = match (self.tls_cert, self.tls_key, self.tls_ca) {
+            (None, None, None) if self.admin_client_ca.is_some() => {
+                return Err(invalid(
+                    "admin-client-ca needs TLS (tls-cert, tls-key and tls-ca): client \
+                     certificates are only seen over TLS",
+                ))
+            }
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(ca)) => {
+                let admin_names: Vec<String> = self
+                    .admin_client_names
+                    .as_deref()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if self.admin_client_ca.is_none() && !admin_names.is_empty() {
+                    return Err(invalid("admin-client-names needs admin-client-ca"));
+                }
+                Some(TlsSettings {
+                    cert,
+                    key,
+                    ca,
+                    admin_ca: self.admin_client_ca,
+                    admin_names,
+                })
+            }
+            _ => {
+                return Err(invalid(
+                    "tls-cert, tls-key and tls-ca go together: give all three or none",
+                ))
+            }
+        };
+        let auth = match self.auth_key {
+            None if self.auth_issuer.is_some() || self.auth_audience.is_some() => {
+                return Err(invalid("auth-issuer and auth-audience need auth-key"))
+            }
+            None => None,
+            Some(key_file) => Some(AuthSettings {
+                key_file,
+                algorithm: self.auth_algorithm.parse().map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "auth-algorithm {:?} is not a JWS algorithm (RS256, ES256, EdDSA, HS256, ...)",
+                        self.auth_algorithm
+                    ))
+                })?,
+                issuer: self.auth_issuer.ok_or_else(|| invalid("auth-key needs auth-issuer"))?,
+                audience: self.auth_audience
+                    .ok_or_else(|| invalid("auth-key needs auth-audience"))?,
+                admin_scope: self.auth_admin_scope,
+                read_scope: self.auth_read_scope,
+                max_token_lifetime: secs(self.auth_max_token_lifetime_secs),
+            }),
+        };
+        let config = Config {
+            id: self.id,
+            listen: self.listen,
+            advertise: self.advertise.unwrap_or_else(|| self.listen.to_string()),
+            data_dir: self.data_dir,
+            initial_cluster,
+            join: self.join,
+            metrics_listen: self.metrics_listen,
+            log_format: self.log_format,
+            heartbeat: ms(self.heartbeat_ms),
+            election_timeout: ms(self.election_timeout_ms),
+            election_timeout_max: self.election_timeout_max_ms.map(ms),
+            snapshot_logs: self.snapshot_logs,
+            snapshot_keep_logs: self.snapshot_keep_logs,
+            max_token_lifetime: secs(self.max_token_lifetime_secs),
+            purge_interval: secs(self.purge_interval_secs),
+            watch_window: self.watch_window,
+            default_deadline: ms(self.default_deadline_ms),
+            batch_max_tokens: self.batch_max_tokens,
+            peer_routes,
+            write_rate_limit: self.write_rate_limit,
+            read_rate_limit: self.read_rate_limit,
+            auth,
+            watch_stall_timeout: secs(self.watch_stall_timeout_secs),
+            tls,
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+            insecure: self.insecure,
+        };
+        config.validate()?;
+        Ok(config)
     }
 }
 
@@ -385,143 +504,30 @@ fn validate_addr(addr: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// Reads a config file: checked against [`Args`] (unknown keys, wrong types), then returned
+/// as its table of keys.
+fn load_file(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let parse_error = |e: toml::de::Error| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    toml::from_str::<Args>(&text).map_err(parse_error)?;
+    toml::from_str(&text).map_err(parse_error)
+}
+
 impl Config {
-    /// Builds the configuration from flags/env and the optional file, then validates it.
-    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
-        let file = match &args.config {
-            Some(path) => load_file(path)?,
-            None => Args::default(),
-        };
-        let d = Config::default();
-        // A flag (or its environment variable) wins over the file.
-        macro_rules! layered {
-            ($field:ident) => {
-                args.$field.or(file.$field)
-            };
-        }
-        let ms = Duration::from_millis;
-        let secs = Duration::from_secs;
-        let listen = layered!(listen).unwrap_or(d.listen);
-        let cfg = Config {
-            id: layered!(id).unwrap_or(d.id),
-            listen,
-            advertise: layered!(advertise).unwrap_or_else(|| listen.to_string()),
-            data_dir: layered!(data_dir).unwrap_or(d.data_dir),
-            initial_cluster: match layered!(initial_cluster) {
-                Some(s) => parse_initial_cluster(&s)?,
-                None => BTreeMap::new(),
-            },
-            join: args.join || file.join,
-            metrics_listen: layered!(metrics_listen),
-            log_format: layered!(log_format).unwrap_or(d.log_format),
-            heartbeat: layered!(heartbeat_ms).map(ms).unwrap_or(d.heartbeat),
-            election_timeout: layered!(election_timeout_ms)
-                .map(ms)
-                .unwrap_or(d.election_timeout),
-            election_timeout_max: layered!(election_timeout_max_ms).map(ms),
-            snapshot_logs: layered!(snapshot_logs).unwrap_or(d.snapshot_logs),
-            snapshot_keep_logs: layered!(snapshot_keep_logs).unwrap_or(d.snapshot_keep_logs),
-            max_token_lifetime: layered!(max_token_lifetime_secs)
-                .map(secs)
-                .unwrap_or(d.max_token_lifetime),
-            purge_interval: layered!(purge_interval_secs)
-                .map(secs)
-                .unwrap_or(d.purge_interval),
-            watch_window: layered!(watch_window).unwrap_or(d.watch_window),
-            default_deadline: layered!(default_deadline_ms)
-                .map(ms)
-                .unwrap_or(d.default_deadline),
-            batch_max_tokens: layered!(batch_max_tokens).unwrap_or(d.batch_max_tokens),
-            peer_routes: match layered!(peer_routes) {
-                Some(s) => parse_peer_routes(&s)?,
-                None => BTreeMap::new(),
-            },
-            write_rate_limit: layered!(write_rate_limit).unwrap_or(d.write_rate_limit),
-            read_rate_limit: layered!(read_rate_limit).unwrap_or(d.read_rate_limit),
-            watch_stall_timeout: layered!(watch_stall_timeout_secs)
-                .map(secs)
-                .unwrap_or(d.watch_stall_timeout),
-            max_connections: layered!(max_connections).unwrap_or(d.max_connections),
-            max_connections_per_address: layered!(max_connections_per_address)
-                .unwrap_or(d.max_connections_per_address),
-            insecure: args.insecure || file.insecure,
-            tls: match (layered!(tls_cert), layered!(tls_key), layered!(tls_ca)) {
-                (None, None, None) => {
-                    if layered!(admin_client_ca).is_some() {
-                        return Err(ConfigError::Invalid(
-                            "admin-client-ca needs TLS (tls-cert, tls-key and tls-ca): client \
-                             certificates are only seen over TLS"
-                                .into(),
-                        ));
-                    }
-                    None
-                }
-                (Some(cert), Some(key), Some(ca)) => {
-                    let admin_names: Vec<String> = layered!(admin_client_names)
-                        .map(|s| {
-                            s.split(',')
-                                .map(str::trim)
-                                .filter(|n| !n.is_empty())
-                                .map(str::to_owned)
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let admin_ca = layered!(admin_client_ca);
-                    if admin_ca.is_none() && !admin_names.is_empty() {
-                        return Err(ConfigError::Invalid(
-                            "admin-client-names needs admin-client-ca".into(),
-                        ));
-                    }
-                    Some(TlsSettings {
-                        cert,
-                        key,
-                        ca,
-                        admin_ca,
-                        admin_names,
-                    })
-                }
-                _ => {
-                    return Err(ConfigError::Invalid(
-                        "tls-cert, tls-key and tls-ca go together: give all three or none".into(),
-                    ))
-                }
-            },
-            auth: match layered!(auth_key) {
-                None => {
-                    if layered!(auth_issuer).is_some() || layered!(auth_audience).is_some() {
-                        return Err(ConfigError::Invalid(
-                            "auth-issuer and auth-audience need auth-key".into(),
-                        ));
-                    }
-                    None
-                }
-                Some(key_file) => {
-                    let algorithm = layered!(auth_algorithm).unwrap_or_else(|| "RS256".into());
-                    Some(AuthSettings {
-                        key_file,
-                        algorithm: algorithm.parse().map_err(|_| {
-                            ConfigError::Invalid(format!(
-                                "auth-algorithm {algorithm:?} is not a JWS algorithm (RS256, ES256, EdDSA, HS256, ...)"
-                            ))
-                        })?,
-                        issuer: layered!(auth_issuer).ok_or_else(|| {
-                            ConfigError::Invalid("auth-key needs auth-issuer".into())
-                        })?,
-                        audience: layered!(auth_audience).ok_or_else(|| {
-                            ConfigError::Invalid("auth-key needs auth-audience".into())
-                        })?,
-                        admin_scope: layered!(auth_admin_scope)
-                            .unwrap_or_else(|| "revokd:admin".into()),
-                        read_scope: layered!(auth_read_scope),
-                        max_token_lifetime: layered!(auth_max_token_lifetime_secs)
-                            .map(secs)
-                            .unwrap_or(DEFAULT_ADMIN_TOKEN_LIFETIME),
-                    })
-                }
-            },
-        };
-        cfg.validate()?;
-        Ok(cfg)
+    /// Builds the configuration from the command line `argv` (program name first), the
+    /// `REVOKD_*` environment and the optional file, then validates it.
+    pub fn from_args<I, T>(argv: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        Args::parse_layered(argv)?.into_config()
     }
 
     /// Checks ranges and consistency.
@@ -565,36 +571,27 @@ impl Config {
                 ));
             }
         }
-        if self.snapshot_logs == 0 {
-            return bad("snapshot-logs must be at least 1".into());
-        }
-        if self.max_token_lifetime.is_zero() {
-            return bad("max-token-lifetime-secs must be at least 1".into());
-        }
-        if self.purge_interval.is_zero() {
-            return bad("purge-interval-secs must be at least 1".into());
-        }
-        if self.watch_window == 0 {
-            return bad("watch-window must be at least 1".into());
-        }
-        if self.batch_max_tokens == 0 {
-            return bad("batch-max-tokens must be at least 1".into());
+        let at_least_one = [
+            ("snapshot-logs", self.snapshot_logs == 0),
+            ("max-token-lifetime-secs", self.max_token_lifetime.is_zero()),
+            ("purge-interval-secs", self.purge_interval.is_zero()),
+            ("watch-window", self.watch_window == 0),
+            ("batch-max-tokens", self.batch_max_tokens == 0),
+            (
+                "watch-stall-timeout-secs",
+                self.watch_stall_timeout.is_zero(),
+            ),
+            ("default-deadline-ms", self.default_deadline.is_zero()),
+            (
+                "auth-max-token-lifetime-secs",
+                (self.auth.as_ref()).is_some_and(|a| a.max_token_lifetime.is_zero()),
+            ),
+        ];
+        if let Some((setting, _)) = at_least_one.iter().find(|(_, zero)| *zero) {
+            return bad(format!("{setting} must be at least 1"));
         }
         if self.max_connections < 8 {
             return bad("max-connections must be at least 8 (peers hold connections too)".into());
-        }
-        if self.watch_stall_timeout.is_zero() {
-            return bad("watch-stall-timeout-secs must be at least 1".into());
-        }
-        if self.default_deadline.is_zero() {
-            return bad("default-deadline-ms must be at least 1".into());
-        }
-        if self
-            .auth
-            .as_ref()
-            .is_some_and(|a| a.max_token_lifetime.is_zero())
-        {
-            return bad("auth-max-token-lifetime-secs must be at least 1".into());
         }
         self.check_transport_security()
     }
@@ -644,59 +641,84 @@ impl Config {
     }
 }
 
-fn load_file(path: &Path) -> Result<Args, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::network::{handshake, incoming};
+
+    fn config(flags: &[&str]) -> Result<Config, ConfigError> {
+        Config::from_args(std::iter::once("revokd").chain(flags.iter().copied()))
+    }
+
+    #[test]
+    fn the_flags_are_consistent() {
+        Args::command().debug_assert();
+    }
 
     #[test]
     fn defaults_are_a_single_node_on_50051() {
-        let c = Config::from_args(Args::default()).unwrap();
+        let c = config(&[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
         assert_eq!(
             c.founding_members(),
             BTreeMap::from([(1, "127.0.0.1:50051".to_string())])
         );
+        let d = Config::default();
+        assert_eq!(
+            (
+                d.heartbeat,
+                d.election_timeout,
+                d.snapshot_logs,
+                d.batch_max_tokens
+            ),
+            (
+                Duration::from_millis(100),
+                Duration::from_millis(300),
+                20_000,
+                10_000
+            )
+        );
+        assert!(d.tls.is_none() && d.auth.is_none() && !d.insecure);
+    }
+
+    #[test]
+    fn the_connection_limits_are_as_documented() {
+        // `--max-connections` states these figures in its help.
+        assert_eq!(incoming::peer_reserve(4_096), 64);
+        assert_eq!(incoming::peer_reserve(100), 25);
+        assert_eq!(incoming::PROBATION_TIMEOUT, Duration::from_secs(5));
+        assert_eq!(incoming::FIRST_BYTE_TIMEOUT, Duration::from_secs(10));
+        assert_eq!(handshake::OPENING_TIMEOUT, Duration::from_secs(10));
     }
 
     #[test]
     fn initial_cluster_must_name_this_node_at_its_address() {
-        let args = |ic: &str| Args {
-            id: Some(2),
-            listen: Some("127.0.0.1:7002".parse().unwrap()),
-            initial_cluster: Some(ic.into()),
-            ..Args::default()
+        let with = |ic: &str| {
+            config(&[
+                "--id",
+                "2",
+                "--listen",
+                "127.0.0.1:7002",
+                "--initial-cluster",
+                ic,
+            ])
         };
-        assert!(Config::from_args(args("1=127.0.0.1:7001,2=127.0.0.1:7002")).is_ok());
-        let e = Config::from_args(args("1=127.0.0.1:7001,3=127.0.0.1:7003")).unwrap_err();
+        assert!(with("1=127.0.0.1:7001,2=127.0.0.1:7002").is_ok());
+        let e = with("1=127.0.0.1:7001,3=127.0.0.1:7003").unwrap_err();
         assert!(e.to_string().contains("does not name this node"), "{e}");
-        let e = Config::from_args(args("1=127.0.0.1:7001,2=127.0.0.1:9")).unwrap_err();
+        let e = with("1=127.0.0.1:7001,2=127.0.0.1:9").unwrap_err();
         assert!(e.to_string().contains("advertises"), "{e}");
-        assert!(Config::from_args(args("1=nope")).is_err());
+        assert!(with("1=nope").is_err());
     }
 
     #[test]
     fn the_shipped_example_file_is_valid() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/revokd.toml");
-        let c = Config::from_args(Args {
-            config: Some(path),
-            ..Args::default()
-        })
-        .unwrap();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/revokd.toml");
+        let c = config(&["--config", path.to_str().unwrap()]).unwrap();
         assert_eq!(c.initial_cluster.len(), 3);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.heartbeat, Duration::from_millis(100));
+        assert_eq!(c.auth.unwrap().issuer, "https://login.example.com/");
     }
 
     #[test]
@@ -705,25 +727,38 @@ mod tests {
         let path = dir.path().join("revokd.toml");
         std::fs::write(
             &path,
-            "id = 3\nlisten = \"127.0.0.1:7003\"\nsnapshot_logs = 7\n",
+            "id = 3\nlisten = \"127.0.0.1:7003\"\nsnapshot_logs = 7\njoin = true\n",
         )
         .unwrap();
-        let c = Config::from_args(Args {
-            config: Some(path.clone()),
-            snapshot_logs: Some(9),
-            ..Args::default()
-        })
-        .unwrap();
+        let file = path.to_str().unwrap();
+        let c = config(&["--config", file, "--snapshot-logs", "9"]).unwrap();
         assert_eq!(
-            (c.id, c.snapshot_logs, c.advertise.as_str()),
-            (3, 9, "127.0.0.1:7003")
+            (c.id, c.snapshot_logs, c.advertise.as_str(), c.join),
+            (3, 9, "127.0.0.1:7003", true)
         );
         std::fs::write(&path, "bogus = 1\n").unwrap();
-        let e = Config::from_args(Args {
-            config: Some(path),
-            ..Args::default()
-        })
-        .unwrap_err();
+        let e = config(&["--config", file]).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+        std::fs::write(&path, "id = \"three\"\n").unwrap();
+        let e = config(&["--config", file]).unwrap_err();
+        assert!(e.to_string().contains("revokd.toml"), "{e}");
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file_and_flags_over_both() {
+        // Only this test sets the variable, and no other test looks at the watch window.
+        std::env::set_var("REVOKD_WATCH_WINDOW", "7");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("revokd.toml");
+        std::fs::write(&path, "watch_window = 5\npurge_interval_secs = 3\n").unwrap();
+        let file = path.to_str().unwrap();
+        let c = config(&["--config", file]).unwrap();
+        assert_eq!(
+            (c.watch_window, c.purge_interval),
+            (7, Duration::from_secs(3))
+        );
+        let c = config(&["--config", file, "--watch-window", "9"]).unwrap();
+        assert_eq!(c.watch_window, 9);
+        std::env::remove_var("REVOKD_WATCH_WINDOW");
     }
 }

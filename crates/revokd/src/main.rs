@@ -1,15 +1,15 @@
 //! The `revokd` binary: parse configuration, set up logging, run the node until SIGTERM or
 //! SIGINT.
 
-use clap::Parser;
-use revokd::config::{Args, Config, LogFormat};
+use revokd::config::{Config, ConfigError, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    let config = match Config::from_args(args) {
+    let config = match Config::from_args(std::env::args_os()) {
         Ok(c) => c,
+        // --help, --version or a bad flag: clap prints it and picks the exit code.
+        Err(ConfigError::Flags(e)) => e.exit(),
         Err(e) => {
             eprintln!("{e}");
             return std::process::ExitCode::from(2);
