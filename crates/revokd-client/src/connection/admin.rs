@@ -233,7 +233,7 @@ impl Client {
     /// (0: the node's default), at a revision no older than `min_revision`.
     ///
     /// This and [`Client::watch`] are the wire-level escape hatch: the stream yields the
-    /// protobuf messages ([`pb::SnapshotChunk`](crate::pb::SnapshotChunk)) as the node sent
+    /// protobuf messages ([`pb::SnapshotChunk`]) as the node sent
     /// them, on purpose. They carry the whole set (millions of ids) and every change, and
     /// their users consume them as they arrive (an export re-encodes each chunk, a replica
     /// hashes each id): a domain copy of every message would cost one more allocation per id
@@ -260,7 +260,7 @@ impl Client {
     /// breaks (resume from the last revision seen, on this or another client call).
     ///
     /// Like [`Client::snapshot`], the raw wire-level stream
-    /// ([`pb::WatchResponse`](crate::pb::WatchResponse)), for the same reasons.
+    /// ([`pb::WatchResponse`]), for the same reasons.
     pub async fn watch(
         &self,
         from_revision: u64,
