@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use revokd_client::{pb, Error, Revoke, WriteOutcome};
-use revokd_e2e::{client, jti_query, now};
+use revokd_client::{Consistency, Error, Revoke, TokenQuery, WriteOutcome};
+use revokd_e2e::{client, now};
 use revokd_testkit::{eventually, ProcessCluster};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -43,9 +43,15 @@ async fn client_learns_members_avoids_dead_nodes_and_changes_membership() -> Res
     for _ in 0..30 {
         let started = Instant::now();
         let r = c
-            .check(jti_query("c-1"), pb::Consistency::Linearizable)
+            .check(
+                &TokenQuery {
+                    jti: "c-1",
+                    ..Default::default()
+                },
+                Consistency::Linearizable,
+            )
             .await?;
-        assert!(r.result.is_some_and(|r| r.revoked));
+        assert!(r.is_revoked());
         assert!(
             started.elapsed() < Duration::from_millis(1500),
             "a read waited on the frozen node ({:?})",

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use revokd_proto::convert::Unreadable;
+
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -40,14 +42,14 @@ pub enum Error {
     /// A streaming read (snapshot or watch) broke or returned something inconsistent.
     #[error("revokd-client: {0}")]
     Stream(String),
-    /// A node answered with something this client cannot read (an outcome it does not know,
-    /// from a newer node): upgrade the client.
+    /// A node answered with something this client cannot read (an outcome or a role it does
+    /// not know, from a newer node): upgrade the client.
     #[error("revokd-client: {op}: unexpected answer: {what}; is the node newer than this client?")]
     Unexpected {
         /// The call.
         op: &'static str,
         /// What could not be read.
-        what: String,
+        what: Unreadable,
     },
     /// The replica is not ready (not bootstrapped yet) within the time given.
     #[error("revokd-client: replica not ready after {0:?}: no node has served a snapshot yet")]

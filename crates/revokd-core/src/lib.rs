@@ -2,6 +2,9 @@
 //!
 //! # Layout
 //! - [`types`]: revoked tokens, rules, queries, and the input limits.
+//! - [`api`]: what reads and writes take and answer beyond the data: read consistency, a
+//!   remote check's answer, a write's result.
+//! - [`cluster`]: what the cluster calls answer: a node's status, its role, members, replicas.
 //! - [`command`]: the commands Raft replicates and the outcome of applying one.
 //! - [`event`]: the change events watchers receive, grouped per revision.
 //! - [`state`]: [`RevocationSet`], which applies commands and answers checks.
@@ -21,6 +24,8 @@
 //! assert_eq!(set.revision(), 7);
 //! ```
 
+pub mod api;
+pub mod cluster;
 pub mod command;
 pub mod error;
 pub mod event;
@@ -29,6 +34,8 @@ pub mod snapshot;
 pub mod state;
 pub mod types;
 
+pub use api::{CheckAnswer, Consistency, Matched, WriteOutcome, WriteResult};
+pub use cluster::{Member, Membership, NodeStatus, ReplicaInfo, Role};
 pub use command::{Applied, Command, Outcome};
 pub use error::{InvalidInput, SnapshotError};
 pub use event::{ChangeSet, Event};

@@ -38,19 +38,48 @@ pub struct RevokedToken {
 }
 
 /// What a caller supplies to revoke one token id.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Clients build it with [`TokenSpec::new`] and the setters (`revokd-client` calls it `Revoke`):
+///
+/// ```
+/// use revokd_core::TokenSpec;
+/// let spec = TokenSpec::new("token-id", 1_900_000_000).reason("logout").subject("alice");
+/// assert_eq!((spec.jti.as_str(), spec.reason.as_str()), ("token-id", "logout"));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenSpec {
-    /// The token's `jti`.
+    /// The token's `jti` (1-256 bytes).
     pub jti: String,
-    /// Unix seconds: the token's `exp`.
+    /// Unix seconds: the token's own `exp`; the entry is dropped after it.
     pub expires_at: i64,
-    /// Why it is revoked (may be empty).
+    /// Why it is revoked (free text, up to 1024 bytes; may be empty).
     pub reason: String,
-    /// The token's subject (may be empty).
+    /// The token's subject, for audit (up to 1024 bytes; may be empty).
     pub subject: String,
 }
 
 impl TokenSpec {
+    /// Revoke `jti` until `expires_at` (unix seconds), with no reason or subject.
+    pub fn new(jti: impl Into<String>, expires_at: i64) -> Self {
+        TokenSpec {
+            jti: jti.into(),
+            expires_at,
+            ..TokenSpec::default()
+        }
+    }
+
+    /// Sets the reason.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = reason.into();
+        self
+    }
+
+    /// Sets the subject.
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = subject.into();
+        self
+    }
+
     /// Checks the field limits and that `expires_at` is not further than `max_lifetime`
     /// seconds after `now`. An `expires_at` in the past is valid: applying it is a no-op.
     pub fn validate(&self, now: i64, max_lifetime: i64) -> Result<(), InvalidInput> {

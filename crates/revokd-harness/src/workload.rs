@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use revokd_client::{pb, Client, ClientConfig, Replica, ReplicaConfig, Revoke, StalenessPolicy};
+use revokd_client::{
+    Client, ClientConfig, Consistency, Replica, ReplicaConfig, Revoke, StalenessPolicy, TokenQuery,
+};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
@@ -252,13 +254,13 @@ async fn check(
             None => format!("{never_written}-{n}"),
         };
         let check_ms = history.now_ms();
-        let query = pb::TokenQuery {
-            jti: jti.clone(),
+        let query = TokenQuery {
+            jti: &jti,
             ..Default::default()
         };
-        match client.check(query, pb::Consistency::Linearizable).await {
+        match client.check(&query, Consistency::Linearizable).await {
             Ok(resp) => {
-                let revoked = resp.result.is_some_and(|r| r.revoked);
+                let revoked = resp.is_revoked();
                 history.with(|r| {
                     r.checks += 1;
                     match &target {

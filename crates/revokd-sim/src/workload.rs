@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use revokd_client::{pb, Client, ClientConfig, Replica, ReplicaConfig, Revoke, RuleKind};
+use revokd_client::{
+    Client, ClientConfig, Consistency, Replica, ReplicaConfig, Revoke, RuleKind, TokenQuery,
+};
 
 use crate::history::{now_ms, Answer, History, Op};
 use crate::net;
@@ -157,13 +159,13 @@ pub async fn checker(
             acked[rng.random_range(0..acked.len())].to_owned()
         };
         let invoked = now_ms();
-        let query = pb::TokenQuery {
-            jti: jti.clone(),
+        let query = TokenQuery {
+            jti: &jti,
             ..Default::default()
         };
-        let answer = match client.check(query, pb::Consistency::Linearizable).await {
+        let answer = match client.check(&query, Consistency::Linearizable).await {
             Ok(r) => Answer::Checked {
-                revoked: r.result.is_some_and(|c| c.revoked),
+                revoked: r.is_revoked(),
                 revision: r.revision,
             },
             Err(e) => Answer::Failed(failure(&e)),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use revokd_client::{pb, Client, Error, Replica, ReplicaConfig, Revoke};
+use revokd_client::{Client, Consistency, Error, Replica, ReplicaConfig, Revoke, TokenQuery};
 
 use super::Ctx;
 use crate::error::{CliError, EXIT_OK};
@@ -342,14 +342,14 @@ pub async fn run(ctx: &Ctx, a: &BenchArgs) -> Result<i32, CliError> {
 
 async fn check(client: &Client, reads: &[String], i: u64, linearizable: bool) -> Result<(), Error> {
     let consistency = if linearizable {
-        pb::Consistency::Linearizable
+        Consistency::Linearizable
     } else {
-        pb::Consistency::Local
+        Consistency::Local
     };
-    let jti = reads[i as usize % reads.len()].clone();
+    let jti = &reads[i as usize % reads.len()];
     client
         .check(
-            pb::TokenQuery {
+            &TokenQuery {
                 jti,
                 ..Default::default()
             },

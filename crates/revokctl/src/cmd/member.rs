@@ -2,14 +2,14 @@
 
 use std::collections::BTreeSet;
 
-use revokd_client::pb;
+use revokd_client::Member;
 
 use super::Ctx;
 use crate::cli::MemberCommand;
 use crate::error::{CliError, EXIT_OK};
 use crate::output::Record;
 
-fn member_records(members: &[pb::Member], learners: &[pb::Member]) -> Vec<Record> {
+fn member_records(members: &[Member], learners: &[Member]) -> Vec<Record> {
     members
         .iter()
         .map(|m| (m, "voter"))

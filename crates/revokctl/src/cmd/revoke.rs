@@ -1,6 +1,6 @@
 //! `revoke`, `unrevoke` and `check`.
 
-use revokd_client::{pb, Revoke};
+use revokd_client::{Consistency, Matched, Revoke, TokenQuery};
 
 use super::{write_record, Ctx};
 use crate::cli::{CheckArgs, RevokeArgs};
@@ -36,28 +36,27 @@ pub async fn unrevoke(ctx: &Ctx, jti: &str) -> Result<i32, CliError> {
 /// `check <jti> [--linearizable]`.
 pub async fn check(ctx: &Ctx, a: &CheckArgs) -> Result<i32, CliError> {
     let consistency = if a.linearizable {
-        pb::Consistency::Linearizable
+        Consistency::Linearizable
     } else {
-        pb::Consistency::Local
+        Consistency::Local
     };
     let r = ctx
         .client
         .check(
-            pb::TokenQuery {
-                jti: a.jti.clone(),
+            &TokenQuery {
+                jti: &a.jti,
                 ..Default::default()
             },
             consistency,
         )
         .await?;
-    let result = r.result.unwrap_or_default();
-    let (reason, until, by) = match &result.matched {
-        Some(pb::check_result::Matched::Token(t)) => (
+    let (reason, until, by) = match &r.matched {
+        Some(Matched::Token(t)) => (
             t.reason.clone(),
             format_time(t.expires_at),
             t.revoked_by.clone(),
         ),
-        Some(pb::check_result::Matched::Rule(rule)) => (
+        Some(Matched::Rule(rule)) => (
             rule.reason.clone(),
             format_time(rule.drop_at),
             rule.revoked_by.clone(),
@@ -66,7 +65,7 @@ pub async fn check(ctx: &Ctx, a: &CheckArgs) -> Result<i32, CliError> {
     };
     ctx.printer.print(&[Record::new()
         .field("jti", a.jti.clone())
-        .field("revoked", result.revoked)
+        .field("revoked", r.is_revoked())
         .field("reason", reason)
         .field("until", until)
         .field("revoked_by", by)

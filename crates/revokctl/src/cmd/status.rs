@@ -4,17 +4,6 @@ use super::Ctx;
 use crate::error::{CliError, EXIT_OK, EXIT_UNAVAILABLE};
 use crate::output::Record;
 
-fn role(r: i32) -> &'static str {
-    match revokd_client::pb::Role::try_from(r) {
-        Ok(revokd_client::pb::Role::Leader) => "leader",
-        Ok(revokd_client::pb::Role::Follower) => "follower",
-        Ok(revokd_client::pb::Role::Candidate) => "candidate",
-        Ok(revokd_client::pb::Role::Learner) => "learner",
-        Ok(revokd_client::pb::Role::Shutdown) => "shutdown",
-        _ => "unknown",
-    }
-}
-
 /// One row per known node: id, address, role, term, applied revision, lag behind the highest
 /// commit revision any node reports, and health. Exits 3 when no node answers.
 pub async fn status(ctx: &Ctx) -> Result<i32, CliError> {
@@ -30,7 +19,7 @@ pub async fn status(ctx: &Ctx) -> Result<i32, CliError> {
             Ok(s) => Record::new()
                 .field("id", s.id)
                 .field("address", addr.clone())
-                .field("role", role(s.role))
+                .field("role", s.role.as_str())
                 .field("term", s.term)
                 .field("leader", s.leader_id)
                 .field("applied_revision", s.applied_revision)

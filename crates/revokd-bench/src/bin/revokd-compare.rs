@@ -21,7 +21,9 @@ use clap::Parser;
 use etcd_client::{GetOptions, PutOptions};
 use hdrhistogram::Histogram;
 use revokd_bench::{hist, machine, now, start_redis, uuidish, Spawned};
-use revokd_client::{pb, Client, ClientConfig, Replica, ReplicaConfig, Revoke};
+use revokd_client::{
+    Client, ClientConfig, Consistency, Replica, ReplicaConfig, Revoke, TokenQuery,
+};
 use revokd_testkit::{free_port, ProcessCluster};
 
 #[derive(Parser, Debug)]
@@ -328,11 +330,11 @@ async fn reads(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
                 async move {
                     client
                         .check(
-                            pb::TokenQuery {
-                                jti,
+                            &TokenQuery {
+                                jti: &jti,
                                 ..Default::default()
                             },
-                            pb::Consistency::Local,
+                            Consistency::Local,
                         )
                         .await?;
                     Ok(())

@@ -1,5 +1,9 @@
 //! The calls an admin or a service makes: writes (revoke, rules, unrevoke), remote reads, and
 //! the cluster-management calls.
+//!
+//! They take and return domain types (`revokd-core`'s, re-exported by this crate); the
+//! protobuf messages are built and read back through `revokd_proto::convert` and never appear
+//! in a signature, except the raw `snapshot` and `watch` streams (see there why).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,11 +12,15 @@ use std::time::Duration;
 use revokd_proto::v1 as pb;
 use tokio::task::JoinSet;
 
-use crate::check::RuleKind;
+use crate::check::{RuleKind, TokenQuery};
 use crate::error::{from_status, Error};
 
 use revokd_core::types::MAX_BATCH;
+use revokd_core::{CheckAnswer, Consistency, Membership, NodeStatus};
+use revokd_proto::convert;
 use revokd_proto::convert::rule_kind_pb;
+
+use super::results::{read, write_result};
 
 use super::*;
 use crate::clock::unix_now;
@@ -21,7 +29,7 @@ impl Client {
     /// Revokes one token id. Retrying is safe: a second attempt answers `AlreadyPresent` with
     /// the first one's revision and creates no second event.
     pub async fn revoke(&self, token: Revoke) -> Result<WriteResult, Error> {
-        let spec = token.pb();
+        let spec = convert::token_spec_pb(&token);
         let r = self
             .call("Revoke", Target::Leader, |node, left| {
                 let req = self.request(
@@ -33,7 +41,7 @@ impl Client {
                 async move { node.revocation().revoke(req).await }
             })
             .await?;
-        WriteResult::from_pb("Revoke", &r)
+        write_result("Revoke", &r)
     }
 
     /// Revokes many token ids, in atomic batches of up to [`MAX_BATCH`]. One result per token,
@@ -41,7 +49,8 @@ impl Client {
     pub async fn revoke_many(&self, tokens: &[Revoke]) -> Result<Vec<WriteResult>, Error> {
         let mut out = Vec::with_capacity(tokens.len());
         for chunk in tokens.chunks(MAX_BATCH) {
-            let specs: Vec<pb::RevokedTokenSpec> = chunk.iter().map(Revoke::pb).collect();
+            let specs: Vec<pb::RevokedTokenSpec> =
+                chunk.iter().map(convert::token_spec_pb).collect();
             let r = self
                 .call("RevokeBatch", Target::Leader, |node, left| {
                     let req = self.request(
@@ -54,7 +63,7 @@ impl Client {
                 })
                 .await?;
             for r in &r.results {
-                out.push(WriteResult::from_pb("RevokeBatch", r)?);
+                out.push(write_result("RevokeBatch", r)?);
             }
         }
         Ok(out)
@@ -82,7 +91,7 @@ impl Client {
                 async move { node.revocation().revoke_rule(req).await }
             })
             .await?;
-        WriteResult::from_pb("RevokeRule", &r)
+        write_result("RevokeRule", &r)
     }
 
     /// Removes a rule.
@@ -97,7 +106,7 @@ impl Client {
                 async move { node.revocation().remove_rule(req).await }
             })
             .await?;
-        WriteResult::from_pb("RemoveRule", &r)
+        write_result("RemoveRule", &r)
     }
 
     /// Removes a token id from the revocation set.
@@ -111,42 +120,72 @@ impl Client {
                 async move { node.revocation().unrevoke(req).await }
             })
             .await?;
-        WriteResult::from_pb("Unrevoke", &r)
+        write_result("Unrevoke", &r)
     }
 
     /// Asks the cluster whether a token is revoked (a network round trip; validators use the
     /// local replica instead). Sent to the healthy node with the fewest requests in flight.
+    /// The query is the one local checks take: an absent claim is `None`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: revokd_client::Client) -> Result<(), revokd_client::Error> {
+    /// use revokd_client::{Consistency, TokenQuery};
+    /// let token = TokenQuery { jti: "token-id", ..Default::default() };
+    /// let answer = client.check(&token, Consistency::Linearizable).await?;
+    /// println!("revoked: {} (at revision {})", answer.is_revoked(), answer.revision);
+    /// # Ok(()) }
+    /// ```
     pub async fn check(
         &self,
-        token: pb::TokenQuery,
-        consistency: pb::Consistency,
-    ) -> Result<pb::CheckResponse, Error> {
+        token: &TokenQuery<'_>,
+        consistency: Consistency,
+    ) -> Result<CheckAnswer, Error> {
         let msg = pb::CheckRequest {
-            token: Some(token),
-            consistency: consistency as i32,
+            token: Some(convert::query_pb(token)),
+            consistency: convert::consistency_pb(consistency) as i32,
             min_revision: 0,
         };
-        self.call("Check", Target::LeastLoaded, |node, left| {
-            let req = self.request(msg.clone(), left);
-            async move { node.revocation().check(req).await }
-        })
-        .await
+        let r = self
+            .call("Check", Target::LeastLoaded, |node, left| {
+                let req = self.request(msg.clone(), left);
+                async move { node.revocation().check(req).await }
+            })
+            .await?;
+        read("Check", r, convert::check_answer)
     }
 
-    /// One healthy node's view of the cluster.
-    pub async fn status(&self) -> Result<pb::StatusResponse, Error> {
+    /// One healthy node's view of the cluster. A role this client does not know (from a newer
+    /// node) is [`Error::Unexpected`].
+    pub async fn status(&self) -> Result<NodeStatus, Error> {
         let s = self
             .call("Status", Target::LeastLoaded, |node, left| {
                 let req = self.request(pb::StatusRequest {}, left);
                 async move { node.cluster().status(req).await }
             })
             .await?;
+        // The members are learned whatever the node's role says.
         self.learn_members(&s);
-        Ok(s)
+        read("Status", s, convert::node_status)
     }
 
     /// Every known node's own status (or why it could not be had), by address.
-    pub async fn statuses(&self) -> Vec<(String, Result<pb::StatusResponse, Error>)> {
+    pub async fn statuses(&self) -> Vec<(String, Result<NodeStatus, Error>)> {
+        self.statuses_pb()
+            .await
+            .into_iter()
+            .map(|(addr, s)| {
+                (
+                    addr,
+                    s.and_then(|s| read("Status", s, convert::node_status)),
+                )
+            })
+            .collect()
+    }
+
+    /// [`Client::statuses`] as the nodes sent them, for what only needs the replicas' reports
+    /// (receipts poll it every few milliseconds, and a role they do not read must not hide a
+    /// node's reports).
+    pub(super) async fn statuses_pb(&self) -> Vec<(String, Result<pb::StatusResponse, Error>)> {
         self.on_every_node("Status", |n, req_timeout| async move {
             let mut req = tonic::Request::new(pb::StatusRequest {});
             req.set_timeout(req_timeout);
@@ -192,6 +231,14 @@ impl Client {
 
     /// Streams the whole revocation set from one healthy node, in chunks of `chunk_size` ids
     /// (0: the node's default), at a revision no older than `min_revision`.
+    ///
+    /// This and [`Client::watch`] are the wire-level escape hatch: the stream yields the
+    /// protobuf messages ([`pb::SnapshotChunk`]) as the node sent
+    /// them, on purpose. They carry the whole set (millions of ids) and every change, and
+    /// their users consume them as they arrive (an export re-encodes each chunk, a replica
+    /// hashes each id): a domain copy of every message would cost one more allocation per id
+    /// for nothing. Read them with `revokd_proto::convert` (`token`, `rule`) if you need the
+    /// domain types; to follow the set, use [`crate::Replica`], which does all of this.
     pub async fn snapshot(
         &self,
         chunk_size: u32,
@@ -211,6 +258,9 @@ impl Client {
 
     /// Streams every change after `from_revision` from one healthy node, until the stream
     /// breaks (resume from the last revision seen, on this or another client call).
+    ///
+    /// Like [`Client::snapshot`], the raw wire-level stream
+    /// ([`pb::WatchResponse`]), for the same reasons.
     pub async fn watch(
         &self,
         from_revision: u64,
@@ -237,13 +287,14 @@ impl Client {
         .collect()
     }
 
-    /// Adds a learner (a non-voting member that receives the log).
+    /// Adds a learner (a non-voting member that receives the log) and answers the membership
+    /// after the change; `blocking`: wait until it has caught up with the log.
     pub async fn add_learner(
         &self,
         node_id: u64,
         address: &str,
         blocking: bool,
-    ) -> Result<pb::MembershipResponse, Error> {
+    ) -> Result<Membership, Error> {
         let msg = pb::AddLearnerRequest {
             node_id,
             address: address.to_owned(),
@@ -254,14 +305,16 @@ impl Client {
             async move { node.cluster().add_learner(req).await }
         })
         .await
+        .map(convert::membership)
     }
 
-    /// Replaces the set of voters (`retain`: keep removed voters as learners).
+    /// Replaces the set of voters (`retain`: keep removed voters as learners) and answers the
+    /// membership after the change.
     pub async fn change_membership(
         &self,
         voters: &[u64],
         retain: bool,
-    ) -> Result<pb::MembershipResponse, Error> {
+    ) -> Result<Membership, Error> {
         let msg = pb::ChangeMembershipRequest {
             voters: voters.to_vec(),
             retain,
@@ -271,5 +324,6 @@ impl Client {
             async move { node.cluster().change_membership(req).await }
         })
         .await
+        .map(convert::membership)
     }
 }

@@ -27,11 +27,14 @@ use crate::metrics::ClientMetrics;
 
 use config::strip_scheme;
 pub use config::{ClientConfig, ClientTls};
-pub use pool::Probe;
 use pool::{probe_round, prober, Bearer, Target};
 pub(crate) use pool::{NodeConn, Reporter};
 pub use receipts::{Receipt, ReceiptedWrite, ReplicaQuorum};
 pub use results::{Revoke, WriteOutcome, WriteResult};
+/// What the calls take and answer besides writes: `revokd-core`'s types.
+pub use revokd_core::{
+    CheckAnswer, Consistency, Matched, Member, Membership, NodeStatus, ReplicaInfo, Role,
+};
 
 struct Inner {
     config: ClientConfig,

@@ -20,14 +20,15 @@ use crate::error::Error;
 use super::config::endpoint;
 use super::*;
 
-/// The result of one successful heartbeat.
+/// The result of one successful heartbeat. Internal: the replica reads it to decide
+/// staleness (it was public by accident, with nothing public returning it).
 #[derive(Debug, Clone)]
-pub struct Probe {
+pub(crate) struct Probe {
     /// When the heartbeat was sent: a replica that has applied `response.commit_revision` was
     /// up to date at this instant.
-    pub sent_at: Instant,
+    pub(crate) sent_at: Instant,
     /// The node's answer.
-    pub response: pb::HeartbeatResponse,
+    pub(crate) response: pb::HeartbeatResponse,
 }
 
 /// One node as the client sees it.

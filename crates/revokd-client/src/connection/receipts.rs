@@ -77,7 +77,7 @@ impl Client {
             // (watches) and on every interval to all, but only the node it follows can check
             // a report against what it sent the replica, so only those reports count.
             let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-            for (_, status) in self.statuses().await {
+            for (_, status) in self.statuses_pb().await {
                 let Ok(status) = status else { continue };
                 for r in status.replicas {
                     if r.follows_this_node && r.last_seen_ms <= connected_ms {
