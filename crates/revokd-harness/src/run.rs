@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use revokd_client::{Client, ClientConfig, Revoke};
+use revokd_proto::clock::unix_now;
 use tokio::task::JoinSet;
 
 use crate::check::check_invariants;
@@ -243,13 +244,6 @@ impl Injector<'_> {
         });
         ev
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// A client for failover probes: direct to every node, quick to give up on one.
