@@ -343,6 +343,28 @@ struct NodePlan<'a> {
 }
 
 impl NodePlan<'_> {
+    /// The flags every backend gives node `s`: timing, its routes through the link proxies,
+    /// founding or joining, and the topology's extra flags.
+    fn cluster_args(&self, s: &NodeSpec, net: &Network) -> Vec<String> {
+        let mut args = vec![
+            "--heartbeat-ms".into(),
+            self.topology.node.heartbeat_ms.to_string(),
+            "--election-timeout-ms".into(),
+            self.topology.node.election_timeout_ms.to_string(),
+        ];
+        let routes = net.peer_routes(s.id);
+        if !routes.is_empty() {
+            args.extend(["--peer-routes".into(), routes]);
+        }
+        if s.voter {
+            args.extend(["--initial-cluster".into(), self.initial.clone()]);
+        } else {
+            args.push("--join".into());
+        }
+        args.extend(self.topology.node.extra_args.iter().cloned());
+        args
+    }
+
     /// The node `s`, not started: its addresses, flags and how it runs.
     fn node(
         &self,
@@ -383,22 +405,7 @@ impl NodePlan<'_> {
                 (format!("{ip}:9100"), Some(ip))
             }
         };
-        args.extend([
-            "--heartbeat-ms".into(),
-            self.topology.node.heartbeat_ms.to_string(),
-            "--election-timeout-ms".into(),
-            self.topology.node.election_timeout_ms.to_string(),
-        ]);
-        let routes = net.peer_routes(s.id);
-        if !routes.is_empty() {
-            args.extend(["--peer-routes".into(), routes]);
-        }
-        if s.voter {
-            args.extend(["--initial-cluster".into(), self.initial.clone()]);
-        } else {
-            args.push("--join".into());
-        }
-        args.extend(self.topology.node.extra_args.iter().cloned());
+        args.extend(self.cluster_args(&s, net));
         args.extend(tls_args);
         let handle = match container {
             None => Handle::Process(

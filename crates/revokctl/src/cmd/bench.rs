@@ -235,19 +235,24 @@ pub async fn run(ctx: &Ctx, a: &BenchArgs) -> Result<i32, CliError> {
         ));
     }
     ctx.printer.print(&records);
-    if !total.errors.is_empty() {
-        let rows: Vec<Record> = total
-            .errors
-            .iter()
-            .map(|(code, n)| {
-                Record::new()
-                    .field("error_code", code.clone())
-                    .field("count", *n)
-            })
-            .collect();
-        ctx.printer.print(&rows);
-    }
+    print_errors(ctx, &total.errors);
     Ok(EXIT_OK)
+}
+
+/// One row per error code, if there were errors.
+fn print_errors(ctx: &Ctx, errors: &BTreeMap<String, u64>) {
+    if errors.is_empty() {
+        return;
+    }
+    let rows: Vec<Record> = errors
+        .iter()
+        .map(|(code, n)| {
+            Record::new()
+                .field("error_code", code.clone())
+                .field("count", *n)
+        })
+        .collect();
+    ctx.printer.print(&rows);
 }
 
 /// The replicas `cache` (one) and `propagation` (`--replicas`) read, each on a client of its
