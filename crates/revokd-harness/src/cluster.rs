@@ -174,6 +174,9 @@ fn docker_network(name: &str) -> Result<(Ipv4Addr, [u8; 3])> {
     bail!("no free 10.231.x.0/24 subnet for network {name}: {last}")
 }
 
+/// Each node's `--tls-*` flags, by node id.
+type TlsArgs = BTreeMap<u64, Vec<String>>;
+
 /// Where the nodes of a run listen and what they advertise.
 struct Placement {
     /// Where the link proxies listen: loopback, or the Docker network's gateway.
@@ -264,11 +267,7 @@ impl Placement {
     /// /certs, as the image's user (uid 10001); a node's certificate names the addresses it
     /// is dialed at (loopback, its container's own, and the link proxies on the gateway).
     /// Returns the CA's PEM and each node's `--tls-*` flags.
-    fn issue_certs(
-        &self,
-        dir: &Path,
-        specs: &[NodeSpec],
-    ) -> Result<(Vec<u8>, BTreeMap<u64, Vec<String>>)> {
+    fn issue_certs(&self, dir: &Path, specs: &[NodeSpec]) -> Result<(Vec<u8>, TlsArgs)> {
         let certs = dir.join("certs");
         let ca = revokd_testkit::devca::DevCa::new("revokd-harness CA")?;
         let ca_path = ca.write_ca(&certs)?;

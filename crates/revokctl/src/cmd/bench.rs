@@ -337,7 +337,7 @@ impl Work {
         match self.mode {
             Mode::Revoke => self.revoke(i).await,
             Mode::Check => check(client, reads, i, self.linearizable).await,
-            Mode::Mixed if i % u64::from(self.read_ratio + 1) != 0 => {
+            Mode::Mixed if !i.is_multiple_of(u64::from(self.read_ratio + 1)) => {
                 check(client, reads, i, false).await
             }
             Mode::Mixed => self.revoke(i).await,
