@@ -1,20 +1,16 @@
 //! Helpers shared by the end-to-end tests: building requests and retrying writes across
 //! nodes the way a client would.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use revokd_client::{Client, ClientConfig, Replica, ReplicaConfig};
 use revokd_proto::v1::{self as pb, revocation_client::RevocationClient};
 use revokd_testkit::channel;
 
-/// Unix seconds now.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+/// Unix seconds now: the clock the nodes read (under this name because every test says
+/// `now() + ttl`).
+pub use revokd_proto::clock::unix_now as now;
 
 /// A token spec that expires `ttl` seconds from now.
 pub fn spec(jti: &str, ttl: i64) -> pb::RevokedTokenSpec {

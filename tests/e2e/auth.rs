@@ -1,14 +1,13 @@
 //! Admin authorization against a real cluster: writes need a bearer JWT with the admin scope
 //! from the configured issuer and audience; the verified `sub` is what the revision records.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use revokd_client::{Client, ClientConfig, ClientTls, Revoke};
 use revokd_e2e::{check_req, leader_and_follower, now, revoke_req, tls_cluster};
 use revokd_proto::v1::{self as pb, revocation_client::RevocationClient};
+use revokd_testkit::jwt::{self, keys_dir, Algorithm, Signer};
 use revokd_testkit::tls_channel;
 use serde_json::{json, Value};
 use tonic::Code;
@@ -16,17 +15,10 @@ use tonic::Code;
 const ISS: &str = "https://auth.test";
 const AUD: &str = "revokd";
 
-fn keys_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crates/revokd-client/tests/fixtures/keys")
-}
-
+/// An RS256 token of `claims` signed by the test key in `key_file`.
 fn token_with(claims: Value, key_file: &str) -> Result<String> {
-    let pem = std::fs::read(keys_dir().join(key_file))?;
-    Ok(encode(
-        &Header::new(Algorithm::RS256),
-        &claims,
-        &EncodingKey::from_rsa_pem(&pem)?,
-    )?)
+    let key = jwt::private_key(Algorithm::RS256, &jwt::key_file(key_file)?)?;
+    Signer::new(Algorithm::RS256, key).sign(&claims)
 }
 
 /// A TLS cluster of `n` nodes taking admin tokens signed by the test RSA key from

@@ -55,8 +55,8 @@ async fn a_node_refuses_to_start_where_it_could_not_protect_the_set() -> Result<
         err.contains("is not a loopback address and TLS is off") && err.contains("--insecure"),
         "{err}"
     );
-    let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../crates/revokd-client/tests/fixtures/keys/rsa_public.pem")
+    let key = revokd_testkit::jwt::keys_dir()
+        .join("rsa_public.pem")
         .display()
         .to_string();
     let auth = [

@@ -9,11 +9,11 @@ use axum::body::Body;
 use axum::routing::get;
 use axum::{Extension, Router};
 use http::{header, Request, StatusCode};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use revokd_client::{
     BearerAuthLayer, Key, Revoke, RevokedBy, RuleKind, Validated, ValidationError, Validator,
 };
 use revokd_e2e::{client, now, replica};
+use revokd_testkit::jwt::{Algorithm, Signer};
 use revokd_testkit::ProcessCluster;
 use tower::ServiceExt;
 
@@ -29,12 +29,9 @@ fn token(jti: &str, sub: &str, iat: i64) -> String {
         "iat": iat,
         "exp": now() + 3600,
     });
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .expect("sign")
+    Signer::hmac(Algorithm::HS256, SECRET)
+        .sign(&claims)
+        .expect("sign")
 }
 
 async fn get_with(app: &Router, token: &str) -> Result<(StatusCode, String)> {

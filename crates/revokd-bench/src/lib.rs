@@ -1,25 +1,17 @@
-//! Helpers shared by the benchmark binaries: histograms, clocks, process memory, disk usage,
+//! Helpers shared by the benchmark binaries: histograms, process memory, disk usage,
 //! ids shaped like real token ids, and a description of the machine for reports.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
+use revokd_testkit::process::Process;
 
 /// A histogram of microseconds (or nanoseconds) from 1 to 60 million, 3 significant digits.
 pub fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
-}
-
-/// Unix seconds now.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Resident memory of a process.
@@ -88,19 +80,11 @@ pub fn machine() -> String {
 
 /// Processes a benchmark started (with their scratch directory), stopped by PID when dropped.
 pub struct Spawned {
-    /// The processes.
-    pub children: Vec<Child>,
+    /// The processes; each is killed when dropped, before the directory goes (fields drop
+    /// in order).
+    pub children: Vec<Process>,
     /// Their data; removed on drop.
     pub dir: tempfile::TempDir,
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// Starts a fresh Redis on a free loopback port with no snapshots; `fsync_always` turns on the
@@ -123,11 +107,9 @@ pub fn start_redis(bin: &str, fsync_always: bool) -> Result<(Spawned, String)> {
     } else {
         args.extend(["--appendonly", "no"].map(String::from));
     }
-    let child = Command::new(bin)
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    let mut child = Process::new("redis-server", bin, args);
+    child
+        .start()
         .with_context(|| format!("starting {bin} (install redis-server)"))?;
     let spawned = Spawned {
         children: vec![child],

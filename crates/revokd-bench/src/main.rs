@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use revokd_bench::{closed_loop, dir_bytes, machine, now, rss_bytes, uuidish, Row};
+use revokd_bench::{closed_loop, dir_bytes, machine, rss_bytes, uuidish, Row};
+use revokd_proto::clock::unix_now;
 use revokd_proto::v1::{self as pb, revocation_client::RevocationClient};
 use revokd_testkit::{channel, eventually, ClusterOptions, ProcessCluster};
 use tonic::transport::Channel;
@@ -75,7 +76,7 @@ async fn write_rows(addr: &str, levels: &[usize], dur: Duration, label: &str) ->
                     let req = pb::RevokeRequest {
                         token: Some(pb::RevokedTokenSpec {
                             jti: format!("w{clients}-{t}-{i}"),
-                            expires_at: now() + 3600,
+                            expires_at: unix_now() + 3600,
                             reason: String::new(),
                             subject: String::new(),
                         }),
@@ -91,46 +92,104 @@ async fn write_rows(addr: &str, levels: &[usize], dur: Duration, label: &str) ->
     Ok(rows)
 }
 
+/// Every figure of one run, for the report and the JSON.
+struct Figures {
+    rows: Vec<Row>,
+    failovers: Vec<Duration>,
+    load_secs: f64,
+    /// Per node: id, RSS and disk bytes per entry, RSS and disk after the load.
+    mem_rows: Vec<(u64, f64, f64, u64, u64)>,
+    node_restart: Duration,
+    cluster_restart: Duration,
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
     let dur = Duration::from_secs(args.duration_secs);
     let mut rows = Vec::new();
     if args.compare_unbatched {
-        eprintln!("starting a 3-node cluster without batching...");
-        let mut node_args = args.node_args.clone();
-        node_args.extend(["--batch-max-tokens".to_string(), "1".to_string()]);
-        let c = ProcessCluster::start_with(3, ClusterOptions::args(node_args)).await?;
-        let leader = c.wait_leader(Duration::from_secs(10)).await?;
-        rows.extend(
-            write_rows(
-                &c.addr(leader)?,
-                &args.write_clients,
-                dur,
-                " (batching off)",
-            )
-            .await?,
-        );
+        rows.extend(unbatched_write_rows(&args, dur).await?);
     }
     eprintln!("starting a 3-node cluster...");
     let mut c = ProcessCluster::start_with(3, ClusterOptions::args(args.node_args.clone())).await?;
     let leader = c.wait_leader(Duration::from_secs(10)).await?;
     rows.extend(write_rows(&c.addr(leader)?, &args.write_clients, dur, "").await?);
+    rows.extend(check_rows(&c, args.check_clients, dur).await?);
+    let failovers = failovers(&mut c, args.failovers).await?;
 
-    // Checks spread over all three nodes.
+    // Memory and disk per entry.
+    let leader = c.wait_leader(Duration::from_secs(10)).await?;
+    let ids: Vec<u64> = c.nodes.keys().copied().collect();
+    let before = footprints(&c, &ids);
+    let (load_secs, last_rev) = load_entries(&c, leader, args.entries).await?;
+    snapshot_all(&c, &ids, last_rev).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mem_rows = footprints(&c, &ids)
+        .into_iter()
+        .zip(&before)
+        .zip(&ids)
+        .map(|(((rss, disk), (rss0, disk0)), id)| {
+            (
+                *id,
+                rss.saturating_sub(*rss0) as f64 / args.entries as f64,
+                disk.saturating_sub(*disk0) as f64 / args.entries as f64,
+                rss,
+                disk,
+            )
+        })
+        .collect();
+
+    let follower = *ids.iter().find(|id| **id != leader).context("follower")?;
+    let node_restart = restart_follower(&mut c, leader, follower).await?;
+    let cluster_restart = restart_cluster(&mut c, &ids, last_rev).await?;
+
+    let figures = Figures {
+        rows,
+        failovers,
+        load_secs,
+        mem_rows,
+        node_restart,
+        cluster_restart,
+    };
+    println!("{}", report(&args, &figures)?);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&json(&args, &figures))?)?;
+    }
+    Ok(())
+}
+
+/// The durable writes on a cluster started with `--batch-max-tokens 1`.
+async fn unbatched_write_rows(args: &Args, dur: Duration) -> Result<Vec<Row>> {
+    eprintln!("starting a 3-node cluster without batching...");
+    let mut node_args = args.node_args.clone();
+    node_args.extend(["--batch-max-tokens".to_string(), "1".to_string()]);
+    let c = ProcessCluster::start_with(3, ClusterOptions::args(node_args)).await?;
+    let leader = c.wait_leader(Duration::from_secs(10)).await?;
+    write_rows(
+        &c.addr(leader)?,
+        &args.write_clients,
+        dur,
+        " (batching off)",
+    )
+    .await
+}
+
+/// Checks spread over all three nodes, LOCAL then LINEARIZABLE.
+async fn check_rows(c: &ProcessCluster, clients: usize, dur: Duration) -> Result<Vec<Row>> {
     let nodes: Vec<Channel> = c
         .endpoints()
         .iter()
         .map(|a| channel(a))
         .collect::<Result<_>>()?;
     let nodes = Arc::new(nodes);
+    let mut rows = Vec::new();
     for (name, consistency) in [
         ("LOCAL", pb::Consistency::Local),
         ("LINEARIZABLE", pb::Consistency::Linearizable),
     ] {
         eprintln!("checks {name}...");
         let nodes = nodes.clone();
-        let clients = args.check_clients;
         let row = closed_loop(
             format!("Check {name}, {clients} clients, all nodes"),
             clients,
@@ -154,11 +213,14 @@ async fn main() -> Result<()> {
         eprintln!("  {row:?}");
         rows.push(row);
     }
+    Ok(rows)
+}
 
-    // Failover: kill -9 the leader while one client writes; time to the first acknowledged
-    // revoke that was sent after the kill.
+/// Failover: kill -9 the leader while one client writes; time to the first acknowledged
+/// revoke that was sent after the kill, `trials` times.
+async fn failovers(c: &mut ProcessCluster, trials: usize) -> Result<Vec<Duration>> {
     let mut failovers = Vec::new();
-    for trial in 0..args.failovers {
+    for trial in 0..trials {
         let leader = c.wait_leader(Duration::from_secs(20)).await?;
         let survivors: Vec<String> = c
             .nodes
@@ -175,7 +237,7 @@ async fn main() -> Result<()> {
             let mut req = tonic::Request::new(pb::RevokeRequest {
                 token: Some(pb::RevokedTokenSpec {
                     jti: format!("failover-{trial}-{i}"),
-                    expires_at: now() + 3600,
+                    expires_at: unix_now() + 3600,
                     reason: String::new(),
                     subject: String::new(),
                 }),
@@ -196,12 +258,12 @@ async fn main() -> Result<()> {
         c.wait_leader(Duration::from_secs(20)).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    Ok(failovers)
+}
 
-    // Memory and disk per entry.
-    let leader = c.wait_leader(Duration::from_secs(10)).await?;
-    let ids: Vec<u64> = c.nodes.keys().copied().collect();
-    let before: Vec<(u64, u64)> = ids
-        .iter()
+/// Each node's resident memory and data directory size, in `ids` order.
+fn footprints(c: &ProcessCluster, ids: &[u64]) -> Vec<(u64, u64)> {
+    ids.iter()
         .map(|id| {
             let n = &c.nodes[id];
             (
@@ -209,18 +271,23 @@ async fn main() -> Result<()> {
                 dir_bytes(&n.data_dir),
             )
         })
-        .collect();
-    eprintln!("loading {} entries with RevokeBatch...", args.entries);
+        .collect()
+}
+
+/// Loads `entries` ids through the leader in `RevokeBatch`es of 10,000; returns the seconds
+/// it took and the last revision.
+async fn load_entries(c: &ProcessCluster, leader: u64, entries: usize) -> Result<(f64, u64)> {
+    eprintln!("loading {entries} entries with RevokeBatch...");
     let mut api = client(&channel(&c.addr(leader)?)?);
     let load_start = Instant::now();
     let mut loaded = 0usize;
     let mut last_rev = 0;
-    while loaded < args.entries {
-        let n = (args.entries - loaded).min(10_000);
+    while loaded < entries {
+        let n = (entries - loaded).min(10_000);
         let tokens = (loaded..loaded + n)
             .map(|k| pb::RevokedTokenSpec {
                 jti: uuidish(k as u64),
-                expires_at: now() + 7 * 24 * 3600,
+                expires_at: unix_now() + 7 * 24 * 3600,
                 reason: String::new(),
                 subject: String::new(),
             })
@@ -235,8 +302,13 @@ async fn main() -> Result<()> {
             .revision;
         loaded += n;
     }
-    let load_secs = load_start.elapsed().as_secs_f64();
-    for id in &ids {
+    Ok((load_start.elapsed().as_secs_f64(), last_rev))
+}
+
+/// Waits until every node applied `last_rev`, then snapshots it (so the disk figure is the
+/// snapshot's, not a log's).
+async fn snapshot_all(c: &ProcessCluster, ids: &[u64], last_rev: u64) -> Result<()> {
+    for id in ids {
         eventually(Duration::from_secs(60), || async {
             let s = c.status(*id).await?;
             anyhow::ensure!(
@@ -256,23 +328,11 @@ async fn main() -> Result<()> {
             .with_context(|| format!("TriggerSnapshot on node {id}"))?;
         eprintln!("snapshot on node {id}: {:?}", t.elapsed());
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut mem_rows = Vec::new();
-    for (k, id) in ids.iter().enumerate() {
-        let n = &c.nodes[id];
-        let rss = rss_bytes(n.pid().unwrap_or(0)).unwrap_or(0);
-        let disk = dir_bytes(&n.data_dir);
-        mem_rows.push((
-            *id,
-            rss.saturating_sub(before[k].0) as f64 / args.entries as f64,
-            disk.saturating_sub(before[k].1) as f64 / args.entries as f64,
-            rss,
-            disk,
-        ));
-    }
+    Ok(())
+}
 
-    // Restart: kill -9 a follower, restart it, time until it serves at the cluster's revision.
-    let follower = *ids.iter().find(|id| **id != leader).context("follower")?;
+/// Restart: kill -9 a follower, restart it, time until it serves at the cluster's revision.
+async fn restart_follower(c: &mut ProcessCluster, leader: u64, follower: u64) -> Result<Duration> {
     let target = c.status(leader).await?.commit_revision;
     c.kill(follower)?;
     let t0 = Instant::now();
@@ -287,13 +347,16 @@ async fn main() -> Result<()> {
         Ok(())
     })
     .await?;
-    let node_restart = t0.elapsed();
-    // Whole cluster: SIGTERM all, start all, time until a leader serves a linearizable check.
-    for id in &ids {
+    Ok(t0.elapsed())
+}
+
+/// Whole cluster: SIGTERM all, start all, time until a leader serves a linearizable check.
+async fn restart_cluster(c: &mut ProcessCluster, ids: &[u64], last_rev: u64) -> Result<Duration> {
+    for id in ids {
         c.stop(*id)?;
     }
     let t0 = Instant::now();
-    for id in &ids {
+    for id in ids {
         c.restart(*id)?;
     }
     let leader = c.wait_leader(Duration::from_secs(120)).await?;
@@ -317,9 +380,11 @@ async fn main() -> Result<()> {
         }
     })
     .await?;
-    let cluster_restart = t0.elapsed();
+    Ok(t0.elapsed())
+}
 
-    // Report.
+/// The Markdown report.
+fn report(args: &Args, f: &Figures) -> Result<String> {
     let mut out = String::new();
     out.push_str(&format!(
         "Machine: {}. Date: {}. Command: `{}`.\n\n",
@@ -335,7 +400,7 @@ async fn main() -> Result<()> {
         std::env::args().collect::<Vec<_>>().join(" ")
     ));
     out.push_str("| workload | ops | errors | ops/s | p50 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|\n");
-    for r in &rows {
+    for r in &f.rows {
         out.push_str(&format!(
             "| {} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms |\n",
             r.what,
@@ -347,7 +412,8 @@ async fn main() -> Result<()> {
             r.max_us as f64 / 1000.0
         ));
     }
-    let fo: Vec<String> = failovers
+    let fo: Vec<String> = f
+        .failovers
         .iter()
         .map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
         .collect();
@@ -358,11 +424,11 @@ async fn main() -> Result<()> {
     out.push_str(&format!(
         "Loaded {} entries (36-char ids) with RevokeBatch of 10,000 in {:.1} s ({:.0} entries/s).\n\n",
         args.entries,
-        load_secs,
-        args.entries as f64 / load_secs
+        f.load_secs,
+        args.entries as f64 / f.load_secs
     ));
     out.push_str("| node | RSS after | RSS / entry | data dir after | disk / entry |\n|---|---:|---:|---:|---:|\n");
-    for (id, rss_pe, disk_pe, rss, disk) in &mem_rows {
+    for (id, rss_pe, disk_pe, rss, disk) in &f.mem_rows {
         out.push_str(&format!(
             "| {id} | {:.0} MiB | {rss_pe:.0} B | {:.0} MiB | {disk_pe:.0} B |\n",
             *rss as f64 / 1048576.0,
@@ -372,22 +438,22 @@ async fn main() -> Result<()> {
     out.push_str(&format!(
         "\nRestart with {} entries: one node (kill -9, restart, serving at the cluster's revision) {:.2} s; whole cluster (SIGTERM all, start all, first linearizable check) {:.2} s.\n",
         args.entries,
-        node_restart.as_secs_f64(),
-        cluster_restart.as_secs_f64()
+        f.node_restart.as_secs_f64(),
+        f.cluster_restart.as_secs_f64()
     ));
-    println!("{out}");
-    if let Some(path) = args.json {
-        let json = serde_json::json!({
-            "rows": rows,
-            "failover_ms": failovers.iter().map(|d| d.as_millis() as u64).collect::<Vec<_>>(),
-            "load_entries_per_sec": args.entries as f64 / load_secs,
-            "memory": mem_rows.iter().map(|(id, rss_pe, disk_pe, rss, disk)| serde_json::json!({
-                "node": id, "rss_bytes_per_entry": rss_pe, "disk_bytes_per_entry": disk_pe, "rss": rss, "disk": disk
-            })).collect::<Vec<_>>(),
-            "node_restart_secs": node_restart.as_secs_f64(),
-            "cluster_restart_secs": cluster_restart.as_secs_f64(),
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
-    }
-    Ok(())
+    Ok(out)
+}
+
+/// The figures as JSON (`--json`).
+fn json(args: &Args, f: &Figures) -> serde_json::Value {
+    serde_json::json!({
+        "rows": f.rows,
+        "failover_ms": f.failovers.iter().map(|d| d.as_millis() as u64).collect::<Vec<_>>(),
+        "load_entries_per_sec": args.entries as f64 / f.load_secs,
+        "memory": f.mem_rows.iter().map(|(id, rss_pe, disk_pe, rss, disk)| serde_json::json!({
+            "node": id, "rss_bytes_per_entry": rss_pe, "disk_bytes_per_entry": disk_pe, "rss": rss, "disk": disk
+        })).collect::<Vec<_>>(),
+        "node_restart_secs": f.node_restart.as_secs_f64(),
+        "cluster_restart_secs": f.cluster_restart.as_secs_f64(),
+    })
 }

@@ -10,31 +10,27 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Request, Response, StatusCode};
-use jsonwebtoken::{encode, EncodingKey, Header};
 use revokd_client::{
     Algorithm, BearerAuthLayer, Key, Revocation, RevocationCheck, RevokedBy, TokenQuery, Validated,
     Validator, ValidatorBuilder, Verdict,
 };
+use revokd_proto::clock::unix_now;
+use revokd_testkit::jwt::Signer;
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
 const SECRET: &[u8] = b"layer-test-secret-of-at-least-32-bytes!";
 
-fn now() -> i64 {
-    jsonwebtoken::get_current_timestamp() as i64
-}
-
 fn token(claims: Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
+    Signer::hmac(Algorithm::HS256, SECRET)
+        .sign(&claims)
+        .unwrap()
 }
 
 fn valid_token() -> String {
-    token(json!({ "sub": "alice", "jti": "j1", "aud": "api", "iat": now(), "exp": now() + 600 }))
+    token(
+        json!({ "sub": "alice", "jti": "j1", "aud": "api", "iat": unix_now(), "exp": unix_now() + 600 }),
+    )
 }
 
 fn builder() -> ValidatorBuilder {
@@ -138,7 +134,7 @@ async fn no_token_gets_the_bare_challenge() {
 #[tokio::test]
 async fn bad_tokens_get_invalid_token() {
     let (app, calls) = app(builder().build().unwrap());
-    let expired = token(json!({ "sub": "a", "jti": "j", "aud": "api", "exp": now() - 3600 }));
+    let expired = token(json!({ "sub": "a", "jti": "j", "aud": "api", "exp": unix_now() - 3600 }));
     let cases = [
         (format!("Bearer {expired}"), "token expired"),
         ("Bearer not-a-jwt".to_owned(), "malformed token"),

@@ -12,12 +12,14 @@ use jsonwebtoken::jwk::{
     AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, OctetKeyPairParameters,
     OctetKeyPairType,
 };
-use jsonwebtoken::{encode, EncodingKey, Header};
+use jsonwebtoken::EncodingKey;
 use revokd_client::validator::DEFAULT_MAX_TOKEN_LEN;
 use revokd_client::{
     Algorithm, ConfigError, Key, KeySet, Revocation, RevocationCheck, RevokedBy, RuleKind,
     TokenQuery, ValidationError, Validator, Verdict,
 };
+use revokd_proto::clock::unix_now;
+use revokd_testkit::jwt::{self, Signer};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -41,10 +43,7 @@ const ALL: [Algorithm; 12] = [
 ];
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/keys")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    jwt::key_file(name).unwrap()
 }
 
 /// The DER inside a PEM file.
@@ -52,10 +51,6 @@ fn pem_to_der(pem: &[u8]) -> Vec<u8> {
     let text = std::str::from_utf8(pem).unwrap();
     let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
     STANDARD.decode(body).unwrap()
-}
-
-fn now() -> i64 {
-    jsonwebtoken::get_current_timestamp() as i64
 }
 
 fn hmac_secret(alg: Algorithm) -> &'static [u8] {
@@ -66,34 +61,22 @@ fn hmac_secret(alg: Algorithm) -> &'static [u8] {
     }
 }
 
-/// The key file stem for an asymmetric algorithm.
-fn key_file(alg: Algorithm) -> &'static str {
-    match alg {
-        Algorithm::ES256 => "ec256",
-        Algorithm::ES384 => "ec384",
-        Algorithm::EdDSA => "ed25519",
-        _ => "rsa",
+/// The test signer for `alg`: this file's secret for HMAC, the test key pair otherwise.
+fn signer(alg: Algorithm) -> Signer {
+    match jwt::key_stem(alg) {
+        None => Signer::hmac(alg, hmac_secret(alg)),
+        Some(_) => Signer::fixture(alg).unwrap(),
     }
 }
 
 fn signing_key(alg: Algorithm) -> EncodingKey {
-    let pem = || fixture(&format!("{}_private.pem", key_file(alg)));
-    match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-            EncodingKey::from_secret(hmac_secret(alg))
-        }
-        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem()).unwrap(),
-        Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem()).unwrap(),
-        _ => EncodingKey::from_rsa_pem(&pem()).unwrap(),
-    }
+    signer(alg).key().clone()
 }
 
 fn verifying_key(alg: Algorithm) -> Key {
-    match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-            Key::hmac(alg, hmac_secret(alg)).unwrap()
-        }
-        _ => Key::from_pem(alg, fixture(&format!("{}_public.pem", key_file(alg)))).unwrap(),
+    match jwt::key_stem(alg) {
+        None => Key::hmac(alg, hmac_secret(alg)).unwrap(),
+        Some(_) => Key::from_pem(alg, jwt::public_pem(alg).unwrap()).unwrap(),
     }
 }
 
@@ -105,8 +88,8 @@ fn claims() -> Value {
         "sub": "alice",
         "azp": "web",
         "jti": "jti-1",
-        "iat": now(),
-        "exp": now() + 600,
+        "iat": unix_now(),
+        "exp": unix_now() + 600,
         "scope": "orders:read",
     })
 }
@@ -122,13 +105,20 @@ fn without(mut claims: Value, key: &str) -> Value {
 }
 
 fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value) -> String {
-    sign_with(alg, kid, claims, &signing_key(alg))
+    sign_as(signer(alg), kid, claims)
 }
 
 fn sign_with(alg: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey) -> String {
-    let mut header = Header::new(alg);
-    header.kid = kid.map(str::to_owned);
-    encode(&header, claims, key).unwrap()
+    sign_as(Signer::new(alg, key.clone()), kid, claims)
+}
+
+fn sign_as(signer: Signer, kid: Option<&str>, claims: &Value) -> String {
+    match kid {
+        Some(kid) => signer.kid(kid),
+        None => signer,
+    }
+    .sign(claims)
+    .unwrap()
 }
 
 /// A token with a hand-written header (for algorithms jsonwebtoken refuses to produce).
@@ -204,7 +194,7 @@ fn der_keys_validate() {
         Algorithm::ES384,
         Algorithm::EdDSA,
     ] {
-        let der = pem_to_der(&fixture(&format!("{}_public.pem", key_file(alg))));
+        let der = pem_to_der(&jwt::public_pem(alg).unwrap());
         let v = validator(Key::from_der(alg, &der).unwrap());
         v.validate(&sign(alg, None, &claims()))
             .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
@@ -375,7 +365,7 @@ fn expired_tokens_are_rejected_beyond_the_leeway() {
     let token = sign(
         Algorithm::HS256,
         None,
-        &with(claims(), "exp", json!(now() - 3600)),
+        &with(claims(), "exp", json!(unix_now() - 3600)),
     );
     assert_eq!(rejected(&v, &token), ValidationError::Expired);
 
@@ -383,7 +373,7 @@ fn expired_tokens_are_rejected_beyond_the_leeway() {
     let late = sign(
         Algorithm::HS256,
         None,
-        &with(claims(), "exp", json!(now() - 10)),
+        &with(claims(), "exp", json!(unix_now() - 10)),
     );
     v.validate(&late).unwrap();
     let strict = Validator::builder()
@@ -413,9 +403,9 @@ fn expired_tokens_are_rejected_beyond_the_leeway() {
     let float_exp = sign(
         Algorithm::HS256,
         None,
-        &with(claims(), "exp", json!(now() as f64 + 60.5)),
+        &with(claims(), "exp", json!(unix_now() as f64 + 60.5)),
     );
-    assert_eq!(v.validate(&float_exp).unwrap().claims.exp, now() + 60);
+    assert_eq!(v.validate(&float_exp).unwrap().claims.exp, unix_now() + 60);
 }
 
 #[test]
@@ -424,26 +414,29 @@ fn tokens_not_yet_valid_are_rejected() {
     let future = sign(
         Algorithm::HS256,
         None,
-        &with(claims(), "nbf", json!(now() + 3600)),
+        &with(claims(), "nbf", json!(unix_now() + 3600)),
     );
     assert_eq!(rejected(&v, &future), ValidationError::NotYetValid);
     let skewed = sign(
         Algorithm::HS256,
         None,
-        &with(claims(), "nbf", json!(now() + 10)),
+        &with(claims(), "nbf", json!(unix_now() + 10)),
     );
-    assert_eq!(v.validate(&skewed).unwrap().claims.nbf, Some(now() + 10));
+    assert_eq!(
+        v.validate(&skewed).unwrap().claims.nbf,
+        Some(unix_now() + 10)
+    );
     // Issued in the future: it could dodge a rule's "issued before" cut-off.
     let from_the_future = sign(
         Algorithm::HS256,
         None,
-        &with(claims(), "iat", json!(now() + 3600)),
+        &with(claims(), "iat", json!(unix_now() + 3600)),
     );
     assert_eq!(rejected(&v, &from_the_future), ValidationError::NotYetValid);
     let iat_skewed = sign(
         Algorithm::HS256,
         None,
-        &with(claims(), "iat", json!(now() + 10)),
+        &with(claims(), "iat", json!(unix_now() + 10)),
     );
     assert!(v.validate(&iat_skewed).is_ok(), "within the leeway");
 }
@@ -482,12 +475,16 @@ fn embedded_keys_in_the_header_are_never_used() {
     // it), under our key's kid.
     let v = validator(verifying_key(Algorithm::ES256).kid("ours"));
     let attacker = EncodingKey::from_rsa_pem(&fixture("rsa_other_private.pem")).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("ours".into());
-    header.jwk = Some(Jwk::from_encoding_key(&attacker, Algorithm::RS256).unwrap());
-    header.jku = Some("https://evil.test/jwks.json".into());
-    header.x5u = Some("https://evil.test/cert.pem".into());
-    let token = encode(&header, &claims(), &attacker).unwrap();
+    let jwk = Jwk::from_encoding_key(&attacker, Algorithm::RS256).unwrap();
+    let token = Signer::new(Algorithm::RS256, attacker)
+        .kid("ours")
+        .header(|h| {
+            h.jwk = Some(jwk);
+            h.jku = Some("https://evil.test/jwks.json".into());
+            h.x5u = Some("https://evil.test/cert.pem".into());
+        })
+        .sign(&claims())
+        .unwrap();
     let err = rejected(&v, &token);
     assert!(
         matches!(
@@ -729,9 +726,10 @@ fn oversized_tokens_are_rejected_before_parsing() {
     ));
     // A big but allowed token is fine (large custom claims, large header).
     let padded = with(claims(), "pad", json!("p".repeat(5000)));
-    let mut header = Header::new(Algorithm::HS256);
-    header.cty = Some("c".repeat(600));
-    let token = encode(&header, &padded, &signing_key(Algorithm::HS256)).unwrap();
+    let token = signer(Algorithm::HS256)
+        .header(|h| h.cty = Some("c".repeat(600)))
+        .sign(&padded)
+        .unwrap();
     assert!(token.len() < DEFAULT_MAX_TOKEN_LEN);
     v.validate(&token).unwrap();
 }
@@ -782,7 +780,7 @@ fn garbage_is_malformed() {
     for payload in [
         json!("string"),
         json!([1, 2]),
-        json!({ "exp": now() + 60, "sub": 5, "jti": "j" }),
+        json!({ "exp": unix_now() + 60, "sub": 5, "jti": "j" }),
     ] {
         let token = sign(Algorithm::HS256, None, &payload);
         assert!(
@@ -956,7 +954,7 @@ fn revoked_by_jti() {
 
 #[test]
 fn revoked_by_rule() {
-    let cutoff = now() - 100;
+    let cutoff = unix_now() - 100;
     let rules = vec![
         (RuleKind::Subject, "alice".to_owned(), cutoff),
         (RuleKind::Client, "cli".to_owned(), cutoff),
@@ -1019,7 +1017,7 @@ fn revoked_by_rule() {
 
 #[test]
 fn key_rules_see_the_verifying_keys_kid_even_without_a_kid_header() {
-    let rules = vec![(RuleKind::Key, "k1".to_owned(), now() + 100)];
+    let rules = vec![(RuleKind::Key, "k1".to_owned(), unix_now() + 100)];
     let (_, v) = with_revocations(
         Revoker {
             rules,
@@ -1081,7 +1079,7 @@ fn the_revocation_check_only_sees_verified_tokens() {
     let expired = sign(
         Algorithm::HS256,
         Some("k1"),
-        &with(claims(), "exp", json!(now() - 3600)),
+        &with(claims(), "exp", json!(unix_now() - 3600)),
     );
     assert_eq!(rejected(&v, &expired), ValidationError::Expired);
     assert!(rejected(&v, "x.y.z").to_string().contains("malformed"));
@@ -1257,19 +1255,27 @@ fn duplicated_json_keys_are_rejected() {
     let v = hs256();
     let base = format!(
         r#""iss":"{ISS}","aud":"{AUD}","jti":"dup","sub":"alice","iat":{}"#,
-        now()
+        unix_now()
     );
-    let single = hs256_with_raw_claims(&format!(r#"{{{base},"exp":{}}}"#, now() + 600));
+    let single = hs256_with_raw_claims(&format!(r#"{{{base},"exp":{}}}"#, unix_now() + 600));
     v.validate(&single)
         .expect("the same token without duplicates is valid");
     for dup in [
-        format!(r#"{{{base},"exp":{},"exp":{}}}"#, now() - 3600, now() + 600),
-        format!(r#"{{{base},"exp":{},"exp":{}}}"#, now() + 600, now() - 3600),
-        format!(r#"{{{base},"exp":{},"sub":"root"}}"#, now() + 600),
-        format!(r#"{{{base},"exp":{},"jti":"other"}}"#, now() + 600),
+        format!(
+            r#"{{{base},"exp":{},"exp":{}}}"#,
+            unix_now() - 3600,
+            unix_now() + 600
+        ),
+        format!(
+            r#"{{{base},"exp":{},"exp":{}}}"#,
+            unix_now() + 600,
+            unix_now() - 3600
+        ),
+        format!(r#"{{{base},"exp":{},"sub":"root"}}"#, unix_now() + 600),
+        format!(r#"{{{base},"exp":{},"jti":"other"}}"#, unix_now() + 600),
         format!(
             r#"{{{base},"exp":{},"iss":"https://evil.test"}}"#,
-            now() + 600
+            unix_now() + 600
         ),
     ] {
         let token = hs256_with_raw_claims(&dup);
@@ -1358,7 +1364,7 @@ fn huge_and_far_future_exp_is_rejected() {
     let far = sign(
         Algorithm::HS256,
         None,
-        &with(claims(), "exp", json!(now() + 31 * 86400)),
+        &with(claims(), "exp", json!(unix_now() + 31 * 86400)),
     );
     assert_eq!(
         rejected(&v, &far),
@@ -1369,7 +1375,7 @@ fn huge_and_far_future_exp_is_rejected() {
     let in_limit = sign(
         Algorithm::HS256,
         None,
-        &with(claims(), "exp", json!(now() + 29 * 86400)),
+        &with(claims(), "exp", json!(unix_now() + 29 * 86400)),
     );
     v.validate(&in_limit).unwrap();
     // Values at and past the edge of i64, and beyond any float range: rejected, never wrapped.
@@ -1402,7 +1408,7 @@ fn huge_and_far_future_exp_is_rejected() {
         .unwrap();
     assert_eq!(
         lenient.validate(&far).unwrap().claims.exp,
-        now() + 31 * 86400
+        unix_now() + 31 * 86400
     );
 }
 

@@ -13,7 +13,7 @@ use revokd_testkit::eventually;
 use serde::Serialize;
 
 use crate::cluster::Deployment;
-use crate::history::History;
+use crate::history::{Ack, History};
 
 /// Most failures listed per invariant (the count is always exact).
 const LISTED: usize = 10;
@@ -86,106 +86,24 @@ pub async fn check_invariants(
         )
     });
     let mut out = Vec::new();
-
-    // Every node's final set, once every node has applied what the leader committed.
-    let mut sets: BTreeMap<u64, (u64, HashSet<String>)> = BTreeMap::new();
-    let mut unreadable = Vec::new();
-    let commit = match dep.wait_leader(Duration::from_secs(30)).await {
-        Ok(l) => dep
-            .status(l, Duration::from_secs(2))
-            .await
-            .map(|s| s.commit_revision)
-            .unwrap_or(0),
-        Err(_) => 0,
-    };
-    for n in dep.nodes.values() {
-        let read = eventually(Duration::from_secs(30), || {
-            node_set(&n.addr, commit, dep.tls_ca.as_deref())
-        })
-        .await;
-        match read {
-            Ok(s) => {
-                sets.insert(n.spec.id, s);
-            }
-            Err(e) => unreadable.push(format!("node {}: {e:#}", n.spec.id)),
-        }
-    }
+    let (sets, unreadable) = node_sets(dep).await;
     out.push(verdict(
         "every node serves its whole set after healing",
         unreadable,
     ));
-
-    let mut lost = Vec::new();
-    for a in &acks {
-        for (id, (rev, set)) in &sets {
-            if !set.contains(&a.jti) {
-                lost.push(format!(
-                    "{} (acknowledged at {:.1} s, revision {}) missing on node {id} at revision {rev}; last fault before: {}",
-                    a.jti,
-                    a.ack_ms / 1000.0,
-                    a.revision,
-                    history.fault_before(a.ack_ms)
-                ));
-            }
-        }
-    }
     out.push(verdict(
         "every acknowledged revoke is present on every node",
-        lost,
+        lost(&acks, &sets, history),
     ));
-
-    let mut extra = Vec::new();
-    for (id, (_, set)) in &sets {
-        for jti in set {
-            if !attempted.contains(jti) {
-                extra.push(format!(
-                    "{jti} present on node {id} but no writer asked for it"
-                ));
-            }
-        }
-    }
     out.push(verdict(
         "nothing is present that no writer asked for",
-        extra,
+        extra(&sets, &attempted),
     ));
-
-    let mut differ = Vec::new();
-    if let Some((first, (rev0, set0))) = sets.iter().next() {
-        for (id, (rev, set)) in &sets {
-            if set != set0 {
-                differ.push(format!(
-                    "node {id} (revision {rev}, {} ids) differs from node {first} (revision {rev0}, {} ids)",
-                    set.len(),
-                    set0.len()
-                ));
-            }
-        }
-    }
-    out.push(verdict("every node holds the same set", differ));
-
-    // Replicas: the same set as a node at the same revision, and every acknowledged write.
-    let mut replica_failures = Vec::new();
-    for (region, rep) in replicas {
-        if let Err(e) = replica_matches(dep, rep).await {
-            replica_failures.push(format!("replica {} in {region}: {e:#}", rep.id()));
-        }
-        for a in &acks {
-            if rep.get(&a.jti).is_none() {
-                replica_failures.push(format!(
-                    "{} (acknowledged at {:.1} s) missing in replica {} in {region}; last fault before: {}",
-                    a.jti,
-                    a.ack_ms / 1000.0,
-                    rep.id(),
-                    history.fault_before(a.ack_ms)
-                ));
-            }
-        }
-    }
+    out.push(verdict("every node holds the same set", differ(&sets)));
     out.push(verdict(
         "every replica holds every acknowledged revoke and equals the cluster's set at the same revision",
-        replica_failures,
+        replica_failures(dep, replicas, &acks, history).await,
     ));
-
     out.push(verdict(
         "a linearizable check started after a revoke was acknowledged never says \"not revoked\"",
         stale_reads
@@ -207,6 +125,115 @@ pub async fn check_invariants(
         phantoms,
     ));
     out
+}
+
+/// Each node's final set and its revision, by node id.
+type Sets = BTreeMap<u64, (u64, HashSet<String>)>;
+
+/// Every node's final set, once every node has applied what the leader committed; and the
+/// nodes that could not be read.
+async fn node_sets(dep: &Deployment) -> (Sets, Vec<String>) {
+    let mut sets = Sets::new();
+    let mut unreadable = Vec::new();
+    let commit = match dep.wait_leader(Duration::from_secs(30)).await {
+        Ok(l) => dep
+            .status(l, Duration::from_secs(2))
+            .await
+            .map(|s| s.commit_revision)
+            .unwrap_or(0),
+        Err(_) => 0,
+    };
+    for n in dep.nodes.values() {
+        let read = eventually(Duration::from_secs(30), || {
+            node_set(&n.addr, commit, dep.tls_ca.as_deref())
+        })
+        .await;
+        match read {
+            Ok(s) => {
+                sets.insert(n.spec.id, s);
+            }
+            Err(e) => unreadable.push(format!("node {}: {e:#}", n.spec.id)),
+        }
+    }
+    (sets, unreadable)
+}
+
+/// Acknowledged revokes missing on a node.
+fn lost(acks: &[Ack], sets: &Sets, history: &History) -> Vec<String> {
+    let mut lost = Vec::new();
+    for a in acks {
+        for (id, (rev, set)) in sets {
+            if !set.contains(&a.jti) {
+                lost.push(format!(
+                    "{} (acknowledged at {:.1} s, revision {}) missing on node {id} at revision {rev}; last fault before: {}",
+                    a.jti,
+                    a.ack_ms / 1000.0,
+                    a.revision,
+                    history.fault_before(a.ack_ms)
+                ));
+            }
+        }
+    }
+    lost
+}
+
+/// Ids on a node that no writer asked for.
+fn extra(sets: &Sets, attempted: &HashSet<String>) -> Vec<String> {
+    let mut extra = Vec::new();
+    for (id, (_, set)) in sets {
+        for jti in set {
+            if !attempted.contains(jti) {
+                extra.push(format!(
+                    "{jti} present on node {id} but no writer asked for it"
+                ));
+            }
+        }
+    }
+    extra
+}
+
+/// Nodes whose set differs from the first node's.
+fn differ(sets: &Sets) -> Vec<String> {
+    let mut differ = Vec::new();
+    if let Some((first, (rev0, set0))) = sets.iter().next() {
+        for (id, (rev, set)) in sets {
+            if set != set0 {
+                differ.push(format!(
+                    "node {id} (revision {rev}, {} ids) differs from node {first} (revision {rev0}, {} ids)",
+                    set.len(),
+                    set0.len()
+                ));
+            }
+        }
+    }
+    differ
+}
+
+/// Replicas: the same set as a node at the same revision, and every acknowledged write.
+async fn replica_failures(
+    dep: &Deployment,
+    replicas: &[(String, Arc<Replica>)],
+    acks: &[Ack],
+    history: &History,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (region, rep) in replicas {
+        if let Err(e) = replica_matches(dep, rep).await {
+            failures.push(format!("replica {} in {region}: {e:#}", rep.id()));
+        }
+        for a in acks {
+            if rep.get(&a.jti).is_none() {
+                failures.push(format!(
+                    "{} (acknowledged at {:.1} s) missing in replica {} in {region}; last fault before: {}",
+                    a.jti,
+                    a.ack_ms / 1000.0,
+                    rep.id(),
+                    history.fault_before(a.ack_ms)
+                ));
+            }
+        }
+    }
+    failures
 }
 
 /// Waits until the replica and a node agree on a revision, then compares their sets.

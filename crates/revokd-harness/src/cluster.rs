@@ -2,21 +2,21 @@
 //! (the default: no root, no containers), or Docker containers of the `revokd` image on a
 //! network the harness creates. Either way every link goes through the [`Network`]'s proxies,
 //! and this module owns the faults that act on nodes: kill, restart, stop, pause, resume, and
-//! (with Docker) disconnecting a container from its network. Processes are tracked and
-//! stopped by PID, containers by the names this run gave them; nothing else is touched.
+//! (with Docker) disconnecting a container from its network. Processes are the test kit's
+//! [`Process`], tracked and stopped by PID; containers by the names this run gave them;
+//! nothing else is touched.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use revokd_client::{Client, ClientConfig};
 use revokd_proto::v1 as pb;
 use revokd_proto::v1::cluster_client::ClusterClient;
+use revokd_testkit::process::{revokd_log_filter, Process};
 use revokd_testkit::{channel, eventually, free_port};
 use serde::{Deserialize, Serialize};
 
@@ -42,18 +42,24 @@ const CONTAINER_PORT: u16 = 7000;
 const CONTAINER_CERTS: &str = "/certs";
 /// The user the image runs revokd as (deploy/docker/Dockerfile).
 const IMAGE_UID: u32 = 10001;
+/// The nodes' log filter unless `REVOKD_LOG` says otherwise: openraft's own info lines
+/// would drown the node's in a chaos run's logs.
+const LOG_FILTER: &str = "info,openraft=warn";
+/// How long a clean stop may take before the node is killed: a node drains in well under a
+/// second, so this only bounds a hung one.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// How one node runs.
 enum Handle {
-    Process {
-        child: Option<Child>,
-    },
+    /// A local process, supervised by the test kit.
+    Process(Process),
     Container {
         name: String,
         ip: Ipv4Addr,
         created: bool,
         running: bool,
         connected: bool,
+        paused: bool,
     },
 }
 
@@ -71,14 +77,13 @@ pub struct NodeProcess {
     pub log: PathBuf,
     args: Vec<String>,
     handle: Handle,
-    paused: bool,
 }
 
 impl NodeProcess {
     /// The PID of a running process node.
     pub fn pid(&self) -> Option<u32> {
         match &self.handle {
-            Handle::Process { child } => child.as_ref().map(Child::id),
+            Handle::Process(p) => p.pid(),
             Handle::Container { .. } => None,
         }
     }
@@ -86,22 +91,17 @@ impl NodeProcess {
     /// Running (possibly paused).
     pub fn running(&self) -> bool {
         match &self.handle {
-            Handle::Process { child } => child.is_some(),
+            Handle::Process(p) => p.running(),
             Handle::Container { running, .. } => *running,
         }
     }
 
     /// Stopped by SIGSTOP (or `docker pause`).
     pub fn paused(&self) -> bool {
-        self.paused
-    }
-
-    fn signal(&self, sig: Signal) -> Result<()> {
-        let pid = self
-            .pid()
-            .ok_or_else(|| anyhow!("node {} is not running", self.spec.id))?;
-        kill(Pid::from_raw(pid as i32), sig)
-            .with_context(|| format!("{sig} to node {}", self.spec.id))
+        match &self.handle {
+            Handle::Process(p) => p.paused(),
+            Handle::Container { paused, .. } => *paused,
+        }
     }
 }
 
@@ -124,7 +124,6 @@ pub struct Deployment {
     pub nodes: BTreeMap<u64, NodeProcess>,
     backend: Backend,
     docker_network: Option<String>,
-    bin: PathBuf,
     dir: PathBuf,
     /// The cluster CA when the nodes run TLS.
     pub tls_ca: Option<Vec<u8>>,
@@ -175,6 +174,265 @@ fn docker_network(name: &str) -> Result<(Ipv4Addr, [u8; 3])> {
     bail!("no free 10.231.x.0/24 subnet for network {name}: {last}")
 }
 
+/// Each node's `--tls-*` flags, by node id.
+type TlsArgs = BTreeMap<u64, Vec<String>>;
+
+/// Where the nodes of a run listen and what they advertise.
+struct Placement {
+    /// Where the link proxies listen: loopback, or the Docker network's gateway.
+    bind: IpAddr,
+    /// Each node's gRPC address, as the others dial it.
+    advertised: BTreeMap<u64, String>,
+    /// With Docker: the first three octets of the run's /24 (node `id` gets `.{10 + id}`).
+    subnet: Option<[u8; 3]>,
+    /// With Docker: the run's network.
+    docker_net: Option<String>,
+}
+
+/// A `docker run` of a node's container, the first time it starts.
+struct ContainerRun<'a> {
+    name: &'a str,
+    ip: Ipv4Addr,
+    network: &'a str,
+    image: &'a str,
+    certs_mount: Option<&'a str>,
+    args: &'a [String],
+}
+
+impl ContainerRun<'_> {
+    /// Creates and starts the container.
+    fn create(&self) -> Result<()> {
+        let ip = self.ip.to_string();
+        let env = format!("REVOKD_LOG={}", revokd_log_filter(LOG_FILTER));
+        let mut args = vec![
+            "run",
+            "-d",
+            "--name",
+            self.name,
+            "--label",
+            "revokd-harness=1",
+            "--network",
+            self.network,
+            "--ip",
+            &ip,
+            "-e",
+            &env,
+        ];
+        if let Some(m) = self.certs_mount {
+            args.extend(["-v", m]);
+        }
+        args.push(self.image);
+        args.extend(self.args.iter().map(String::as_str));
+        if let Err(e) = docker(&args) {
+            // `docker run` can fail after creating the container: remove it.
+            let _ = docker(&["rm", "-f", self.name]);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+impl Placement {
+    /// Creates the run's Docker network (with Docker) and gives every node its address.
+    fn new(specs: &[NodeSpec], backend: &Backend, run_name: &str) -> Result<Placement> {
+        let (bind, subnet, docker_net) = match backend {
+            Backend::Process => (IpAddr::from(Ipv4Addr::LOCALHOST), None, None),
+            Backend::Docker { .. } => {
+                let (gateway, prefix) = docker_network(run_name)?;
+                (
+                    IpAddr::from(gateway),
+                    Some(prefix),
+                    Some(run_name.to_owned()),
+                )
+            }
+        };
+        let mut advertised = BTreeMap::new();
+        for s in specs {
+            let addr = match &subnet {
+                None => format!("127.0.0.1:{}", free_port()?),
+                Some(p) => format!("{}.{}.{}.{}:{CONTAINER_PORT}", p[0], p[1], p[2], 10 + s.id),
+            };
+            advertised.insert(s.id, addr);
+        }
+        Ok(Placement {
+            bind,
+            advertised,
+            subnet,
+            docker_net,
+        })
+    }
+
+    /// TLS: a development CA for the run under `dir/certs`, and a certificate of its own for
+    /// every node. Containers read the certificates from a read-only mount of `dir/certs` at
+    /// /certs, as the image's user (uid 10001); a node's certificate names the addresses it
+    /// is dialed at (loopback, its container's own, and the link proxies on the gateway).
+    /// Returns the CA's PEM and each node's `--tls-*` flags.
+    fn issue_certs(&self, dir: &Path, specs: &[NodeSpec]) -> Result<(Vec<u8>, TlsArgs)> {
+        let certs = dir.join("certs");
+        let ca = revokd_testkit::devca::DevCa::new("revokd-harness CA")?;
+        let ca_path = ca.write_ca(&certs)?;
+        let containers = self.subnet.is_some();
+        let at = |p: &Path| -> String {
+            match (containers, p.file_name()) {
+                (true, Some(name)) => format!("{CONTAINER_CERTS}/{}", name.to_string_lossy()),
+                _ => p.display().to_string(),
+            }
+        };
+        let mut tls_args = BTreeMap::new();
+        for s in specs {
+            let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+            if containers {
+                sans.push(self.bind.to_string());
+                sans.extend(
+                    self.advertised[&s.id]
+                        .rsplit_once(':')
+                        .map(|(h, _)| h.to_owned()),
+                );
+            }
+            let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
+            let name = format!("node-{}", s.id);
+            let (cert, key) = ca.issue(&name, &sans)?.write(&certs, &name)?;
+            if containers {
+                std::os::unix::fs::chown(&key, Some(IMAGE_UID), Some(IMAGE_UID)).with_context(|| {
+                    format!(
+                        "TLS on containers: giving {} to the image's user (uid {IMAGE_UID}) needs root",
+                        key.display()
+                    )
+                })?;
+            }
+            tls_args.insert(
+                s.id,
+                vec![
+                    "--tls-cert".to_owned(),
+                    at(&cert),
+                    "--tls-key".into(),
+                    at(&key),
+                    "--tls-ca".into(),
+                    at(&ca_path),
+                ],
+            );
+        }
+        Ok((ca.ca_pem.clone().into_bytes(), tls_args))
+    }
+
+    /// Starts the link proxies; removes the Docker network again if they fail to.
+    async fn start_network(&self, topology: &Topology, seed: u64) -> Result<Network> {
+        match Network::start(topology, &self.advertised, self.bind, seed).await {
+            Ok(net) => Ok(net),
+            Err(e) => {
+                if let Some(n) = &self.docker_net {
+                    let _ = docker(&["network", "rm", n]);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// What every node of a run shares, to build one [`NodeProcess`] from its spec.
+struct NodePlan<'a> {
+    topology: &'a Topology,
+    backend: &'a Backend,
+    bin: &'a Path,
+    dir: &'a Path,
+    run_name: &'a str,
+    tls: bool,
+    /// `id=addr` of every voter, for `--initial-cluster`.
+    initial: String,
+}
+
+impl NodePlan<'_> {
+    /// The flags every backend gives node `s`: timing, its routes through the link proxies,
+    /// founding or joining, and the topology's extra flags.
+    fn cluster_args(&self, s: &NodeSpec, net: &Network) -> Vec<String> {
+        let mut args = vec![
+            "--heartbeat-ms".into(),
+            self.topology.node.heartbeat_ms.to_string(),
+            "--election-timeout-ms".into(),
+            self.topology.node.election_timeout_ms.to_string(),
+        ];
+        let routes = net.peer_routes(s.id);
+        if !routes.is_empty() {
+            args.extend(["--peer-routes".into(), routes]);
+        }
+        if s.voter {
+            args.extend(["--initial-cluster".into(), self.initial.clone()]);
+        } else {
+            args.push("--join".into());
+        }
+        args.extend(self.topology.node.extra_args.iter().cloned());
+        args
+    }
+
+    /// The node `s`, not started: its addresses, flags and how it runs.
+    fn node(
+        &self,
+        s: NodeSpec,
+        addr: String,
+        net: &Network,
+        tls_args: Vec<String>,
+    ) -> Result<NodeProcess> {
+        let data_dir = self.dir.join(format!("node{}", s.id));
+        let log = self.dir.join(format!("node{}.log", s.id));
+        let mut args = vec!["--id".into(), s.id.to_string()];
+        let (metrics, container) = match self.backend {
+            Backend::Process => {
+                let metrics = format!("127.0.0.1:{}", free_port()?);
+                args.extend([
+                    "--listen".into(),
+                    addr.clone(),
+                    "--data-dir".into(),
+                    data_dir.display().to_string(),
+                    "--metrics-listen".into(),
+                    metrics.clone(),
+                ]);
+                (metrics, None)
+            }
+            Backend::Docker { .. } => {
+                args.extend(["--advertise".into(), addr.clone()]);
+                if !self.tls {
+                    // The image listens on 0.0.0.0 inside the container, on a network
+                    // of the run's own: say so, or the node refuses to start in plaintext.
+                    args.push("--insecure".into());
+                }
+                let ip: Ipv4Addr = addr
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .parse()
+                    .expect("formatted by Placement::new");
+                (format!("{ip}:9100"), Some(ip))
+            }
+        };
+        args.extend(self.cluster_args(&s, net));
+        args.extend(tls_args);
+        let handle = match container {
+            None => Handle::Process(
+                Process::new(format!("node {}", s.id), self.bin, args.clone())
+                    .log_to(&log)
+                    .env("REVOKD_LOG", revokd_log_filter(LOG_FILTER)),
+            ),
+            Some(ip) => Handle::Container {
+                name: format!("{}-node{}", self.run_name, s.id),
+                ip,
+                created: false,
+                running: false,
+                connected: true,
+                paused: false,
+            },
+        };
+        Ok(NodeProcess {
+            log,
+            spec: s,
+            addr,
+            metrics,
+            data_dir,
+            args,
+            handle,
+        })
+    }
+}
+
 impl Deployment {
     /// Starts every node of `topology` as local processes under `dir` (created if missing),
     /// behind link proxies seeded by `seed`; waits for a leader and adds the learners.
@@ -198,173 +456,40 @@ impl Deployment {
         };
         let specs = topology.nodes();
         let run_name = format!("revokd-harness-{}-{seed}", std::process::id());
-        let mut docker_net = None;
-        let (bind, mut advertised, mut ips) = match &backend {
-            Backend::Process => (IpAddr::from(Ipv4Addr::LOCALHOST), BTreeMap::new(), None),
-            Backend::Docker { .. } => {
-                let (gateway, prefix) = docker_network(&run_name)?;
-                docker_net = Some(run_name.clone());
-                (IpAddr::from(gateway), BTreeMap::new(), Some(prefix))
-            }
-        };
-        for s in &specs {
-            let addr = match &mut ips {
-                None => format!("127.0.0.1:{}", free_port()?),
-                Some(p) => format!("{}.{}.{}.{}:{CONTAINER_PORT}", p[0], p[1], p[2], 10 + s.id),
-            };
-            advertised.insert(s.id, addr);
-        }
-        // TLS: a development CA for the run, and a certificate of its own for every node.
-        // Containers read the certificates from a read-only mount of `dir/certs` at /certs, as
-        // the image's user (uid 10001); a node's certificate names the addresses it is dialed
-        // at (loopback, its container's own, and the link proxies on the gateway).
-        let mut tls_args: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-        let tls_ca = if tls {
-            let certs = dir.join("certs");
-            let ca = revokd_testkit::devca::DevCa::new("revokd-harness CA")?;
-            let ca_path = ca.write_ca(&certs)?;
-            let at = |p: &Path| -> String {
-                match (&ips, p.file_name()) {
-                    (Some(_), Some(name)) => {
-                        format!("{CONTAINER_CERTS}/{}", name.to_string_lossy())
-                    }
-                    _ => p.display().to_string(),
-                }
-            };
-            for s in &specs {
-                let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-                if ips.is_some() {
-                    sans.push(bind.to_string());
-                    sans.extend(
-                        advertised[&s.id]
-                            .rsplit_once(':')
-                            .map(|(h, _)| h.to_owned()),
-                    );
-                }
-                let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
-                let name = format!("node-{}", s.id);
-                let (cert, key) = ca.issue(&name, &sans)?.write(&certs, &name)?;
-                if ips.is_some() {
-                    std::os::unix::fs::chown(&key, Some(IMAGE_UID), Some(IMAGE_UID)).with_context(|| {
-                        format!(
-                            "TLS on containers: giving {} to the image's user (uid {IMAGE_UID}) needs root",
-                            key.display()
-                        )
-                    })?;
-                }
-                tls_args.insert(
-                    s.id,
-                    vec![
-                        "--tls-cert".to_owned(),
-                        at(&cert),
-                        "--tls-key".into(),
-                        at(&key),
-                        "--tls-ca".into(),
-                        at(&ca_path),
-                    ],
-                );
-            }
-            Some(ca.ca_pem.clone().into_bytes())
+        let place = Placement::new(&specs, &backend, &run_name)?;
+        let (tls_ca, mut tls_args) = if tls {
+            let (ca, args) = place.issue_certs(dir, &specs)?;
+            (Some(ca), args)
         } else {
-            None
+            (None, BTreeMap::new())
         };
-        let net = match Network::start(topology, &advertised, bind, seed).await {
-            Ok(net) => net,
-            Err(e) => {
-                if let Some(n) = &docker_net {
-                    let _ = docker(&["network", "rm", n]);
-                }
-                return Err(e);
-            }
+        let net = place.start_network(topology, seed).await?;
+        let plan = NodePlan {
+            topology,
+            backend: &backend,
+            bin: &bin,
+            dir,
+            run_name: &run_name,
+            tls,
+            initial: specs
+                .iter()
+                .filter(|s| s.voter)
+                .map(|s| format!("{}={}", s.id, place.advertised[&s.id]))
+                .collect::<Vec<_>>()
+                .join(","),
         };
-        let initial = specs
-            .iter()
-            .filter(|s| s.voter)
-            .map(|s| format!("{}={}", s.id, advertised[&s.id]))
-            .collect::<Vec<_>>()
-            .join(",");
         let mut nodes = BTreeMap::new();
         for s in specs {
-            let addr = advertised[&s.id].clone();
-            let data_dir = dir.join(format!("node{}", s.id));
-            let mut args = vec!["--id".into(), s.id.to_string()];
-            let (metrics, handle) = match &backend {
-                Backend::Process => {
-                    let metrics = format!("127.0.0.1:{}", free_port()?);
-                    args.extend([
-                        "--listen".into(),
-                        addr.clone(),
-                        "--data-dir".into(),
-                        data_dir.display().to_string(),
-                        "--metrics-listen".into(),
-                        metrics.clone(),
-                    ]);
-                    (metrics, Handle::Process { child: None })
-                }
-                Backend::Docker { .. } => {
-                    args.extend(["--advertise".into(), addr.clone()]);
-                    if !tls {
-                        // The image listens on 0.0.0.0 inside the container, on a network
-                        // of the run's own: say so, or the node refuses to start in plaintext.
-                        args.push("--insecure".into());
-                    }
-                    let ip: Ipv4Addr = addr
-                        .split(':')
-                        .next()
-                        .unwrap_or_default()
-                        .parse()
-                        .expect("formatted above");
-                    let metrics = format!("{ip}:9100");
-                    (
-                        metrics,
-                        Handle::Container {
-                            name: format!("{run_name}-node{}", s.id),
-                            ip,
-                            created: false,
-                            running: false,
-                            connected: true,
-                        },
-                    )
-                }
-            };
-            args.extend([
-                "--heartbeat-ms".into(),
-                topology.node.heartbeat_ms.to_string(),
-                "--election-timeout-ms".into(),
-                topology.node.election_timeout_ms.to_string(),
-            ]);
-            let routes = net.peer_routes(s.id);
-            if !routes.is_empty() {
-                args.extend(["--peer-routes".into(), routes]);
-            }
-            if s.voter {
-                args.extend(["--initial-cluster".into(), initial.clone()]);
-            } else {
-                args.push("--join".into());
-            }
-            args.extend(topology.node.extra_args.iter().cloned());
-            args.extend(tls_args.remove(&s.id).unwrap_or_default());
-            nodes.insert(
-                s.id,
-                NodeProcess {
-                    log: dir.join(format!("node{}.log", s.id)),
-                    spec: s,
-                    addr,
-                    metrics,
-                    data_dir,
-                    args,
-                    handle,
-                    paused: false,
-                },
-            );
+            let (id, addr) = (s.id, place.advertised[&s.id].clone());
+            let tls_args = tls_args.remove(&id).unwrap_or_default();
+            nodes.insert(id, plan.node(s, addr, &net, tls_args)?);
         }
         let mut d = Deployment {
             topology: topology.clone(),
             net,
             nodes,
             backend,
-            docker_network: docker_net,
-            bin,
+            docker_network: place.docker_net,
             dir: dir.to_owned(),
             tls_ca,
         };
@@ -451,10 +576,9 @@ impl Deployment {
 
     /// Starts (or restarts, on its existing data) a node that is not running.
     pub fn start(&mut self, id: u64) -> Result<()> {
-        let bin = self.bin.clone();
         let image = match &self.backend {
-            Backend::Docker { image } => Some(image.clone()),
-            Backend::Process => None,
+            Backend::Docker { image } => image.clone(),
+            Backend::Process => String::new(),
         };
         let network = self.docker_network.clone().unwrap_or_default();
         // `docker run -v` takes an absolute host path (a relative one names a volume).
@@ -469,151 +593,100 @@ impl Deployment {
         if node.running() {
             bail!("node {id} is already running");
         }
-        let log_filter =
-            std::env::var("REVOKD_LOG").unwrap_or_else(|_| "info,openraft=warn".into());
         match &mut node.handle {
-            Handle::Process { child } => {
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&node.log)?;
-                let spawned = Command::new(&bin)
-                    .args(&node.args)
-                    .env("REVOKD_LOG", log_filter)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .with_context(|| format!("spawning {}", bin.display()))?;
-                *child = Some(spawned);
-            }
+            Handle::Process(p) => p.start(),
             Handle::Container {
                 name,
                 ip,
                 created,
                 running,
+                paused,
                 ..
             } => {
                 if *created {
                     docker(&["start", name])?;
                 } else {
-                    let ip = ip.to_string();
-                    let env = format!("REVOKD_LOG={log_filter}");
-                    let mut args = vec![
-                        "run",
-                        "-d",
-                        "--name",
+                    let run = ContainerRun {
                         name,
-                        "--label",
-                        "revokd-harness=1",
-                        "--network",
-                        &network,
-                        "--ip",
-                        &ip,
-                        "-e",
-                        &env,
-                    ];
-                    if let Some(m) = &certs_mount {
-                        args.extend(["-v", m.as_str()]);
-                    }
-                    args.push(image.as_deref().unwrap_or_default());
-                    args.extend(node.args.iter().map(String::as_str));
-                    if let Err(e) = docker(&args) {
-                        // `docker run` can fail after creating the container: remove it.
-                        let _ = docker(&["rm", "-f", name]);
-                        return Err(e);
-                    }
+                        ip: *ip,
+                        network: &network,
+                        image: &image,
+                        certs_mount: certs_mount.as_deref(),
+                        args: &node.args,
+                    };
+                    run.create()?;
                     *created = true;
                 }
                 *running = true;
+                *paused = false;
+                Ok(())
             }
         }
-        node.paused = false;
-        Ok(())
     }
 
     /// `kill -9` (`docker kill`): no shutdown, no flush beyond what the node already did.
     pub fn kill(&mut self, id: u64) -> Result<()> {
-        if self.node(id)?.paused {
+        if self.node(id)?.paused() {
             self.resume(id)?;
         }
-        let node = self.node_mut(id)?;
-        match &mut node.handle {
-            Handle::Process { child } => {
-                if let Some(mut child) = child.take() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-            }
+        match &mut self.node_mut(id)?.handle {
+            Handle::Process(p) => p.kill(),
             Handle::Container { name, running, .. } => {
                 if *running {
                     docker(&["kill", name])?;
                     *running = false;
                 }
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// SIGTERM and wait (up to 10 s, then SIGKILL): a clean stop, as in a rolling restart.
     pub fn stop(&mut self, id: u64) -> Result<()> {
-        if self.node(id)?.paused {
+        if self.node(id)?.paused() {
             self.resume(id)?;
         }
         let node = self.node_mut(id)?;
         if !node.running() {
             return Ok(());
         }
-        if let Handle::Container { name, running, .. } = &mut node.handle {
-            docker(&["stop", "-t", "10", name])?;
-            *running = false;
-            return Ok(());
-        }
-        node.signal(Signal::SIGTERM)?;
-        let Handle::Process { child } = &mut node.handle else {
-            unreachable!("containers returned above")
-        };
-        let mut child = child.take().expect("running was checked");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if child.try_wait()?.is_some() {
-                return Ok(());
+        match &mut node.handle {
+            Handle::Process(p) => {
+                // A node that ignores SIGTERM for 10 s is killed: the fault was "stop".
+                p.stop(STOP_GRACE)?;
             }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(());
+            Handle::Container { name, running, .. } => {
+                docker(&["stop", "-t", &STOP_GRACE.as_secs().to_string(), name])?;
+                *running = false;
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// SIGSTOP (`docker pause`).
     pub fn pause(&mut self, id: u64) -> Result<()> {
-        let node = self.node_mut(id)?;
-        match &node.handle {
-            Handle::Process { .. } => node.signal(Signal::SIGSTOP)?,
-            Handle::Container { name, .. } => {
+        match &mut self.node_mut(id)?.handle {
+            Handle::Process(p) => p.pause(),
+            Handle::Container { name, paused, .. } => {
                 docker(&["pause", name])?;
+                *paused = true;
+                Ok(())
             }
         }
-        node.paused = true;
-        Ok(())
     }
 
     /// SIGCONT (`docker unpause`).
     pub fn resume(&mut self, id: u64) -> Result<()> {
-        let node = self.node_mut(id)?;
-        if node.paused {
-            match &node.handle {
-                Handle::Process { .. } => node.signal(Signal::SIGCONT)?,
-                Handle::Container { name, .. } => {
+        match &mut self.node_mut(id)?.handle {
+            Handle::Process(p) => p.resume(),
+            Handle::Container { name, paused, .. } => {
+                if *paused {
                     docker(&["unpause", name])?;
+                    *paused = false;
                 }
+                Ok(())
             }
-            node.paused = false;
         }
-        Ok(())
     }
 
     /// Cuts node `id` off from every other node and every client, both ways: with Docker,
@@ -669,7 +742,7 @@ impl Deployment {
     pub fn revive_all(&mut self) -> Result<()> {
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
-            if self.node(id)?.paused {
+            if self.node(id)?.paused() {
                 self.resume(id)?;
             } else if !self.node(id)?.running() {
                 self.start(id)?;

@@ -263,7 +263,8 @@ fn step(after: f64, fault: Fault) -> Step {
 }
 
 /// Builds a scenario's schedule for a topology. `seed` and `duration` matter for `random`
-/// only.
+/// only. Every named scenario is one arm, so the function is the catalogue: long because
+/// there are many scenarios, each a few lines of data.
 pub fn schedule(
     name: &str,
     topology: &Topology,

@@ -122,6 +122,7 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs one subcommand: one arm each, so its length grows with the CLI, not with logic.
 async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
         Cmd::Up {

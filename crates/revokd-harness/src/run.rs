@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use revokd_client::{Client, ClientConfig, Revoke};
+use revokd_proto::clock::unix_now;
 use tokio::task::JoinSet;
 
 use crate::check::check_invariants;
@@ -48,20 +49,7 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
     std::fs::create_dir_all(&opts.out_dir)?;
     let data = opts.out_dir.join("data");
     let _ = std::fs::remove_dir_all(&data);
-    println!(
-        "== {} on {}: {} fault steps",
-        opts.schedule.name,
-        opts.topology.name,
-        opts.schedule.steps.len()
-    );
-    for (i, st) in opts.schedule.steps.iter().enumerate() {
-        println!(
-            "   step {:>2}: after {:.1} s quiet, {}",
-            i + 1,
-            st.after.as_secs_f64(),
-            st.fault
-        );
-    }
+    print_plan(&opts);
     let mut dep = Deployment::up_on(
         &opts.topology,
         &data,
@@ -114,27 +102,7 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
         data.display()
     );
 
-    let mut inj = Injector {
-        history: &history,
-        client: probe_client(&dep).await?,
-        probes: JoinSet::new(),
-        n: 0,
-        prefix: format!("{}-{}", opts.schedule.name, opts.seed),
-    };
-    for st in &opts.schedule.steps {
-        tokio::time::sleep(st.after).await;
-        apply(&mut dep, &mut inj, &st.fault).await?;
-    }
-    tokio::time::sleep(opts.schedule.settle).await;
-    // Every fault has healed, so every probe gets its acknowledgement.
-    if tokio::time::timeout(Duration::from_secs(120), async {
-        while inj.probes.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
-        bail!("a failover probe got no acknowledgement within 120 s after every fault healed");
-    }
+    inject_faults(&opts, &mut dep, &history).await?;
     workload.stop_traffic().await;
 
     // Everything healed and running again before the final checks.
@@ -158,6 +126,55 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
         let _ = std::fs::remove_dir_all(&data);
     }
     Ok(report)
+}
+
+/// Prints the scenario and its steps.
+fn print_plan(opts: &RunOptions) {
+    println!(
+        "== {} on {}: {} fault steps",
+        opts.schedule.name,
+        opts.topology.name,
+        opts.schedule.steps.len()
+    );
+    for (i, st) in opts.schedule.steps.iter().enumerate() {
+        println!(
+            "   step {:>2}: after {:.1} s quiet, {}",
+            i + 1,
+            st.after.as_secs_f64(),
+            st.fault
+        );
+    }
+}
+
+/// Runs the schedule's steps, lets it settle, and waits for every failover probe's
+/// acknowledgement.
+async fn inject_faults(
+    opts: &RunOptions,
+    dep: &mut Deployment,
+    history: &Arc<History>,
+) -> Result<()> {
+    let mut inj = Injector {
+        history,
+        client: probe_client(dep).await?,
+        probes: JoinSet::new(),
+        n: 0,
+        prefix: format!("{}-{}", opts.schedule.name, opts.seed),
+    };
+    for st in &opts.schedule.steps {
+        tokio::time::sleep(st.after).await;
+        apply(dep, &mut inj, &st.fault).await?;
+    }
+    tokio::time::sleep(opts.schedule.settle).await;
+    // Every fault has healed, so every probe gets its acknowledgement.
+    if tokio::time::timeout(Duration::from_secs(120), async {
+        while inj.probes.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        bail!("a failover probe got no acknowledgement within 120 s after every fault healed");
+    }
+    Ok(())
 }
 
 /// Resolves a role to a node id.
@@ -243,13 +260,6 @@ impl Injector<'_> {
         });
         ev
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// A client for failover probes: direct to every node, quick to give up on one.

@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use revokd_client::{
     Client, ClientConfig, Consistency, Replica, ReplicaConfig, Revoke, StalenessPolicy, TokenQuery,
 };
+use revokd_proto::clock::unix_now;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
@@ -167,7 +168,7 @@ async fn write(
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.1)));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut seq = 0u64;
-    let expires = revokd_proto_now() + 3600;
+    let expires = unix_now() + 3600;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -202,13 +203,6 @@ async fn write(
             }
         }
     }
-}
-
-fn revokd_proto_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 async fn check(

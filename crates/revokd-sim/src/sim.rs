@@ -165,36 +165,325 @@ pub fn run(seed: u64, opts: &Options) -> Report {
         .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
+/// Each node's last started process, as the driver watches it.
+type Probes = Vec<Arc<Mutex<Probe>>>;
+/// Each client replica, once it bootstrapped.
+type ReplicaSlots = Vec<Arc<Mutex<Option<Replica>>>>;
+
+/// One seed's simulated world: the hosts it runs and what the driver watches of them.
+struct World<'a> {
+    sim: turmoil::Sim<'a>,
+    history: History,
+    phase: Phase,
+    /// The founding voters' host names.
+    names: Vec<String>,
+    /// Every node's host name, founders then spares.
+    all_nodes: Vec<String>,
+    /// The founders' addresses: where every client starts.
+    endpoints: Vec<String>,
+    disks: Vec<Arc<MemDisk>>,
+    probes: Probes,
+    replica_names: Vec<String>,
+    replicas: ReplicaSlots,
+    membership: Membership,
+    /// Every host, for faults that cut one off from all the others.
+    hosts: Vec<String>,
+}
+
+/// The driver's state while it steps a world.
+#[derive(Default)]
+struct Drive {
+    active: Vec<(Duration, Fault)>,
+    next_fault: usize,
+    healed: bool,
+    /// The probe's first acknowledged write after the heal: (ms after the heal, revision).
+    probe_ack: Arc<Mutex<Option<(u64, u64)>>>,
+    /// Per node: (incarnation, revision last seen).
+    seen: Vec<(u64, u64)>,
+    converged: bool,
+    failures: Vec<String>,
+}
+
 fn run_here(seed: u64, opts: &Options) -> Report {
     // Every node and client reads the simulated clock, and the client's jitter is seeded.
     revokd_proto::clock::use_clock(workload::sim_unix_now);
     fastrand::seed(seed);
     let mut rng = StdRng::seed_from_u64(seed);
-    let max_latency = Duration::from_millis(rng.random_range(2..25));
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
-        .simulation_duration(opts.workload_until + opts.liveness_within + Duration::from_secs(30))
-        .tick_duration(Duration::from_millis(1))
-        .min_message_latency(Duration::from_micros(rng.random_range(100..1_000)))
-        .max_message_latency(max_latency)
-        .tcp_capacity(1 << 16)
-        .enable_random_order()
-        .build();
-    let history = History::default();
-    let phase = Phase {
-        stop_at: opts.workload_until,
-        done: Arc::new(AtomicBool::new(false)),
+    // The order of every draw from `rng` and of every host and client started below is part
+    // of what a seed means: keep it.
+    let mut world = World::build(seed, opts, &mut rng);
+    let schedule = faults::schedule(
+        seed,
+        &world.names,
+        &world.replica_names,
+        opts.spares > 0,
+        opts.faults_from,
+        opts.faults_until,
+    );
+    let mut drive = Drive {
+        seen: vec![(0, 0); world.all_nodes.len()],
+        ..Drive::default()
     };
+    world.drive(&mut drive, &schedule, opts);
+    world.report(seed, schedule, drive, opts)
+}
 
-    let names: Vec<String> = (1..=opts.nodes).map(|i| format!("n{i}")).collect();
-    let all_nodes: Vec<String> = (1..=opts.nodes + opts.spares)
-        .map(|i| format!("n{i}"))
-        .collect();
-    let members: BTreeMap<u64, String> = (1..=opts.nodes as u64)
-        .map(|i| (i, format!("n{i}:{PORT}")))
-        .collect();
-    let endpoints: Vec<String> = members.values().cloned().collect();
+impl World<'_> {
+    /// The simulator, every node host and every client, in the seed's order.
+    fn build(seed: u64, opts: &Options, rng: &mut StdRng) -> World<'static> {
+        let max_latency = Duration::from_millis(rng.random_range(2..25));
+        let mut sim = turmoil::Builder::new()
+            .rng_seed(seed)
+            .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+            .simulation_duration(
+                opts.workload_until + opts.liveness_within + Duration::from_secs(30),
+            )
+            .tick_duration(Duration::from_millis(1))
+            .min_message_latency(Duration::from_micros(rng.random_range(100..1_000)))
+            .max_message_latency(max_latency)
+            .tcp_capacity(1 << 16)
+            .enable_random_order()
+            .build();
+        let history = History::default();
+        let phase = Phase {
+            stop_at: opts.workload_until,
+            done: Arc::new(AtomicBool::new(false)),
+        };
+
+        let names: Vec<String> = (1..=opts.nodes).map(|i| format!("n{i}")).collect();
+        let all_nodes: Vec<String> = (1..=opts.nodes + opts.spares)
+            .map(|i| format!("n{i}"))
+            .collect();
+        let members: BTreeMap<u64, String> = (1..=opts.nodes as u64)
+            .map(|i| (i, format!("n{i}:{PORT}")))
+            .collect();
+        let endpoints: Vec<String> = members.values().cloned().collect();
+        let (disks, probes) = host_nodes(&mut sim, rng, &all_nodes, &members);
+        let replica_names: Vec<String> = (1..=opts.replicas).map(|i| format!("r{i}")).collect();
+        let replicas = start_clients(
+            &mut sim,
+            seed,
+            opts,
+            &replica_names,
+            &endpoints,
+            &history,
+            &phase,
+        );
+
+        let admin_queue: Arc<Mutex<std::collections::VecDeque<workload::Change>>> = Arc::default();
+        sim.client(
+            "admin",
+            workload::admin(
+                endpoints.clone(),
+                history.clone(),
+                phase.clone(),
+                admin_queue.clone(),
+            ),
+        );
+        let membership = Membership {
+            founders: members.keys().copied().collect(),
+            spares: (opts.nodes as u64 + 1..=(opts.nodes + opts.spares) as u64)
+                .map(|id| (id, format!("n{id}:{PORT}")))
+                .collect(),
+            queue: admin_queue,
+        };
+        let mut hosts: Vec<String> = all_nodes.clone();
+        hosts.push("admin".into());
+        hosts.extend((1..=opts.writers).map(|w| format!("w{w}")));
+        hosts.push("c1".into());
+        hosts.extend(replica_names.iter().cloned());
+        World {
+            sim,
+            history,
+            phase,
+            names,
+            all_nodes,
+            endpoints,
+            disks,
+            probes,
+            replica_names,
+            replicas,
+            membership,
+            hosts,
+        }
+    }
+
+    /// Steps the world, starting and ending faults on schedule and healing everything at
+    /// the end of the workload, until it converged after the heal or ran out of time.
+    fn drive(&mut self, d: &mut Drive, schedule: &[Scheduled], opts: &Options) {
+        let heal_at = opts.workload_until;
+        loop {
+            let now = self.sim.elapsed();
+            self.start_due_faults(d, schedule, now);
+            self.end_faults(d, now, now >= heal_at && !d.healed);
+            if now >= heal_at && !d.healed {
+                self.heal(d, schedule, now);
+            }
+            self.check_revisions(d);
+            if d.healed {
+                let acked = *d.probe_ack.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((_, revision)) = acked {
+                    if is_converged(&self.probes, &self.replicas, revision) {
+                        d.converged = true;
+                        break;
+                    }
+                }
+                if now >= heal_at + opts.liveness_within {
+                    break;
+                }
+            }
+            match self.sim.step() {
+                Ok(_) => {}
+                Err(e) => {
+                    d.failures.push(format!("the simulation stopped: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Starts every scheduled fault whose time has come.
+    fn start_due_faults(&mut self, d: &mut Drive, schedule: &[Scheduled], now: Duration) {
+        while d.next_fault < schedule.len() && schedule[d.next_fault].at <= now {
+            let s = &schedule[d.next_fault];
+            self.apply(&s.fault, true);
+            self.history
+                .event(now.as_millis() as u64, format!("fault: {}", s.fault));
+            d.active.push((s.at + s.lasts, s.fault.clone()));
+            d.next_fault += 1;
+        }
+    }
+
+    /// Ends the faults that are over, or all of them when `all` (the heal).
+    fn end_faults(&mut self, d: &mut Drive, now: Duration, all: bool) {
+        let (ending, still): (Vec<_>, Vec<_>) =
+            d.active.drain(..).partition(|(end, _)| *end <= now || all);
+        d.active = still;
+        for (_, f) in ending {
+            self.apply(&f, false);
+            self.history
+                .event(now.as_millis() as u64, format!("healed: {f}"));
+        }
+    }
+
+    /// The heal: no more faults, and a probe that times the first acknowledged write.
+    fn heal(&mut self, d: &mut Drive, schedule: &[Scheduled], now: Duration) {
+        d.healed = true;
+        d.next_fault = schedule.len();
+        self.history
+            .event(now.as_millis() as u64, "everything healed".into());
+        self.sim.client(
+            "probe",
+            workload::probe(
+                self.endpoints.clone(),
+                self.history.clone(),
+                d.probe_ack.clone(),
+            ),
+        );
+    }
+
+    /// Revisions never go backwards within one life of a node.
+    fn check_revisions(&self, d: &mut Drive) {
+        for (i, probe) in self.probes.iter().enumerate() {
+            let p = probe.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(node) = &p.node {
+                let r = node.sm.read().set.revision();
+                let (inc, last) = d.seen[i];
+                if inc == p.incarnation && r < last {
+                    self.history.violation(format!(
+                        "{} went back from revision {last} to {r}",
+                        self.all_nodes[i]
+                    ));
+                }
+                d.seen[i] = (p.incarnation, r);
+            }
+        }
+    }
+
+    /// Starts (`on`) or ends a fault.
+    fn apply(&mut self, fault: &Fault, on: bool) {
+        apply(
+            &mut self.sim,
+            fault,
+            &self.names,
+            &self.hosts,
+            &self.disks,
+            &self.membership,
+            on,
+        );
+    }
+
+    /// Liveness, the final state and the history checked; the run's figures.
+    fn report(self, seed: u64, schedule: Vec<Scheduled>, d: Drive, opts: &Options) -> Report {
+        let Drive {
+            probe_ack,
+            converged,
+            mut failures,
+            ..
+        } = d;
+        let simulated = self.sim.elapsed();
+        let acked = *probe_ack.lock().unwrap_or_else(|e| e.into_inner());
+        match acked {
+            None => failures.push(format!(
+                "liveness: no write acknowledged within {:?} of the heal",
+                opts.liveness_within
+            )),
+            Some(_) if !converged => failures.push(format!(
+                "liveness: nodes and replicas did not converge within {:?} of the heal: {}",
+                opts.liveness_within,
+                describe(&self.probes, &self.replicas)
+            )),
+            Some(_) => {}
+        }
+        let history = &self.history;
+        let records = history.records();
+        if converged {
+            let now = self.sim.since_epoch().as_secs() as i64;
+            failures.extend(check_final(
+                history,
+                &self.probes,
+                &self.replicas,
+                &self.all_nodes,
+                &self.replica_names,
+                now,
+            ));
+        }
+        failures.extend(check_history(&records, &history.pending()));
+        failures.extend(history.violations());
+        self.phase.done.store(true, Ordering::Release);
+        let crashes = self.disks.iter().fold((0, 0), |(c, l), d| {
+            let (c2, l2) = d.crash_stats();
+            (c + c2, l + l2)
+        });
+        let writes = records
+            .iter()
+            .filter(|r| matches!(r.answer, Answer::Written { .. }))
+            .count();
+        let checks = records
+            .iter()
+            .filter(|r| matches!(r.answer, Answer::Checked { .. }))
+            .count();
+        Report {
+            seed,
+            schedule,
+            history: history.render(),
+            failures,
+            ops: (records.len(), writes, checks),
+            recovered_after: acked.map(|(ms, _)| Duration::from_millis(ms)),
+            crashes,
+            simulated,
+        }
+    }
+}
+
+/// Hosts every node (founders, then spares), each drawing its disk's latency and then its
+/// election timeout from `rng`.
+fn host_nodes(
+    sim: &mut turmoil::Sim<'_>,
+    rng: &mut StdRng,
+    all_nodes: &[String],
+    members: &BTreeMap<u64, String>,
+) -> (Vec<Arc<MemDisk>>, Probes) {
     let mut disks = Vec::new();
     let mut probes = Vec::new();
     for (i, name) in all_nodes.iter().enumerate() {
@@ -225,6 +514,20 @@ fn run_here(seed: u64, opts: &Options) -> Report {
         disks.push(disk);
         probes.push(probe);
     }
+    (disks, probes)
+}
+
+/// Starts the writers, the checker and the replicas (in that order); returns the replicas'
+/// slots.
+fn start_clients(
+    sim: &mut turmoil::Sim<'_>,
+    seed: u64,
+    opts: &Options,
+    replica_names: &[String],
+    endpoints: &[String],
+    history: &History,
+    phase: &Phase,
+) -> ReplicaSlots {
     for w in 0..opts.writers {
         let name = format!("w{}", w + 1);
         sim.client(
@@ -232,7 +535,7 @@ fn run_here(seed: u64, opts: &Options) -> Report {
             workload::writer(
                 name.clone(),
                 seed.wrapping_mul(31).wrapping_add(w as u64),
-                endpoints.clone(),
+                endpoints.to_vec(),
                 history.clone(),
                 phase.clone(),
             ),
@@ -243,20 +546,19 @@ fn run_here(seed: u64, opts: &Options) -> Report {
         workload::checker(
             "c1".into(),
             seed.wrapping_mul(37),
-            endpoints.clone(),
+            endpoints.to_vec(),
             history.clone(),
             phase.clone(),
         ),
     );
-    let replica_names: Vec<String> = (1..=opts.replicas).map(|i| format!("r{i}")).collect();
-    let mut replicas: Vec<Arc<Mutex<Option<Replica>>>> = Vec::new();
-    for name in &replica_names {
+    let mut replicas: ReplicaSlots = Vec::new();
+    for name in replica_names {
         let slot: Arc<Mutex<Option<Replica>>> = Arc::default();
         sim.client(
             name.as_str(),
             workload::replica(
                 name.clone(),
-                endpoints.clone(),
+                endpoints.to_vec(),
                 history.clone(),
                 phase.clone(),
                 slot.clone(),
@@ -264,169 +566,11 @@ fn run_here(seed: u64, opts: &Options) -> Report {
         );
         replicas.push(slot);
     }
-
-    let admin_queue: Arc<Mutex<std::collections::VecDeque<workload::Change>>> = Arc::default();
-    sim.client(
-        "admin",
-        workload::admin(
-            endpoints.clone(),
-            history.clone(),
-            phase.clone(),
-            admin_queue.clone(),
-        ),
-    );
-    let membership = Membership {
-        founders: members.keys().copied().collect(),
-        spares: (opts.nodes as u64 + 1..=(opts.nodes + opts.spares) as u64)
-            .map(|id| (id, format!("n{id}:{PORT}")))
-            .collect(),
-        queue: admin_queue,
-    };
-    let mut hosts: Vec<String> = all_nodes.clone();
-    hosts.push("admin".into());
-    hosts.extend((1..=opts.writers).map(|w| format!("w{w}")));
-    hosts.push("c1".into());
-    hosts.extend(replica_names.iter().cloned());
-    let schedule = faults::schedule(
-        seed,
-        &names,
-        &replica_names,
-        opts.spares > 0,
-        opts.faults_from,
-        opts.faults_until,
-    );
-    let mut failures = Vec::new();
-    let mut active: Vec<(Duration, Fault)> = Vec::new();
-    let mut next_fault = 0;
-    let mut healed = false;
-    let probe_ack: Arc<Mutex<Option<(u64, u64)>>> = Arc::default();
-    // Per node: (incarnation, revision last seen).
-    let mut seen: Vec<(u64, u64)> = vec![(0, 0); all_nodes.len()];
-    let mut converged = false;
-    let heal_at = opts.workload_until;
-    loop {
-        let now = sim.elapsed();
-        while next_fault < schedule.len() && schedule[next_fault].at <= now {
-            let s = &schedule[next_fault];
-            apply(
-                &mut sim,
-                &s.fault,
-                &names,
-                &hosts,
-                &disks,
-                &membership,
-                true,
-            );
-            history.event(now.as_millis() as u64, format!("fault: {}", s.fault));
-            active.push((s.at + s.lasts, s.fault.clone()));
-            next_fault += 1;
-        }
-        let (ending, still): (Vec<_>, Vec<_>) = active
-            .drain(..)
-            .partition(|(end, _)| *end <= now || (now >= heal_at && !healed));
-        active = still;
-        for (_, f) in ending {
-            apply(&mut sim, &f, &names, &hosts, &disks, &membership, false);
-            history.event(now.as_millis() as u64, format!("healed: {f}"));
-        }
-        if now >= heal_at && !healed {
-            healed = true;
-            next_fault = schedule.len();
-            history.event(now.as_millis() as u64, "everything healed".into());
-            sim.client(
-                "probe",
-                workload::probe(endpoints.clone(), history.clone(), probe_ack.clone()),
-            );
-        }
-        // Revisions never go backwards within one life of a node.
-        for (i, probe) in probes.iter().enumerate() {
-            let p = probe.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(node) = &p.node {
-                let r = node.sm.read().set.revision();
-                let (inc, last) = seen[i];
-                if inc == p.incarnation && r < last {
-                    history.violation(format!(
-                        "{} went back from revision {last} to {r}",
-                        all_nodes[i]
-                    ));
-                }
-                seen[i] = (p.incarnation, r);
-            }
-        }
-        if healed {
-            let acked = *probe_ack.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((_, revision)) = acked {
-                if is_converged(&probes, &replicas, revision) {
-                    converged = true;
-                    break;
-                }
-            }
-            if now >= heal_at + opts.liveness_within {
-                break;
-            }
-        }
-        match sim.step() {
-            Ok(_) => {}
-            Err(e) => {
-                failures.push(format!("the simulation stopped: {e}"));
-                break;
-            }
-        }
-    }
-    let simulated = sim.elapsed();
-    let acked = *probe_ack.lock().unwrap_or_else(|e| e.into_inner());
-    match acked {
-        None => failures.push(format!(
-            "liveness: no write acknowledged within {:?} of the heal",
-            opts.liveness_within
-        )),
-        Some(_) if !converged => failures.push(format!(
-            "liveness: nodes and replicas did not converge within {:?} of the heal: {}",
-            opts.liveness_within,
-            describe(&probes, &replicas)
-        )),
-        Some(_) => {}
-    }
-    let records = history.records();
-    if converged {
-        let now = sim.since_epoch().as_secs() as i64;
-        failures.extend(check_final(
-            &history,
-            &probes,
-            &replicas,
-            &all_nodes,
-            &replica_names,
-            now,
-        ));
-    }
-    failures.extend(check_history(&records, &history.pending()));
-    failures.extend(history.violations());
-    phase.done.store(true, Ordering::Release);
-    let crashes = disks.iter().fold((0, 0), |(c, l), d| {
-        let (c2, l2) = d.crash_stats();
-        (c + c2, l + l2)
-    });
-    let writes = records
-        .iter()
-        .filter(|r| matches!(r.answer, Answer::Written { .. }))
-        .count();
-    let checks = records
-        .iter()
-        .filter(|r| matches!(r.answer, Answer::Checked { .. }))
-        .count();
-    Report {
-        seed,
-        schedule,
-        history: history.render(),
-        failures,
-        ops: (records.len(), writes, checks),
-        recovered_after: acked.map(|(ms, _)| Duration::from_millis(ms)),
-        crashes,
-        simulated,
-    }
+    replicas
 }
 
-/// Starts (`on`) or ends a fault.
+/// Starts (`on`) or ends a fault. One arm per kind of fault, on and off side by side: a
+/// table read as a whole, longer than most functions because there are that many faults.
 fn apply(
     sim: &mut turmoil::Sim<'_>,
     fault: &Fault,

@@ -2,27 +2,33 @@
 //! directory, and kill, pause, restart or add them while tests and benchmarks talk to them
 //! over gRPC.
 //!
-//! Every process is tracked by PID and stopped when the [`ProcessCluster`] is dropped; nothing
-//! is ever stopped by name. [`devca`] makes the certificates of a TLS cluster, [`floods`] the
-//! hostile callers of the security tests and benchmark.
+//! Every process is a [`process::Process`], tracked by PID and stopped when the
+//! [`ProcessCluster`] is dropped; nothing is ever stopped by name. [`devca`] makes the
+//! certificates of a TLS cluster, [`floods`] the hostile callers of the security tests and
+//! benchmark, [`jwt`] the tokens of tests and benchmarks.
 
 pub mod devca;
 pub mod floods;
+pub mod jwt;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use anyhow::{anyhow, bail, Result};
 use revokd_proto::v1::cluster_client::ClusterClient;
 use revokd_proto::v1::revocation_client::RevocationClient;
 use revokd_proto::v1::{Role, StatusRequest, StatusResponse};
 use tonic::transport::{Channel, Endpoint};
+
+use crate::process::{revokd_log_filter, Process};
+
+/// How long [`ProcessCluster::stop`] gives a node to exit after SIGTERM: a node drains in
+/// well under a second, so a node still up after this is hung and the test should say so.
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// Where the `revokd` binary is: `$REVOKD_BIN`, or next to the running executable's
 /// directory (`target/<profile>/revokd` for tests in `target/<profile>/deps/`).
@@ -101,22 +107,13 @@ pub struct NodeProc {
     pub data_dir: PathBuf,
     /// Where stderr goes.
     pub log: PathBuf,
-    args: Vec<String>,
-    child: Option<Child>,
-    paused: bool,
+    process: Process,
 }
 
 impl NodeProc {
     /// The PID while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    fn signal(&self, sig: Signal) -> Result<()> {
-        let pid = self
-            .pid()
-            .ok_or_else(|| anyhow!("node {} is not running", self.id))?;
-        kill(Pid::from_raw(pid as i32), sig).with_context(|| format!("{sig} to node {}", self.id))
+        self.process.pid()
     }
 }
 
@@ -235,38 +232,20 @@ impl ProcessCluster {
             data_dir.display().to_string(),
         ]);
         args.extend(extra);
-        let mut node = NodeProc {
+        let mut process = Process::new(format!("node {id}"), &self.bin, args)
+            .log_to(&log)
+            .env("REVOKD_LOG", revokd_log_filter("info"));
+        process.start()?;
+        self.nodes.insert(
             id,
-            addr,
-            data_dir,
-            log,
-            args,
-            child: None,
-            paused: false,
-        };
-        self.spawn(&mut node)?;
-        self.nodes.insert(id, node);
-        Ok(())
-    }
-
-    fn spawn(&self, node: &mut NodeProc) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)?;
-        let child = Command::new(&self.bin)
-            .args(&node.args)
-            .env(
-                "REVOKD_LOG",
-                std::env::var("REVOKD_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("spawning {}", self.bin.display()))?;
-        node.child = Some(child);
-        node.paused = false;
+            NodeProc {
+                id,
+                addr,
+                data_dir,
+                log,
+                process,
+            },
+        );
         Ok(())
     }
 
@@ -337,7 +316,7 @@ impl ProcessCluster {
     pub fn live(&self) -> Vec<u64> {
         self.nodes
             .values()
-            .filter(|n| n.child.is_some() && !n.paused)
+            .filter(|n| n.process.running() && !n.process.paused())
             .map(|n| n.id)
             .collect()
     }
@@ -372,41 +351,25 @@ impl ProcessCluster {
 
     /// `kill -9` a node.
     pub fn kill(&mut self, id: u64) -> Result<()> {
-        let node = self.node_mut(id)?;
-        if let Some(mut child) = node.child.take() {
-            child.kill()?;
-            child.wait()?;
-        }
-        node.paused = false;
-        Ok(())
+        self.node_mut(id)?.process.kill()
     }
 
-    /// SIGTERM a node and wait for it to exit.
+    /// SIGTERM a node and wait for it to exit (it fails, after a SIGKILL, if the node is
+    /// still up after 30 s: a hung shutdown is a bug the test should report, not wait out).
     pub fn stop(&mut self, id: u64) -> Result<()> {
-        let node = self.node_mut(id)?;
-        if node.paused {
-            node.signal(Signal::SIGCONT)?;
+        let process = &mut self.node_mut(id)?.process;
+        if !process.running() {
+            bail!("node {id} is not running");
         }
-        node.signal(Signal::SIGTERM)?;
-        if let Some(mut child) = node.child.take() {
-            child.wait()?;
+        if !process.stop(STOP_GRACE)? {
+            bail!("node {id} did not exit within {STOP_GRACE:?} of SIGTERM; killed it");
         }
         Ok(())
     }
 
     /// Restarts a stopped or killed node with the same id, address and data.
     pub fn restart(&mut self, id: u64) -> Result<()> {
-        let mut node = self
-            .nodes
-            .remove(&id)
-            .ok_or_else(|| anyhow!("no node {id}"))?;
-        let res = if node.child.is_some() {
-            Err(anyhow!("node {id} is still running"))
-        } else {
-            self.spawn(&mut node)
-        };
-        self.nodes.insert(id, node);
-        res
+        self.node_mut(id)?.process.start()
     }
 
     /// Waits up to `timeout` for a node's process to exit by itself and returns its status;
@@ -416,61 +379,36 @@ impl ProcessCluster {
         id: u64,
         timeout: Duration,
     ) -> Result<Option<std::process::ExitStatus>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let node = self.node_mut(id)?;
-        loop {
-            let child = node
-                .child
-                .as_mut()
-                .ok_or_else(|| anyhow!("node {id} is not running"))?;
-            if let Some(status) = child.try_wait()? {
-                node.child = None;
-                return Ok(Some(status));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.node_mut(id)?.process.wait_exit(timeout).await
     }
 
     /// SIGSTOP a node.
     pub fn pause(&mut self, id: u64) -> Result<()> {
-        let node = self.node_mut(id)?;
-        node.signal(Signal::SIGSTOP)?;
-        node.paused = true;
-        Ok(())
+        self.node_mut(id)?.process.pause()
     }
 
     /// SIGCONT a paused node.
     pub fn resume(&mut self, id: u64) -> Result<()> {
-        let node = self.node_mut(id)?;
-        node.signal(Signal::SIGCONT)?;
-        node.paused = false;
-        Ok(())
+        let process = &mut self.node_mut(id)?.process;
+        if !process.running() {
+            bail!("node {id} is not running");
+        }
+        process.resume()
     }
 
     /// The last lines of a node's log, for failure messages.
     pub fn log_tail(&self, id: u64, lines: usize) -> String {
-        let Ok(node) = self.node(id) else {
-            return String::new();
-        };
-        let text = std::fs::read_to_string(&node.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        self.node(id)
+            .map(|n| n.process.log_tail(lines))
+            .unwrap_or_default()
     }
 }
 
 impl Drop for ProcessCluster {
     fn drop(&mut self) {
+        // Before the data directory goes (the first field to drop).
         for node in self.nodes.values_mut() {
-            if let Some(mut child) = node.child.take() {
-                if node.paused {
-                    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGCONT);
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            let _ = node.process.kill();
         }
         if std::env::var_os("REVOKD_KEEP_TEST_DIRS").is_some() {
             let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));

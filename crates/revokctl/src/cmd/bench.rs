@@ -15,11 +15,11 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use revokd_client::{Client, Consistency, Error, Replica, ReplicaConfig, Revoke, TokenQuery};
+use revokd_proto::clock::unix_now;
 
 use super::Ctx;
 use crate::error::{CliError, EXIT_OK};
 use crate::output::Record;
-use crate::time::now;
 
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,8 +77,7 @@ struct Tally {
 impl Tally {
     fn new() -> Self {
         Tally {
-            hist: Histogram::new_with_bounds(1, 600_000_000_000, 3)
-                .unwrap_or_else(|e| panic!("histogram bounds: {e}")),
+            hist: histogram(),
             errors: BTreeMap::new(),
         }
     }
@@ -156,7 +155,10 @@ fn progress(a: &BenchArgs) -> ProgressBar {
 
 async fn preload(client: &Client, run: u64, n: usize) -> Result<Vec<String>, CliError> {
     let ids: Vec<String> = (0..n).map(|i| format!("bench-{run}-pre-{i}")).collect();
-    let tokens: Vec<Revoke> = ids.iter().map(|j| Revoke::new(j, now() + 3600)).collect();
+    let tokens: Vec<Revoke> = ids
+        .iter()
+        .map(|j| Revoke::new(j, unix_now() + 3600))
+        .collect();
     client.revoke_many(&tokens).await?;
     Ok(ids)
 }
@@ -169,37 +171,13 @@ pub async fn run(ctx: &Ctx, a: &BenchArgs) -> Result<i32, CliError> {
     if a.duration.is_zero() {
         return Err(CliError::Usage("--duration must be greater than 0".into()));
     }
-    let run = now() as u64 * 1000 + u64::from(std::process::id() % 1000);
+    let run = unix_now() as u64 * 1000 + u64::from(std::process::id() % 1000);
     let client = ctx.client.clone();
     let reads: Arc<Vec<String>> = Arc::new(match a.mode {
         Mode::Check | Mode::Cache | Mode::Mixed => preload(&client, run, a.preload.max(1)).await?,
         _ => Vec::new(),
     });
-    let mut replicas = Vec::new();
-    if matches!(a.mode, Mode::Cache | Mode::Propagation) {
-        let n = if a.mode == Mode::Cache {
-            1
-        } else {
-            a.replicas.max(1)
-        };
-        for i in 0..n {
-            let mut config = ctx.client.config().clone();
-            config.actor = ctx.cli.actor.clone();
-            config.tls = super::tls(&ctx.cli)?;
-            let c = Client::connect(config).await?;
-            replicas.push(
-                Replica::connect(
-                    c,
-                    ReplicaConfig {
-                        replica_id: format!("revokctl-bench-{run}-{i}"),
-                        ..ReplicaConfig::default()
-                    },
-                    Duration::from_secs(60),
-                )
-                .await?,
-            );
-        }
-    }
+    let replicas = start_replicas(ctx, a, run).await?;
     let schedule = Arc::new(Schedule {
         next: AtomicU64::new(0),
         count: a.count.unwrap_or(u64::MAX),
@@ -208,77 +186,26 @@ pub async fn run(ctx: &Ctx, a: &BenchArgs) -> Result<i32, CliError> {
         rate: a.rate,
     });
     let bar = progress(a);
-    let ticker = {
-        let bar = bar.clone();
-        let schedule = schedule.clone();
-        let by_count = a.count.is_some();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let done = schedule.done();
-                let secs = schedule.start.elapsed().as_secs_f64();
-                if by_count {
-                    bar.set_position(done);
-                } else {
-                    bar.set_position(secs as u64);
-                }
-                bar.set_message(format!("{done} ops, {:.0}/s", done as f64 / secs.max(1e-9)));
-            }
-        })
-    };
+    let ticker = tick(bar.clone(), schedule.clone(), a.count.is_some());
     let started = Instant::now();
-    let linearizable = a.linearizable;
-    let read_ratio = a.read_ratio;
+    let work = Work {
+        mode: a.mode,
+        client,
+        reads,
+        replicas,
+        run,
+        linearizable: a.linearizable,
+        read_ratio: a.read_ratio,
+        seen_at: Arc::default(),
+    };
     let workers = if a.mode == Mode::Propagation {
         1
     } else {
         a.concurrency
     };
-    let seen_at: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
-        let client = client.clone();
-        let schedule = schedule.clone();
-        let reads = reads.clone();
-        let replicas = replicas.clone();
-        let mode = a.mode;
-        let seen_at = seen_at.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut t = Tally::new();
-            while let Some(i) = schedule.take().await {
-                let t0 = Instant::now();
-                let r = match mode {
-                    Mode::Revoke => client
-                        .revoke(Revoke::new(format!("bench-{run}-{i}"), now() + 3600))
-                        .await
-                        .map(drop),
-                    Mode::Check => check(&client, &reads, i, linearizable).await,
-                    Mode::Mixed if i % u64::from(read_ratio + 1) != 0 => {
-                        check(&client, &reads, i, false).await
-                    }
-                    Mode::Mixed => client
-                        .revoke(Revoke::new(format!("bench-{run}-{i}"), now() + 3600))
-                        .await
-                        .map(drop),
-                    Mode::Cache => {
-                        let hit = replicas[0].is_revoked(&reads[i as usize % reads.len()]);
-                        if hit {
-                            Ok(())
-                        } else {
-                            Err(Error::Stream("a preloaded id reads as not revoked".into()))
-                        }
-                    }
-                    Mode::Propagation => propagate(&client, &replicas, run, i, &seen_at).await,
-                };
-                t.record(t0, r);
-                if mode == Mode::Cache && i % 1024 == 0 {
-                    // Local reads never wait: let the ticker and the replica's task run.
-                    tokio::task::yield_now().await;
-                }
-            }
-            t
-        }));
-    }
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| tokio::spawn(work.clone().worker(schedule.clone())))
+        .collect();
     let mut total = Tally::new();
     for task in tasks {
         match task.await {
@@ -289,55 +216,181 @@ pub async fn run(ctx: &Ctx, a: &BenchArgs) -> Result<i32, CliError> {
     ticker.abort();
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    let h = &total.hist;
-    let us = |ns: u64| (ns as f64 / 10.0).round() / 100.0;
     let errors: u64 = total.errors.values().sum();
-    let mut records = vec![Record::new()
-        .field("mode", format!("{:?}", a.mode).to_lowercase())
+    let mode = format!("{:?}", a.mode).to_lowercase();
+    let per_sec = (total.hist.len() as f64 / secs).round();
+    let mut records = vec![latency_record(&mode, &total.hist, errors, secs, per_sec)];
+    if a.mode == Mode::Propagation {
+        let seen = work.seen_at.lock().unwrap_or_else(|p| p.into_inner());
+        let mut p = histogram();
+        for d in seen.iter() {
+            let _ = p.record(d.as_nanos().max(1) as u64);
+        }
+        records.push(latency_record(
+            "propagation (ack -> visible, per replica)",
+            &p,
+            0,
+            secs,
+            0,
+        ));
+    }
+    ctx.printer.print(&records);
+    print_errors(ctx, &total.errors);
+    Ok(EXIT_OK)
+}
+
+/// One row per error code, if there were errors.
+fn print_errors(ctx: &Ctx, errors: &BTreeMap<String, u64>) {
+    if errors.is_empty() {
+        return;
+    }
+    let rows: Vec<Record> = errors
+        .iter()
+        .map(|(code, n)| {
+            Record::new()
+                .field("error_code", code.clone())
+                .field("count", *n)
+        })
+        .collect();
+    ctx.printer.print(&rows);
+}
+
+/// The replicas `cache` (one) and `propagation` (`--replicas`) read, each on a client of its
+/// own, bootstrapped.
+async fn start_replicas(ctx: &Ctx, a: &BenchArgs, run: u64) -> Result<Vec<Replica>, CliError> {
+    let n = match a.mode {
+        Mode::Cache => 1,
+        Mode::Propagation => a.replicas.max(1),
+        _ => 0,
+    };
+    let mut replicas = Vec::new();
+    for i in 0..n {
+        let mut config = ctx.client.config().clone();
+        config.actor = ctx.cli.actor.clone();
+        config.tls = super::tls(&ctx.cli)?;
+        let c = Client::connect(config).await?;
+        replicas.push(
+            Replica::connect(
+                c,
+                ReplicaConfig {
+                    replica_id: format!("revokctl-bench-{run}-{i}"),
+                    ..ReplicaConfig::default()
+                },
+                Duration::from_secs(60),
+            )
+            .await?,
+        );
+    }
+    Ok(replicas)
+}
+
+/// Moves the progress bar every 100 ms (by operations with `--count`, else by seconds).
+fn tick(bar: ProgressBar, schedule: Arc<Schedule>, by_count: bool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let done = schedule.done();
+            let secs = schedule.start.elapsed().as_secs_f64();
+            if by_count {
+                bar.set_position(done);
+            } else {
+                bar.set_position(secs as u64);
+            }
+            bar.set_message(format!("{done} ops, {:.0}/s", done as f64 / secs.max(1e-9)));
+        }
+    })
+}
+
+/// What every worker shares.
+#[derive(Clone)]
+struct Work {
+    mode: Mode,
+    client: Client,
+    reads: Arc<Vec<String>>,
+    replicas: Vec<Replica>,
+    run: u64,
+    linearizable: bool,
+    read_ratio: u32,
+    /// `propagation`: ack -> visible, per replica.
+    seen_at: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl Work {
+    /// Takes operations from `schedule` until it says stop.
+    async fn worker(self, schedule: Arc<Schedule>) -> Tally {
+        let mut t = Tally::new();
+        while let Some(i) = schedule.take().await {
+            let t0 = Instant::now();
+            let r = self.op(i).await;
+            t.record(t0, r);
+            if self.mode == Mode::Cache && i % 1024 == 0 {
+                // Local reads never wait: let the ticker and the replica's task run.
+                tokio::task::yield_now().await;
+            }
+        }
+        t
+    }
+
+    /// Operation `i` of the mode.
+    async fn op(&self, i: u64) -> Result<(), Error> {
+        let (client, reads, run) = (&self.client, &self.reads, self.run);
+        match self.mode {
+            Mode::Revoke => self.revoke(i).await,
+            Mode::Check => check(client, reads, i, self.linearizable).await,
+            Mode::Mixed if !i.is_multiple_of(u64::from(self.read_ratio + 1)) => {
+                check(client, reads, i, false).await
+            }
+            Mode::Mixed => self.revoke(i).await,
+            Mode::Cache => {
+                let hit = self.replicas[0].is_revoked(&reads[i as usize % reads.len()]);
+                if hit {
+                    Ok(())
+                } else {
+                    Err(Error::Stream("a preloaded id reads as not revoked".into()))
+                }
+            }
+            Mode::Propagation => propagate(client, &self.replicas, run, i, &self.seen_at).await,
+        }
+    }
+
+    /// A durable revoke of a fresh id.
+    async fn revoke(&self, i: u64) -> Result<(), Error> {
+        self.client
+            .revoke(Revoke::new(
+                format!("bench-{}-{i}", self.run),
+                unix_now() + 3600,
+            ))
+            .await
+            .map(drop)
+    }
+}
+
+/// A histogram of nanoseconds up to ten minutes, 3 significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000_000, 3)
+        .unwrap_or_else(|e| panic!("histogram bounds: {e}"))
+}
+
+/// One output row: count, rate and latency percentiles (microseconds, two decimals).
+fn latency_record(
+    mode: &str,
+    h: &Histogram<u64>,
+    errors: u64,
+    secs: f64,
+    per_sec: impl Into<serde_json::Value>,
+) -> Record {
+    let us = |ns: u64| (ns as f64 / 10.0).round() / 100.0;
+    Record::new()
+        .field("mode", mode.to_owned())
         .field("ops", h.len())
         .field("errors", errors)
         .field("seconds", (secs * 100.0).round() / 100.0)
-        .field("ops_per_sec", (h.len() as f64 / secs).round())
+        .field("ops_per_sec", per_sec)
         .field("p50_us", us(h.value_at_quantile(0.5)))
         .field("p90_us", us(h.value_at_quantile(0.9)))
         .field("p99_us", us(h.value_at_quantile(0.99)))
         .field("p999_us", us(h.value_at_quantile(0.999)))
-        .field("max_us", us(h.max()))];
-    if a.mode == Mode::Propagation {
-        let seen = seen_at.lock().unwrap_or_else(|p| p.into_inner());
-        let mut p = Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)
-            .unwrap_or_else(|e| panic!("histogram bounds: {e}"));
-        for d in seen.iter() {
-            let _ = p.record(d.as_nanos().max(1) as u64);
-        }
-        records.push(
-            Record::new()
-                .field("mode", "propagation (ack -> visible, per replica)")
-                .field("ops", p.len())
-                .field("errors", 0)
-                .field("seconds", (secs * 100.0).round() / 100.0)
-                .field("ops_per_sec", 0)
-                .field("p50_us", us(p.value_at_quantile(0.5)))
-                .field("p90_us", us(p.value_at_quantile(0.9)))
-                .field("p99_us", us(p.value_at_quantile(0.99)))
-                .field("p999_us", us(p.value_at_quantile(0.999)))
-                .field("max_us", us(p.max())),
-        );
-    }
-    ctx.printer.print(&records);
-    if !total.errors.is_empty() {
-        let rows: Vec<Record> = total
-            .errors
-            .iter()
-            .map(|(code, n)| {
-                Record::new()
-                    .field("error_code", code.clone())
-                    .field("count", *n)
-            })
-            .collect();
-        ctx.printer.print(&rows);
-    }
-    Ok(EXIT_OK)
+        .field("max_us", us(h.max()))
 }
 
 async fn check(client: &Client, reads: &[String], i: u64, linearizable: bool) -> Result<(), Error> {
@@ -369,7 +422,7 @@ async fn propagate(
     seen_at: &Mutex<Vec<Duration>>,
 ) -> Result<(), Error> {
     let w = client
-        .revoke(Revoke::new(format!("bench-{run}-p-{i}"), now() + 3600))
+        .revoke(Revoke::new(format!("bench-{run}-p-{i}"), unix_now() + 3600))
         .await?;
     let acked = Instant::now();
     let mut waits = tokio::task::JoinSet::new();

@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use revokd_bench::{hist, machine, now, rss_bytes, start_redis, uuidish};
+use revokd_bench::{hist, machine, rss_bytes, start_redis, uuidish};
 use revokd_client::replica::table::{Store, Writer};
 use revokd_client::{
     Client, ClientConfig, Key, Replica, ReplicaConfig, Revoke, RuleKind, TokenQuery, Validator,
 };
+use revokd_proto::clock::unix_now;
+use revokd_testkit::jwt::{self, Algorithm, Signer};
 use revokd_testkit::ProcessCluster;
 
 #[derive(Parser, Debug)]
@@ -157,14 +158,14 @@ fn memory_probe(n: usize) -> Result<()> {
     let store = Arc::new(Store::new());
     let mut writer = Writer::new(store.clone());
     let mut r = writer.replace();
-    let exp = now() + 86_400;
+    let exp = unix_now() + 86_400;
     for i in 0..n as u64 {
         r.push(&uuidish(i), exp, "logout");
     }
     r.finish(Vec::new());
     let after = rss_bytes(pid)?;
     assert_eq!(store.len(), n, "every id is held");
-    assert!(store.is_revoked(&uuidish(n as u64 / 2), now));
+    assert!(store.is_revoked(&uuidish(n as u64 / 2), unix_now));
     println!(
         "{}",
         serde_json::json!({
@@ -232,7 +233,7 @@ async fn new_replica(endpoints: Vec<String>, name: String) -> Result<Replica> {
 
 /// Loads `n` ids into the cluster in batches of 10,000.
 async fn load(admin: &Client, n: usize) -> Result<()> {
-    let exp = now() + 86_400;
+    let exp = unix_now() + 86_400;
     let started = Instant::now();
     for start in (0..n).step_by(10_000) {
         let batch: Vec<Revoke> = (start..(start + 10_000).min(n))
@@ -405,39 +406,15 @@ fn redis_rows(bin: &str, entries: usize, dur: Duration, rows: &mut Vec<Row>) -> 
     Ok(())
 }
 
-const KEYS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../revokd-client/tests/fixtures/keys"
-);
-
-fn key_pair(alg: Algorithm) -> Result<(EncodingKey, Key)> {
-    let read =
-        |f: &str| std::fs::read(format!("{KEYS}/{f}")).with_context(|| format!("{KEYS}/{f}"));
+/// A signer and the validator's key for `alg`: a fixed secret for HMAC, the test key pair
+/// otherwise.
+fn key_pair(alg: Algorithm) -> Result<(Signer, Key)> {
     let secret = [7u8; 64];
-    Ok(match alg {
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-            (EncodingKey::from_secret(&secret), Key::hmac(alg, secret)?)
-        }
-        Algorithm::RS256
-        | Algorithm::RS384
-        | Algorithm::RS512
-        | Algorithm::PS256
-        | Algorithm::PS384
-        | Algorithm::PS512 => (
-            EncodingKey::from_rsa_pem(&read("rsa_private.pem")?)?,
-            Key::from_pem(alg, &read("rsa_public.pem")?)?,
-        ),
-        Algorithm::ES256 => (
-            EncodingKey::from_ec_pem(&read("ec256_private.pem")?)?,
-            Key::from_pem(alg, &read("ec256_public.pem")?)?,
-        ),
-        Algorithm::ES384 => (
-            EncodingKey::from_ec_pem(&read("ec384_private.pem")?)?,
-            Key::from_pem(alg, &read("ec384_public.pem")?)?,
-        ),
-        Algorithm::EdDSA => (
-            EncodingKey::from_ed_pem(&read("ed25519_private.pem")?)?,
-            Key::from_pem(alg, &read("ed25519_public.pem")?)?,
+    Ok(match jwt::key_stem(alg) {
+        None => (Signer::hmac(alg, &secret), Key::hmac(alg, secret)?),
+        Some(_) => (
+            Signer::fixture(alg)?,
+            Key::from_pem(alg, jwt::public_pem(alg)?)?,
         ),
     })
 }
@@ -454,10 +431,10 @@ fn validate_rows(replica: &Replica, dur: Duration, rows: &mut Vec<Row>) -> Resul
             "azp": "web-app",
             "iss": "https://issuer.example",
             "aud": "api",
-            "iat": now() - 60,
-            "exp": now() + 3600,
+            "iat": unix_now() - 60,
+            "exp": unix_now() + 3600,
         });
-        let token = jsonwebtoken::encode(&Header::new(alg), &claims, &enc)?;
+        let token = enc.sign(&claims)?;
         let build = |with: bool| -> Result<Validator> {
             let b = Validator::builder()
                 .key(key.clone())
@@ -560,7 +537,7 @@ async fn propagation_rows(counts: &[usize], revokes: usize, rows: &mut Vec<Row>)
         for k in 0..revokes {
             let t0 = Instant::now();
             let w = admin
-                .revoke(Revoke::new(format!("prop-{n}-{k}"), now() + 3600))
+                .revoke(Revoke::new(format!("prop-{n}-{k}"), unix_now() + 3600))
                 .await?;
             let at = Instant::now();
             let _ = ack_h.record(at.duration_since(t0).as_micros() as u64);
@@ -756,7 +733,7 @@ fn checks_while_updating(
             let mut k = 0u64;
             loop {
                 let batch: Vec<Revoke> = (0..100)
-                    .map(|i| Revoke::new(format!("live-{k}-{i}"), now() + 3600))
+                    .map(|i| Revoke::new(format!("live-{k}-{i}"), unix_now() + 3600))
                     .collect();
                 if admin.revoke_many(&batch).await.is_err() {
                     tokio::time::sleep(Duration::from_millis(10)).await;

@@ -12,7 +12,6 @@
 //! The load for each peer comes from its well-known client library (the `redis` and
 //! `etcd-client` crates). Run through `scripts/compare.sh`, which installs the peers.
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,10 +19,12 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use etcd_client::{GetOptions, PutOptions};
 use hdrhistogram::Histogram;
-use revokd_bench::{hist, machine, now, start_redis, uuidish, Spawned};
+use revokd_bench::{hist, machine, start_redis, uuidish, Spawned};
 use revokd_client::{
     Client, ClientConfig, Consistency, Replica, ReplicaConfig, Revoke, TokenQuery,
 };
+use revokd_proto::clock::unix_now;
+use revokd_testkit::process::Process;
 use revokd_testkit::{free_port, ProcessCluster};
 
 #[derive(Parser, Debug)]
@@ -155,33 +156,33 @@ async fn start_etcd(bin: &str) -> Result<(Spawned, Vec<String>)> {
         .join(",");
     let mut children = Vec::new();
     for (i, (client, peer)) in ports.iter().enumerate() {
-        children.push(
-            Command::new(bin)
-                .args([
-                    "--name",
-                    &format!("n{i}"),
-                    "--data-dir",
-                    &dir.path().join(format!("n{i}")).display().to_string(),
-                    "--listen-client-urls",
-                    &format!("http://127.0.0.1:{client}"),
-                    "--advertise-client-urls",
-                    &format!("http://127.0.0.1:{client}"),
-                    "--listen-peer-urls",
-                    &format!("http://127.0.0.1:{peer}"),
-                    "--initial-advertise-peer-urls",
-                    &format!("http://127.0.0.1:{peer}"),
-                    "--initial-cluster",
-                    &initial,
-                    "--initial-cluster-state",
-                    "new",
-                    "--initial-cluster-token",
-                    "revokd-compare",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .with_context(|| format!("starting {bin} (install etcd-server)"))?,
+        let mut etcd = Process::new(
+            format!("etcd n{i}"),
+            bin,
+            [
+                "--name".to_owned(),
+                format!("n{i}"),
+                "--data-dir".into(),
+                dir.path().join(format!("n{i}")).display().to_string(),
+                "--listen-client-urls".into(),
+                format!("http://127.0.0.1:{client}"),
+                "--advertise-client-urls".into(),
+                format!("http://127.0.0.1:{client}"),
+                "--listen-peer-urls".into(),
+                format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls".into(),
+                format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster".into(),
+                initial.clone(),
+                "--initial-cluster-state".into(),
+                "new".into(),
+                "--initial-cluster-token".into(),
+                "revokd-compare".into(),
+            ],
         );
+        etcd.start()
+            .with_context(|| format!("starting {bin} (install etcd-server)"))?;
+        children.push(etcd);
     }
     let procs = Spawned { children, dir };
     let endpoints: Vec<String> = ports
@@ -217,7 +218,7 @@ async fn writes(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
                 let client = client.clone();
                 async move {
                     client
-                        .revoke(Revoke::new(format!("w-{t}-{i}"), now() + 3600))
+                        .revoke(Revoke::new(format!("w-{t}-{i}"), unix_now() + 3600))
                         .await?;
                     Ok(())
                 }
@@ -290,7 +291,10 @@ async fn reads(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
         let cluster = ProcessCluster::start(3).await?;
         let client = revokd_client(&cluster).await?;
         for chunk in ids.chunks(10_000) {
-            let batch: Vec<Revoke> = chunk.iter().map(|j| Revoke::new(j, now() + 3600)).collect();
+            let batch: Vec<Revoke> = chunk
+                .iter()
+                .map(|j| Revoke::new(j, unix_now() + 3600))
+                .collect();
             client.revoke_many(&batch).await?;
         }
         let replica = Replica::connect(
@@ -440,7 +444,7 @@ async fn propagation(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
         let mut h = hist();
         for i in 0..n {
             let w = client
-                .revoke(Revoke::new(format!("p-{i}"), now() + 3600))
+                .revoke(Revoke::new(format!("p-{i}"), unix_now() + 3600))
                 .await?;
             let acked = Instant::now();
             if !replica

@@ -18,16 +18,16 @@
 //! bodies from a caller without a cluster certificate, `Snapshot` streams that are never read
 //! over a set of 200,000 ids, and fake replica ids heartbeated from one address.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use revokd_bench::{closed_loop, machine, now, Row};
+use revokd_bench::{closed_loop, machine, Row};
+use revokd_proto::clock::unix_now;
 use revokd_proto::v1::{self as pb, revocation_client::RevocationClient};
 use revokd_testkit::devca::{DevCa, Issued};
+use revokd_testkit::jwt::{keys_dir, Algorithm, Signer};
 use revokd_testkit::{channel, tls_channel_as, ClusterOptions, ProcessCluster};
 use tonic::transport::Channel;
 
@@ -76,10 +76,6 @@ impl Setup {
     }
 }
 
-fn keys_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../revokd-client/tests/fixtures/keys")
-}
-
 /// The four set-ups, with their certificates and keys written under `dir`.
 fn setups(dir: &std::path::Path) -> Result<Vec<Setup>> {
     let ca = DevCa::new("bench cluster CA")?;
@@ -87,14 +83,10 @@ fn setups(dir: &std::path::Path) -> Result<Vec<Setup>> {
     let admin_ca = DevCa::new("bench admin CA")?;
     let admin_ca_path = admin_ca.write_ca_as(dir, "admin-ca")?;
     let (iss, aud) = ("https://bench.auth", "revokd");
-    let token = encode(
-        &Header::new(Algorithm::RS256),
-        &serde_json::json!({
-            "iss": iss, "aud": aud, "sub": "bench", "scope": "revokd:admin revokd:read",
-            "iat": now(), "exp": now() + 3600,
-        }),
-        &EncodingKey::from_rsa_pem(&std::fs::read(keys_dir().join("rsa_private.pem"))?)?,
-    )?;
+    let token = Signer::fixture(Algorithm::RS256)?.sign(&serde_json::json!({
+        "iss": iss, "aud": aud, "sub": "bench", "scope": "revokd:admin revokd:read",
+        "iat": unix_now(), "exp": unix_now() + 3600,
+    }))?;
     let with = |extra: &[String]| -> Vec<String> {
         tls_args.iter().chain(extra).cloned().collect::<Vec<_>>()
     };
@@ -212,7 +204,7 @@ async fn measure(setup: &Setup, args: &Args) -> Result<Vec<Measured>> {
                     pb::RevokeRequest {
                         token: Some(pb::RevokedTokenSpec {
                             jti: format!("s{clients}-{t}-{i}"),
-                            expires_at: now() + 3600,
+                            expires_at: unix_now() + 3600,
                             reason: String::new(),
                             subject: String::new(),
                         }),
@@ -363,7 +355,7 @@ async fn floods(dir: &std::path::Path) -> Result<()> {
             tokens: (i..i + 10_000)
                 .map(|n| pb::RevokedTokenSpec {
                     jti: format!("flood-{n:08}-0123456789abcdef0123456789abcdef"),
-                    expires_at: now() + 3600,
+                    expires_at: unix_now() + 3600,
                     reason: "a reason long enough to be counted".into(),
                     subject: "someone@example.com".into(),
                 })
