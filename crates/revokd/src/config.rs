@@ -361,8 +361,7 @@ impl Args {
     }
 
     /// Builds the typed configuration and validates it.
-    pub fn into_config(self) -> Result<Config, ConfigError> {
-        let invalid = |m: &str| ConfigError::Invalid(m.to_owned());
+    pub fn into_config(mut self) -> Result<Config, ConfigError> {
         let (ms, secs) = (Duration::from_millis, Duration::from_secs);
         let initial_cluster = match &self.initial_cluster {
             Some(s) => parse_initial_cluster(s)?,
@@ -372,62 +371,8 @@ impl Args {
             Some(s) => parse_peer_routes(s)?,
             None => BTreeMap::new(),
         };
-        let tls = match (self.tls_cert, self.tls_key, self.tls_ca) {
-            (None, None, None) if self.admin_client_ca.is_some() => {
-                return Err(invalid(
-                    "admin-client-ca needs TLS (tls-cert, tls-key and tls-ca): client \
-                     certificates are only seen over TLS",
-                ))
-            }
-            (None, None, None) => None,
-            (Some(cert), Some(key), Some(ca)) => {
-                let admin_names: Vec<String> = self
-                    .admin_client_names
-                    .as_deref()
-                    .unwrap_or_default()
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|n| !n.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                if self.admin_client_ca.is_none() && !admin_names.is_empty() {
-                    return Err(invalid("admin-client-names needs admin-client-ca"));
-                }
-                Some(TlsSettings {
-                    cert,
-                    key,
-                    ca,
-                    admin_ca: self.admin_client_ca,
-                    admin_names,
-                })
-            }
-            _ => {
-                return Err(invalid(
-                    "tls-cert, tls-key and tls-ca go together: give all three or none",
-                ))
-            }
-        };
-        let auth = match self.auth_key {
-            None if self.auth_issuer.is_some() || self.auth_audience.is_some() => {
-                return Err(invalid("auth-issuer and auth-audience need auth-key"))
-            }
-            None => None,
-            Some(key_file) => Some(AuthSettings {
-                key_file,
-                algorithm: self.auth_algorithm.parse().map_err(|_| {
-                    ConfigError::Invalid(format!(
-                        "auth-algorithm {:?} is not a JWS algorithm (RS256, ES256, EdDSA, HS256, ...)",
-                        self.auth_algorithm
-                    ))
-                })?,
-                issuer: self.auth_issuer.ok_or_else(|| invalid("auth-key needs auth-issuer"))?,
-                audience: self.auth_audience
-                    .ok_or_else(|| invalid("auth-key needs auth-audience"))?,
-                admin_scope: self.auth_admin_scope,
-                read_scope: self.auth_read_scope,
-                max_token_lifetime: secs(self.auth_max_token_lifetime_secs),
-            }),
-        };
+        let tls = self.tls_settings()?;
+        let auth = self.auth_settings()?;
         let config = Config {
             id: self.id,
             listen: self.listen,
@@ -459,6 +404,79 @@ impl Args {
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// The TLS settings: all three files or none; admin certificates need TLS.
+    fn tls_settings(&mut self) -> Result<Option<TlsSettings>, ConfigError> {
+        let invalid = |m: &str| ConfigError::Invalid(m.to_owned());
+        Ok(
+            match (
+                self.tls_cert.take(),
+                self.tls_key.take(),
+                self.tls_ca.take(),
+            ) {
+                (None, None, None) if self.admin_client_ca.is_some() => {
+                    return Err(invalid(
+                        "admin-client-ca needs TLS (tls-cert, tls-key and tls-ca): client \
+                     certificates are only seen over TLS",
+                    ))
+                }
+                (None, None, None) => None,
+                (Some(cert), Some(key), Some(ca)) => {
+                    let admin_names: Vec<String> = self
+                        .admin_client_names
+                        .as_deref()
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                    if self.admin_client_ca.is_none() && !admin_names.is_empty() {
+                        return Err(invalid("admin-client-names needs admin-client-ca"));
+                    }
+                    Some(TlsSettings {
+                        cert,
+                        key,
+                        ca,
+                        admin_ca: self.admin_client_ca.take(),
+                        admin_names,
+                    })
+                }
+                _ => {
+                    return Err(invalid(
+                        "tls-cert, tls-key and tls-ca go together: give all three or none",
+                    ))
+                }
+            },
+        )
+    }
+
+    /// The admin-token settings: a key turns them on, and then needs an issuer and audience.
+    fn auth_settings(&mut self) -> Result<Option<AuthSettings>, ConfigError> {
+        let invalid = |m: &str| ConfigError::Invalid(m.to_owned());
+        let secs = Duration::from_secs;
+        Ok(match self.auth_key.take() {
+            None if self.auth_issuer.is_some() || self.auth_audience.is_some() => {
+                return Err(invalid("auth-issuer and auth-audience need auth-key"))
+            }
+            None => None,
+            Some(key_file) => Some(AuthSettings {
+                key_file,
+                algorithm: self.auth_algorithm.parse().map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "auth-algorithm {:?} is not a JWS algorithm (RS256, ES256, EdDSA, HS256, ...)",
+                        self.auth_algorithm
+                    ))
+                })?,
+                issuer: self.auth_issuer.take().ok_or_else(|| invalid("auth-key needs auth-issuer"))?,
+                audience: self.auth_audience.take()
+                    .ok_or_else(|| invalid("auth-key needs auth-audience"))?,
+                admin_scope: std::mem::take(&mut self.auth_admin_scope),
+                read_scope: self.auth_read_scope.take(),
+                max_token_lifetime: secs(self.auth_max_token_lifetime_secs),
+            }),
+        })
     }
 }
 

@@ -170,20 +170,7 @@ impl ReplicaRegistry {
         commit: u64,
         by: &Reporter,
     ) -> Result<(), Error> {
-        if id.len() > MAX_REPLICA_ID_LEN {
-            return Err(Error::TooLong {
-                field: "replica_id",
-                max: MAX_REPLICA_ID_LEN,
-                len: id.len(),
-            });
-        }
-        if description.len() > MAX_DESCRIPTION_LEN {
-            return Err(Error::TooLong {
-                field: "description",
-                max: MAX_DESCRIPTION_LEN,
-                len: description.len(),
-            });
-        }
+        check_bounds(id, description)?;
         if id.is_empty() {
             return Ok(());
         }
@@ -219,23 +206,7 @@ impl ReplicaRegistry {
             // The owner went silent: the id starts over for its new owner.
             seen.remove(id);
         }
-        let held = seen
-            .values()
-            .filter(|s| s.quota == by.quota && now.duration_since(s.at) < REPLICA_TTL)
-            .count();
-        if held >= MAX_REPLICAS_PER_CLIENT {
-            return Err(Error::TooManyReplicasFrom {
-                client: by.quota.clone(),
-                max: MAX_REPLICAS_PER_CLIENT,
-                ttl: REPLICA_TTL,
-            });
-        }
-        if seen.len() >= MAX_REPLICAS {
-            seen.retain(|_, s| now.duration_since(s.at) < REPLICA_TTL);
-            if seen.len() >= MAX_REPLICAS {
-                return Err(Error::TooManyReplicas(MAX_REPLICAS));
-            }
-        }
+        admit_new_id(&mut seen, &by.quota, now)?;
         seen.insert(
             id.to_owned(),
             Seen {
@@ -270,6 +241,48 @@ impl ReplicaRegistry {
         out.sort_by(|a, b| a.replica_id.cmp(&b.replica_id));
         out
     }
+}
+
+/// Refuses a report whose id or description is longer than the wire allows.
+fn check_bounds(id: &str, description: &str) -> Result<(), Error> {
+    if id.len() > MAX_REPLICA_ID_LEN {
+        return Err(Error::TooLong {
+            field: "replica_id",
+            max: MAX_REPLICA_ID_LEN,
+            len: id.len(),
+        });
+    }
+    if description.len() > MAX_DESCRIPTION_LEN {
+        return Err(Error::TooLong {
+            field: "description",
+            max: MAX_DESCRIPTION_LEN,
+            len: description.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether a client may register one more replica id: within its own quota, and within the
+/// registry's bound once the ids not heard from for the TTL are dropped.
+fn admit_new_id(seen: &mut HashMap<String, Seen>, quota: &str, now: Instant) -> Result<(), Error> {
+    let held = seen
+        .values()
+        .filter(|s| s.quota == quota && now.duration_since(s.at) < REPLICA_TTL)
+        .count();
+    if held >= MAX_REPLICAS_PER_CLIENT {
+        return Err(Error::TooManyReplicasFrom {
+            client: quota.to_owned(),
+            max: MAX_REPLICAS_PER_CLIENT,
+            ttl: REPLICA_TTL,
+        });
+    }
+    if seen.len() >= MAX_REPLICAS {
+        seen.retain(|_, s| now.duration_since(s.at) < REPLICA_TTL);
+        if seen.len() >= MAX_REPLICAS {
+            return Err(Error::TooManyReplicas(MAX_REPLICAS));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -182,6 +182,14 @@ pub(super) fn strip_scheme(addr: &str) -> &str {
         .trim_start_matches("https://")
 }
 
+/// HTTP/2 pings on an idle connection to a node, and how long an unanswered one may take: a
+/// node that vanished without closing the connection (a partition, a paused host) is noticed
+/// in about 15 s even on a quiet `Watch`, whose replica would otherwise wait for a change that
+/// cannot come.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// See [`KEEPALIVE_INTERVAL`].
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Whether `host:port` names a loopback host (`localhost`, 127.0.0.0/8, `::1`).
 pub(super) fn is_loopback(addr: &str) -> bool {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
@@ -230,8 +238,8 @@ pub(super) fn endpoint(given: &str, config: &ClientConfig) -> Result<Endpoint, E
     Ok(ep
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5)))
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT))
 }
 
 #[cfg(test)]

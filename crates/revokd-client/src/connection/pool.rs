@@ -67,13 +67,20 @@ impl NodeConn {
 
     pub(crate) fn revocation(&self) -> RevocationClient<InterceptedService<Channel, Bearer>> {
         RevocationClient::with_interceptor(self.channel.clone(), self.auth.clone())
-            .max_decoding_message_size(64 << 20)
+            .max_decoding_message_size(MAX_RESPONSE)
     }
 
     pub(crate) fn cluster(&self) -> ClusterClient<InterceptedService<Channel, Bearer>> {
         ClusterClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 }
+
+/// Largest answer the client decodes: a `Snapshot` chunk of many long entries, which the
+/// node bounds at half this (`revokd::MAX_API_RESPONSE`); anything larger is not a node.
+const MAX_RESPONSE: usize = 64 << 20;
+/// Longest a heartbeat round waits for a node's answer, whatever the interval: a node that
+/// takes longer is marked down, so calls stop picking it within a couple of seconds.
+const MAX_PROBE_WAIT: Duration = Duration::from_secs(2);
 
 /// Adds `authorization: Bearer <token>` to every call when the client has a token.
 #[derive(Clone)]
@@ -308,7 +315,7 @@ pub(super) async fn probe_round(inner: &Arc<Inner>) {
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let timeout = inner.config.heartbeat_interval.min(Duration::from_secs(2));
+    let timeout = inner.config.heartbeat_interval.min(MAX_PROBE_WAIT);
     let mut set = JoinSet::new();
     for node in nodes {
         let msg = heartbeat_request(reporter.as_deref());

@@ -42,6 +42,13 @@ pub struct ReceiptedWrite {
     pub receipt: Receipt,
 }
 
+/// A replica counts for a receipt while its last report is at most three heartbeat intervals
+/// old, and never less than this: one late report does not drop a live replica.
+const MIN_CONNECTED: Duration = Duration::from_secs(3);
+/// How often a receipt asks the nodes again: replicas report within milliseconds of applying,
+/// so a short poll keeps the receipt's latency close to the replicas' own.
+const POLL_EVERY: Duration = Duration::from_millis(5);
+
 impl Client {
     /// Revokes a token and then waits, up to `within`, until `want` connected replicas have
     /// applied it: the answer says which did, so an admin knows where the revocation is in
@@ -70,7 +77,7 @@ impl Client {
         let started = Instant::now();
         let deadline = started + within;
         let connected_ms = (self.inner.config.heartbeat_interval * 3)
-            .max(Duration::from_secs(3))
+            .max(MIN_CONNECTED)
             .as_millis() as u64;
         loop {
             // Merge every node's view: a replica reports promptly to the node it follows
@@ -102,8 +109,7 @@ impl Client {
                     waited: started.elapsed(),
                 };
             }
-            tokio::time::sleep_until((Instant::now() + Duration::from_millis(5)).min(deadline))
-                .await;
+            tokio::time::sleep_until((Instant::now() + POLL_EVERY).min(deadline)).await;
         }
     }
 }

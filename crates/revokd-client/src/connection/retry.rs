@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::{from_status, Error};
@@ -14,6 +15,39 @@ use revokd_proto::wire::{is_node_error, ACTOR_HEADER, LEADER_ADDR_HEADER};
 
 use super::pool::{mark, probe_round, InFlight};
 use super::*;
+
+/// One call's progress through its retries.
+struct Retry {
+    op: &'static str,
+    started: Instant,
+    deadline: Instant,
+    /// The next backoff (doubling up to the configured maximum).
+    backoff: Duration,
+    /// What the last failed attempt said, for the error if the deadline passes.
+    last: String,
+}
+
+impl Retry {
+    fn new(op: &'static str, timeout: Duration, backoff: Duration) -> Self {
+        let started = Instant::now();
+        Retry {
+            op,
+            started,
+            deadline: started + timeout,
+            backoff,
+            last: String::from("no healthy node"),
+        }
+    }
+
+    /// The error once the call has run out of time, with what the cluster last said.
+    fn unavailable(&self, last: String) -> Error {
+        Error::Unavailable {
+            op: self.op,
+            waited: self.started.elapsed(),
+            last,
+        }
+    }
+}
 
 impl Client {
     /// Runs `f` on a node chosen for `target`, retrying UNAVAILABLE answers with backoff
@@ -32,6 +66,7 @@ impl Client {
             .await
     }
 
+    /// Like [`Client::call`], under `timeout` instead of the configured one.
     pub(super) async fn call_within<T, F, Fut>(
         &self,
         op: &'static str,
@@ -43,33 +78,16 @@ impl Client {
         F: Fn(Arc<NodeConn>, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let started = Instant::now();
-        let deadline = started + timeout;
-        let mut backoff = self.inner.config.initial_backoff;
-        let mut last = String::from("no healthy node");
+        let mut retry = Retry::new(op, timeout, self.inner.config.initial_backoff);
         let mut rounds = self.probe_rounds();
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let remaining = retry.deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(Error::Unavailable {
-                    op,
-                    waited: started.elapsed(),
-                    last,
-                });
+                let last = std::mem::take(&mut retry.last);
+                return Err(retry.unavailable(last));
             }
             let Some(node) = self.pick(target) else {
-                if self.inner.probing.load(Ordering::Acquire) {
-                    // Every node failed its last heartbeat: wait for the next probe round.
-                    rounds.borrow_and_update();
-                    let _ = tokio::time::timeout_at(deadline, rounds.changed()).await;
-                } else {
-                    // Still connecting, so no prober runs (the cluster may be starting):
-                    // back off, then probe by ourselves, rather than wait out the timeout
-                    // for a round that would never come.
-                    tokio::time::sleep_until((Instant::now() + backoff).min(deadline)).await;
-                    backoff = (backoff * 2).min(self.inner.config.max_backoff);
-                    probe_round(&self.inner).await;
-                }
+                self.await_healthy_node(&mut retry, &mut rounds).await;
                 continue;
             };
             node.outstanding.fetch_add(1, Ordering::AcqRel);
@@ -77,51 +95,70 @@ impl Client {
             let attempt = remaining.min(self.inner.config.attempt_timeout);
             let result = self.attempt(&node, attempt, f(node.clone(), attempt)).await;
             drop(guard);
-            let status = match result {
+            match result {
                 Ok(resp) => return Ok(resp.into_inner()),
-                Err(status) => status,
-            };
-            match status.code() {
-                tonic::Code::Unavailable
+                Err(status) => self.after_failure(&mut retry, &node, status).await?,
+            }
+        }
+    }
+
+    /// No node is healthy: waits for the next heartbeat round, or, while still connecting
+    /// (no prober runs yet, and the cluster may be starting), backs off and probes itself
+    /// rather than wait out the timeout for a round that would never come.
+    async fn await_healthy_node(&self, retry: &mut Retry, rounds: &mut watch::Receiver<u64>) {
+        if self.inner.probing.load(Ordering::Acquire) {
+            rounds.borrow_and_update();
+            let _ = tokio::time::timeout_at(retry.deadline, rounds.changed()).await;
+        } else {
+            tokio::time::sleep_until((Instant::now() + retry.backoff).min(retry.deadline)).await;
+            retry.backoff = (retry.backoff * 2).min(self.inner.config.max_backoff);
+            probe_round(&self.inner).await;
+        }
+    }
+
+    /// Decides what a failed attempt on `node` means: `Ok` to try again (at once towards a
+    /// leader hint, otherwise after a jittered backoff), or the error the caller gets. A
+    /// transport failure (not the node speaking) also marks the node down until a heartbeat
+    /// succeeds again.
+    async fn after_failure(
+        &self,
+        retry: &mut Retry,
+        node: &Arc<NodeConn>,
+        status: tonic::Status,
+    ) -> Result<(), Error> {
+        let transient = matches!(
+            status.code(),
+            tonic::Code::Unavailable
                 | tonic::Code::Unknown
                 | tonic::Code::Cancelled
                 | tonic::Code::DeadlineExceeded
-                    if Instant::now() < deadline =>
-                {
-                    self.inner.metrics.retries.inc();
-                    last = format!("{}: {}", node.addr, status.message());
-                    let hint = status
-                        .metadata()
-                        .get(LEADER_ADDR_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    if !is_node_error(status.message()) {
-                        // Not the node speaking: the connection failed. Stop using the node
-                        // until a heartbeat succeeds again.
-                        mark(&self.inner, &node, false, &last);
-                    }
-                    if let Some(h) = hint.filter(|h| *h != node.addr) {
-                        self.set_leader(&h);
-                        continue;
-                    }
-                    let jitter = backoff.mul_f64(fastrand::f64() * 0.5);
-                    tokio::time::sleep_until((Instant::now() + backoff + jitter).min(deadline))
-                        .await;
-                    backoff = (backoff * 2).min(self.inner.config.max_backoff);
-                }
-                tonic::Code::Unavailable
-                | tonic::Code::Unknown
-                | tonic::Code::Cancelled
-                | tonic::Code::DeadlineExceeded => {
-                    return Err(Error::Unavailable {
-                        op,
-                        waited: started.elapsed(),
-                        last: format!("{}: {}", node.addr, status.message()),
-                    })
-                }
-                _ => return Err(from_status(op, status)),
-            }
+        );
+        if !transient {
+            return Err(from_status(retry.op, status));
         }
+        let said = format!("{}: {}", node.addr, status.message());
+        if Instant::now() >= retry.deadline {
+            return Err(retry.unavailable(said));
+        }
+        self.inner.metrics.retries.inc();
+        retry.last = said;
+        let hint = status
+            .metadata()
+            .get(LEADER_ADDR_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if !is_node_error(status.message()) {
+            mark(&self.inner, node, false, &retry.last);
+        }
+        if let Some(h) = hint.filter(|h| *h != node.addr) {
+            self.set_leader(&h);
+            return Ok(());
+        }
+        let jitter = retry.backoff.mul_f64(fastrand::f64() * 0.5);
+        tokio::time::sleep_until((Instant::now() + retry.backoff + jitter).min(retry.deadline))
+            .await;
+        retry.backoff = (retry.backoff * 2).min(self.inner.config.max_backoff);
+        Ok(())
     }
 
     /// Runs one attempt on `node` for at most `timeout`, giving up early when a heartbeat

@@ -23,6 +23,9 @@ const TICK: Duration = Duration::from_millis(50);
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Least time between two progress reports.
 const REPORT_GAP: Duration = Duration::from_millis(50);
+/// The deadline a `Watch` carries: a watch runs until it breaks, but a channel may impose a
+/// default deadline on calls without one, so it asks for a year.
+const WATCH_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A rule from the wire, as the replica keeps it; `None` for a rule kind this client does not
 /// know (from a newer node), which is skipped.
@@ -217,7 +220,7 @@ async fn follow(
     let mut req = tonic::Request::new(pb::WatchRequest {
         from_revision: from,
     });
-    req.set_timeout(Duration::from_secs(365 * 24 * 3600));
+    req.set_timeout(WATCH_DEADLINE);
     let opened = tokio::time::timeout(OPEN_TIMEOUT, node.revocation().watch(req)).await;
     let mut stream: Streaming<pb::WatchResponse> = match opened {
         Err(_) => return Stop::NodeFailed("watch did not open in time".into()),
