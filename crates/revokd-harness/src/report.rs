@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::check::Verdicts;
 use crate::faults::Schedule;
 use crate::history::{Event, History, Record};
-use crate::run::RunOptions;
+use crate::options::RunOptions;
 
 /// Percentiles of a distribution, in milliseconds.
 #[derive(Clone, Debug, Default, Serialize)]

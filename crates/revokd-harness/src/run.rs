@@ -2,7 +2,6 @@
 //! schedule's faults one after another, heal everything, then check the invariants on the
 //! history and the final state, and write the report.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,36 +11,13 @@ use revokd_proto::clock::unix_now;
 use tokio::task::JoinSet;
 
 use crate::check::check_invariants;
-use crate::cluster::{Backend, Deployment};
-use crate::faults::{Cut, Fault, Schedule, Target};
+use crate::cluster::Deployment;
+use crate::faults::{Cut, Fault, Target};
 use crate::history::{Ack, History};
 use crate::net::Site;
+use crate::options::RunOptions;
 use crate::report::Report;
-use crate::topology::Topology;
 use crate::workload::{Placement, Workload, WorkloadOptions};
-
-/// What to run.
-#[derive(Clone, Debug)]
-pub struct RunOptions {
-    /// Where nodes run.
-    pub topology: Topology,
-    /// The faults.
-    pub schedule: Schedule,
-    /// Seeds proxies' jitter and checkers' choices (the schedule is already built from it).
-    pub seed: u64,
-    /// Revokes per second per writer.
-    pub write_rate: f64,
-    /// Checks per second per checker.
-    pub check_rate: f64,
-    /// Where the report, the timeline and (unless removed) node data and logs go.
-    pub out_dir: PathBuf,
-    /// Keep node data and logs after a passing run (they are always kept after a failure).
-    pub keep_data: bool,
-    /// Where nodes run.
-    pub backend: Backend,
-    /// Run the nodes with TLS (and the clients over it).
-    pub tls: bool,
-}
 
 /// Runs one scenario and returns its report (also written to `out_dir`). The report says
 /// whether every invariant held; an error means the run itself could not be carried out.
