@@ -193,8 +193,7 @@ async fn measure(setup: &Setup, args: &Args) -> Result<Vec<Measured>> {
     let mut rows = Vec::new();
     for clients in [1, args.clients] {
         let (pool, token) = (leader_pool.clone(), token.clone());
-        let cpu = nodes_cpu_secs(&c);
-        let row = closed_loop(
+        let run = closed_loop(
             format!("Revoke, {clients} clients | {}", setup.name),
             clients,
             dur,
@@ -213,15 +212,11 @@ async fn measure(setup: &Setup, args: &Args) -> Result<Vec<Measured>> {
                 );
                 async move { api.revoke(req).await.is_ok() }
             },
-        )
-        .await;
-        eprintln!("  {row:?}");
-        let per_op = (nodes_cpu_secs(&c) - cpu) * 1e6 / row.ops.max(1) as f64;
-        rows.push((row, per_op));
+        );
+        rows.push(costed(&c, run).await);
     }
     let (nodes, token, clients) = (all_nodes.clone(), token.clone(), args.clients);
-    let cpu = nodes_cpu_secs(&c);
-    let row = closed_loop(
+    let run = closed_loop(
         format!("Check LOCAL, {clients} clients | {}", setup.name),
         clients,
         dur,
@@ -240,12 +235,19 @@ async fn measure(setup: &Setup, args: &Args) -> Result<Vec<Measured>> {
             );
             async move { api.check(req).await.is_ok() }
         },
-    )
-    .await;
-    eprintln!("  {row:?}");
-    let per_op = (nodes_cpu_secs(&c) - cpu) * 1e6 / row.ops.max(1) as f64;
-    rows.push((row, per_op));
+    );
+    rows.push(costed(&c, run).await);
     Ok(rows)
+}
+
+/// Runs one workload and measures what it cost the nodes: CPU microseconds per operation,
+/// summed over every node's process.
+async fn costed(c: &ProcessCluster, run: impl std::future::Future<Output = Row>) -> Measured {
+    let cpu = nodes_cpu_secs(c);
+    let row = run.await;
+    eprintln!("  {row:?}");
+    let per_op = (nodes_cpu_secs(c) - cpu) * 1e6 / row.ops.max(1) as f64;
+    (row, per_op)
 }
 
 #[tokio::main]
