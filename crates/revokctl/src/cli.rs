@@ -1,9 +1,11 @@
 //! The command line: global flags and one subcommand per admin task.
+//!
+//! Every clap definition lives here, so `cmd` depends on `cli` and never the other way round.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::output::Format;
 
@@ -104,7 +106,7 @@ pub enum Command {
     /// Build a snapshot on every node now (compacting their logs).
     Snapshot,
     /// Generate load and report throughput and latency percentiles.
-    Bench(crate::cmd::bench::BenchArgs),
+    Bench(BenchArgs),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -235,4 +237,51 @@ pub enum MemberCommand {
         /// The node's id.
         id: u64,
     },
+}
+
+/// `bench`: what to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Durable revokes through the leader.
+    Revoke,
+    /// Remote `Check` calls (LOCAL, or LINEARIZABLE with --linearizable).
+    Check,
+    /// `is_revoked` on a local replica (no network).
+    Cache,
+    /// Revoke acknowledged -> visible in --replicas replicas.
+    Propagation,
+    /// --read-ratio LOCAL checks per revoke.
+    Mixed,
+}
+
+/// `bench` flags.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    pub mode: Mode,
+    /// Concurrent workers.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Operations per second across all workers; 0 means as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Stop after this many operations.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop after this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// `check`: LINEARIZABLE instead of LOCAL.
+    #[arg(long)]
+    pub linearizable: bool,
+    /// `propagation`: replicas to start in this process.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+    /// `mixed`: reads per write.
+    #[arg(long, default_value_t = 9)]
+    pub read_ratio: u32,
+    /// Token ids revoked before `check`, `cache` and `mixed` start, for reads to find.
+    #[arg(long, default_value_t = 1_000)]
+    pub preload: usize,
 }

@@ -11,6 +11,7 @@
 //! - [`workload`]: writers, replicas, checkers and the leader monitor.
 //! - [`history`]: what every client was told, for the checks and figures.
 //! - [`check`]: the invariants checked at the end of a run.
+//! - [`options`]: what a run is asked to do (read by the run and its report).
 //! - [`report`]: figures as JSON and Markdown, and the timeline picture.
 //! - [`run`]: one scenario from start to report.
 
@@ -19,6 +20,7 @@ pub mod cluster;
 pub mod faults;
 pub mod history;
 pub mod net;
+pub mod options;
 pub mod proxy;
 pub mod report;
 pub mod run;

@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use revokd_harness::cluster::{self, Deployment, UpState};
 use revokd_harness::faults::{default_topology, schedule, SCENARIOS};
-use revokd_harness::run::{run, RunOptions};
+use revokd_harness::options::RunOptions;
+use revokd_harness::run::run;
 use revokd_harness::topology::{Topology, BUILTIN};
 
 /// Multi-region chaos harness for revokd.

@@ -8,13 +8,24 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::check::Verdicts;
+use crate::check::{Verdict, Verdicts};
 use crate::faults::Schedule;
 use crate::history::{Event, History, Record};
-use crate::run::RunOptions;
+use crate::options::RunOptions;
+
+/// A timeline panel's drawing area.
+type Area<'b> = DrawingArea<SVGBackend<'b>, Shift>;
+
+/// A timeline panel: seconds across, the panel's measure up.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A fault on the timeline: from, to (s) and what it was.
+type Shaded<'e> = (f64, f64, &'e str);
 
 /// Percentiles of a distribution, in milliseconds.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -134,6 +145,75 @@ fn leaderless(samples: &[(f64, Option<u64>)]) -> (f64, f64) {
     (total, longest)
 }
 
+/// Each fault on the timeline, with when it healed and its failover time.
+fn fault_figures(events: &[Event]) -> Vec<FaultFigures> {
+    events
+        .iter()
+        .filter(|e| e.kind == "fault")
+        .map(|e| FaultFigures {
+            what: e.what.clone(),
+            at_s: e.at_ms / 1000.0,
+            healed_s: e.end_ms.map(|m| m / 1000.0),
+            failover_ms: e.failover_ms,
+        })
+        .collect()
+}
+
+/// Replica sightings per region, as (acknowledged at, in s; delay, in ms).
+fn sightings_by_region(r: &Record) -> BTreeMap<String, Vec<(f64, f64)>> {
+    let mut by_region: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for s in &r.sightings {
+        by_region
+            .entry(s.region.clone())
+            .or_default()
+            .push((s.ack_ms / 1000.0, s.delay_ms));
+    }
+    by_region
+}
+
+/// Acknowledged revokes missing at the end, from the durability verdict.
+fn lost(verdicts: &[Verdict]) -> usize {
+    verdicts
+        .iter()
+        .find(|v| v.invariant.starts_with("every acknowledged revoke"))
+        .map(|v| {
+            // A lost id counts once, however many nodes miss it.
+            let mut ids: Vec<&str> = v
+                .examples
+                .iter()
+                .filter_map(|e| e.split(' ').next())
+                .collect();
+            ids.dedup();
+            if v.violations > v.examples.len() {
+                v.violations
+            } else {
+                ids.len()
+            }
+        })
+        .unwrap_or(0)
+}
+
+/// Acknowledged writes per second, in half-second buckets up to `now_ms`.
+fn throughput(r: &Record, now_ms: f64) -> Vec<(f64, f64)> {
+    let mut buckets: BTreeMap<u64, u64> = BTreeMap::new();
+    for a in &r.acks {
+        *buckets.entry((a.ack_ms / 500.0) as u64).or_default() += 1;
+    }
+    let last = (now_ms / 500.0) as u64;
+    (0..=last)
+        .map(|b| (b as f64 / 2.0, *buckets.get(&b).unwrap_or(&0) as f64 * 2.0))
+        .collect()
+}
+
+/// Leader changes: every "leader is" event after the first.
+fn leader_changes(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| e.kind == "leader" && e.what.starts_with("leader is"))
+        .count()
+        .saturating_sub(1)
+}
+
 impl Report {
     /// Computes the figures.
     pub fn build(
@@ -144,55 +224,11 @@ impl Report {
     ) -> Report {
         let duration_s = history.now_ms() / 1000.0;
         history.with(|r: &mut Record| {
-            let faults = r
-                .events
-                .iter()
-                .filter(|e| e.kind == "fault")
-                .map(|e| FaultFigures {
-                    what: e.what.clone(),
-                    at_s: e.at_ms / 1000.0,
-                    healed_s: e.end_ms.map(|m| m / 1000.0),
-                    failover_ms: e.failover_ms,
-                })
-                .collect();
             let (leaderless_ms, longest_leaderless_ms) = leaderless(&r.leader_samples);
-            let mut by_region: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-            for s in &r.sightings {
-                by_region
-                    .entry(s.region.clone())
-                    .or_default()
-                    .push((s.ack_ms / 1000.0, s.delay_ms));
-            }
+            let by_region = sightings_by_region(r);
             let propagation = by_region
                 .iter()
                 .map(|(k, v)| (k.clone(), Spread::of(v.iter().map(|p| p.1))))
-                .collect();
-            let lost = verdicts
-                .iter()
-                .find(|v| v.invariant.starts_with("every acknowledged revoke"))
-                .map(|v| {
-                    // A lost id counts once, however many nodes miss it.
-                    let mut ids: Vec<&str> = v
-                        .examples
-                        .iter()
-                        .filter_map(|e| e.split(' ').next())
-                        .collect();
-                    ids.dedup();
-                    if v.violations > v.examples.len() {
-                        v.violations
-                    } else {
-                        ids.len()
-                    }
-                })
-                .unwrap_or(0);
-            // Acknowledged writes per second, in half-second buckets.
-            let mut buckets: BTreeMap<u64, u64> = BTreeMap::new();
-            for a in &r.acks {
-                *buckets.entry((a.ack_ms / 500.0) as u64).or_default() += 1;
-            }
-            let last = (history.now_ms() / 500.0) as u64;
-            let throughput = (0..=last)
-                .map(|b| (b as f64 / 2.0, *buckets.get(&b).unwrap_or(&0) as f64 * 2.0))
                 .collect();
             Report {
                 scenario: opts.schedule.name.clone(),
@@ -206,18 +242,13 @@ impl Report {
                 duration_s,
                 revokes_attempted: r.attempted.len(),
                 revokes_acknowledged: r.acks.len(),
-                revokes_lost: lost,
+                revokes_lost: lost(&verdicts),
                 write_errors: r.write_errors.clone(),
                 write_latency: Spread::of(r.acks.iter().map(|a| a.ack_ms - a.sent_ms)),
-                faults,
+                faults: fault_figures(&r.events),
                 leaderless_ms,
                 longest_leaderless_ms,
-                leader_changes: r
-                    .events
-                    .iter()
-                    .filter(|e| e.kind == "leader" && e.what.starts_with("leader is"))
-                    .count()
-                    .saturating_sub(1),
+                leader_changes: leader_changes(&r.events),
                 propagation,
                 staleness_peak_ms: r.staleness_peak_ms.clone(),
                 replicas,
@@ -225,7 +256,7 @@ impl Report {
                 check_errors: r.check_errors,
                 verdicts,
                 events: r.events.clone(),
-                throughput,
+                throughput: throughput(r, history.now_ms()),
                 sightings: by_region,
                 leaders: r.leader_samples.clone(),
             }
@@ -264,6 +295,15 @@ impl Report {
             },
             self.duration_s
         );
+        self.figures_md(&mut m);
+        self.propagation_md(&mut m);
+        self.faults_md(&mut m);
+        self.invariants_md(&mut m);
+        m
+    }
+
+    /// The table of headline figures.
+    fn figures_md(&self, m: &mut String) {
         let _ = writeln!(m, "| Figure | Value |\n|---|---|");
         let _ = writeln!(
             m,
@@ -299,6 +339,10 @@ impl Report {
         {
             let _ = writeln!(m, "| worst replica staleness | {peak:.0} ms ({name}) |");
         }
+    }
+
+    /// Propagation delay per region.
+    fn propagation_md(&self, m: &mut String) {
         let _ = writeln!(
             m,
             "\n## Propagation (acknowledged to visible in the replica)\n\n| Region | Samples | p50 | p99 | max |\n|---|---|---|---|---|"
@@ -310,6 +354,10 @@ impl Report {
                 s.samples, s.p50_ms, s.p99_ms, s.max_ms
             );
         }
+    }
+
+    /// Each fault with its failover time.
+    fn faults_md(&self, m: &mut String) {
         let _ = writeln!(
             m,
             "\n## Faults\n\n| At | Fault | Healed | Failover (fault to the acknowledgement of a write sent right after it) |\n|---|---|---|---|"
@@ -328,6 +376,10 @@ impl Report {
                     .unwrap_or_else(|| "no write after it".into())
             );
         }
+    }
+
+    /// Each invariant, with examples of what broke it.
+    fn invariants_md(&self, m: &mut String) {
         let _ = writeln!(m, "\n## Invariants\n");
         for v in &self.verdicts {
             let _ = writeln!(
@@ -345,7 +397,6 @@ impl Report {
                 let _ = writeln!(m, "  - {e}");
             }
         }
-        m
     }
 
     /// Draws the timeline: throughput, propagation delay per region and the leader, with
@@ -370,8 +421,7 @@ impl Report {
             ("sans-serif", 20).into_font(),
         ))?;
         let panels = rest.split_evenly((3, 1));
-        let t_max = self.duration_s.max(1.0);
-        let faults: Vec<(f64, f64, &str)> = self
+        let faults: Vec<Shaded<'_>> = self
             .events
             .iter()
             .filter(|e| e.kind == "fault")
@@ -383,15 +433,26 @@ impl Report {
                 )
             })
             .collect();
-        let shade = RGBColor(255, 120, 120).mix(0.18).filled();
+        self.throughput_panel(&panels[0], &faults)?;
+        self.propagation_panel(&panels[1], &faults)?;
+        self.leader_panel(&panels[2], &faults)?;
+        root.present()?;
+        Ok(())
+    }
 
-        // Throughput.
-        let y_max = self.throughput.iter().map(|p| p.1).fold(1.0, f64::max) * 1.2;
-        let mut chart = ChartBuilder::on(&panels[0])
-            .caption(
-                "acknowledged revokes per second (shaded: faults)",
-                ("sans-serif", 15),
-            )
+    /// One panel of the timeline, time on the x axis up to the run's end, with its mesh
+    /// drawn and the faults shaded.
+    fn panel<'a, 'b>(
+        &self,
+        area: &'a Area<'b>,
+        caption: &str,
+        y_max: f64,
+        faults: &[Shaded<'_>],
+    ) -> Result<Chart<'a, 'b>> {
+        let t_max = self.duration_s.max(1.0);
+        let shade = RGBColor(255, 120, 120).mix(0.18).filled();
+        let mut chart = ChartBuilder::on(area)
+            .caption(caption, ("sans-serif", 15))
             .margin(8)
             .x_label_area_size(24)
             .y_label_area_size(50)
@@ -402,6 +463,18 @@ impl Report {
                 .iter()
                 .map(|(a, b, _)| Rectangle::new([(*a, 0.0), (*b, y_max)], shade)),
         )?;
+        Ok(chart)
+    }
+
+    /// Acknowledged revokes per second, with each fault's name at its start.
+    fn throughput_panel(&self, area: &Area<'_>, faults: &[Shaded<'_>]) -> Result<()> {
+        let y_max = self.throughput.iter().map(|p| p.1).fold(1.0, f64::max) * 1.2;
+        let mut chart = self.panel(
+            area,
+            "acknowledged revokes per second (shaded: faults)",
+            y_max,
+            faults,
+        )?;
         chart.draw_series(faults.iter().enumerate().map(|(i, (a, _, what))| {
             let label: String = what.chars().take(48).collect();
             Text::new(
@@ -411,8 +484,11 @@ impl Report {
             )
         }))?;
         chart.draw_series(LineSeries::new(self.throughput.iter().copied(), &BLUE))?;
+        Ok(())
+    }
 
-        // Propagation per region.
+    /// Propagation delay per region, one colour each.
+    fn propagation_panel(&self, area: &Area<'_>, faults: &[Shaded<'_>]) -> Result<()> {
         let d_max = self
             .sightings
             .values()
@@ -420,20 +496,11 @@ impl Report {
             .map(|p| p.1)
             .fold(1.0, f64::max)
             * 1.1;
-        let mut chart = ChartBuilder::on(&panels[1])
-            .caption(
-                "propagation delay per region (ms, ack to visible in replica)",
-                ("sans-serif", 15),
-            )
-            .margin(8)
-            .x_label_area_size(24)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0f64..t_max, 0f64..d_max)?;
-        chart.configure_mesh().x_desc("s").draw()?;
-        chart.draw_series(
-            faults
-                .iter()
-                .map(|(a, b, _)| Rectangle::new([(*a, 0.0), (*b, d_max)], shade)),
+        let mut chart = self.panel(
+            area,
+            "propagation delay per region (ms, ack to visible in replica)",
+            d_max,
+            faults,
         )?;
         for (i, (region, pts)) in self.sightings.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
@@ -447,23 +514,17 @@ impl Report {
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()?;
+        Ok(())
+    }
 
-        // Leader.
+    /// The leader a majority agrees on, as a step line (0 when there is none).
+    fn leader_panel(&self, area: &Area<'_>, faults: &[Shaded<'_>]) -> Result<()> {
         let ids = self.leaders.iter().filter_map(|l| l.1).max().unwrap_or(1) as f64 + 0.5;
-        let mut chart = ChartBuilder::on(&panels[2])
-            .caption(
-                "leader (node id; 0 = none a majority agrees on)",
-                ("sans-serif", 15),
-            )
-            .margin(8)
-            .x_label_area_size(24)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0f64..t_max, 0f64..ids)?;
-        chart.configure_mesh().x_desc("s").draw()?;
-        chart.draw_series(
-            faults
-                .iter()
-                .map(|(a, b, _)| Rectangle::new([(*a, 0.0), (*b, ids)], shade)),
+        let mut chart = self.panel(
+            area,
+            "leader (node id; 0 = none a majority agrees on)",
+            ids,
+            faults,
         )?;
         let mut steps = Vec::new();
         for w in self.leaders.windows(2) {
@@ -472,7 +533,6 @@ impl Report {
             steps.push((w[1].0 / 1000.0, v));
         }
         chart.draw_series(LineSeries::new(steps, RED.stroke_width(2)))?;
-        root.present()?;
         Ok(())
     }
 }

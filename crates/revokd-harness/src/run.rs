@@ -2,7 +2,7 @@
 //! schedule's faults one after another, heal everything, then check the invariants on the
 //! history and the final state, and write the report.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,36 +12,13 @@ use revokd_proto::clock::unix_now;
 use tokio::task::JoinSet;
 
 use crate::check::check_invariants;
-use crate::cluster::{Backend, Deployment};
-use crate::faults::{Cut, Fault, Schedule, Target};
+use crate::cluster::Deployment;
+use crate::faults::{Cut, Fault, Target};
 use crate::history::{Ack, History};
 use crate::net::Site;
+use crate::options::RunOptions;
 use crate::report::Report;
-use crate::topology::Topology;
 use crate::workload::{Placement, Workload, WorkloadOptions};
-
-/// What to run.
-#[derive(Clone, Debug)]
-pub struct RunOptions {
-    /// Where nodes run.
-    pub topology: Topology,
-    /// The faults.
-    pub schedule: Schedule,
-    /// Seeds proxies' jitter and checkers' choices (the schedule is already built from it).
-    pub seed: u64,
-    /// Revokes per second per writer.
-    pub write_rate: f64,
-    /// Checks per second per checker.
-    pub check_rate: f64,
-    /// Where the report, the timeline and (unless removed) node data and logs go.
-    pub out_dir: PathBuf,
-    /// Keep node data and logs after a passing run (they are always kept after a failure).
-    pub keep_data: bool,
-    /// Where nodes run.
-    pub backend: Backend,
-    /// Run the nodes with TLS (and the clients over it).
-    pub tls: bool,
-}
 
 /// Runs one scenario and returns its report (also written to `out_dir`). The report says
 /// whether every invariant held; an error means the run itself could not be carried out.
@@ -60,6 +37,35 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
     .await
     .context("bringing the topology up")?;
     let history = Arc::new(History::new());
+    let mut workload = start_workload(&opts, &dep, &history, &data).await?;
+
+    inject_faults(&opts, &mut dep, &history).await?;
+    workload.stop_traffic().await;
+
+    heal_all(&mut dep).await?;
+    let verdicts = check_invariants(&dep, &history, &workload.replicas).await;
+    let replicas_for_report: Vec<String> = workload
+        .replicas
+        .iter()
+        .map(|(r, rep)| format!("{r}:{}", rep.id()))
+        .collect();
+    workload.stop().await;
+    let report = Report::build(&opts, &history, verdicts, replicas_for_report);
+    report.write(&opts.out_dir)?;
+    drop(dep);
+    if report.passed() && !opts.keep_data {
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    Ok(report)
+}
+
+/// Starts the workload with the topology's writers, checkers and replicas in their regions.
+async fn start_workload(
+    opts: &RunOptions,
+    dep: &Deployment,
+    history: &Arc<History>,
+    data: &Path,
+) -> Result<Workload> {
     let placements = |count: fn(&crate::topology::Region) -> u32| -> Vec<Placement> {
         opts.topology
             .regions
@@ -79,7 +85,7 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
     let checkers = placements(|r| r.checkers);
     let replicas = placements(|r| r.replicas);
     let prefix = format!("{}-{}", opts.schedule.name, opts.seed);
-    let mut workload = Workload::start(
+    let workload = Workload::start(
         history.clone(),
         &WorkloadOptions {
             write_rate: opts.write_rate,
@@ -101,31 +107,18 @@ pub async fn run(opts: RunOptions) -> Result<Report> {
         replicas.len(),
         data.display()
     );
+    Ok(workload)
+}
 
-    inject_faults(&opts, &mut dep, &history).await?;
-    workload.stop_traffic().await;
-
-    // Everything healed and running again before the final checks.
+/// Everything healed and running again, with a leader, before the final checks.
+async fn heal_all(dep: &mut Deployment) -> Result<()> {
     dep.heal()?;
     dep.net.reset_latency();
     dep.revive_all()?;
     dep.wait_leader(Duration::from_secs(60))
         .await
         .context("no leader after healing every fault")?;
-    let verdicts = check_invariants(&dep, &history, &workload.replicas).await;
-    let replicas_for_report: Vec<String> = workload
-        .replicas
-        .iter()
-        .map(|(r, rep)| format!("{r}:{}", rep.id()))
-        .collect();
-    workload.stop().await;
-    let report = Report::build(&opts, &history, verdicts, replicas_for_report);
-    report.write(&opts.out_dir)?;
-    drop(dep);
-    if report.passed() && !opts.keep_data {
-        let _ = std::fs::remove_dir_all(&data);
-    }
-    Ok(report)
+    Ok(())
 }
 
 /// Prints the scenario and its steps.

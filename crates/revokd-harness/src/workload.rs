@@ -58,6 +58,31 @@ fn tuned(mut config: ClientConfig, actor: &str) -> ClientConfig {
     config
 }
 
+/// A client for `p`, named `name` (its actor, and in errors).
+async fn connect(p: &Placement, name: &str) -> Result<Client> {
+    Client::connect(tuned(p.config.clone(), name))
+        .await
+        .with_context(|| format!("{name}: connecting"))
+}
+
+/// A replica in `p`'s region, bootstrapped, that answers however stale it is.
+async fn follower_replica(p: &Placement, name: &str) -> Result<Replica> {
+    Replica::connect(
+        connect(p, name).await?,
+        ReplicaConfig {
+            replica_id: name.into(),
+            description: format!("revokd-harness replica in {}", p.region),
+            // The harness measures staleness; it does not want answers refused.
+            max_staleness: Duration::from_secs(3600),
+            policy: StalenessPolicy::FailOpen,
+            ..ReplicaConfig::default()
+        },
+        Duration::from_secs(30),
+    )
+    .await
+    .with_context(|| format!("{name}: bootstrapping"))
+}
+
 impl Workload {
     /// Connects every replica (waiting for their bootstrap), then starts writers, checkers
     /// and the leader monitor.
@@ -76,24 +101,7 @@ impl Workload {
         let mut reps = Vec::new();
         for (i, p) in replicas.iter().enumerate() {
             let name = format!("{}-replica-{i}", p.region);
-            let client = Client::connect(tuned(p.config.clone(), &name))
-                .await
-                .with_context(|| format!("{name}: connecting"))?;
-            let replica = Replica::connect(
-                client,
-                ReplicaConfig {
-                    replica_id: name.clone(),
-                    description: format!("revokd-harness replica in {}", p.region),
-                    // The harness measures staleness; it does not want answers refused.
-                    max_staleness: Duration::from_secs(3600),
-                    policy: StalenessPolicy::FailOpen,
-                    ..ReplicaConfig::default()
-                },
-                Duration::from_secs(30),
-            )
-            .await
-            .with_context(|| format!("{name}: bootstrapping"))?;
-            let replica = Arc::new(replica);
+            let replica = Arc::new(follower_replica(p, &name).await?);
             reps.push((p.region.clone(), replica.clone()));
             followers.spawn(follow(
                 history.clone(),
@@ -108,9 +116,7 @@ impl Workload {
         let mut tasks = JoinSet::new();
         for (i, p) in writers.iter().enumerate() {
             let name = format!("{}-writer-{i}", p.region);
-            let client = Client::connect(tuned(p.config.clone(), &name))
-                .await
-                .with_context(|| format!("{name}: connecting"))?;
+            let client = connect(p, &name).await?;
             tasks.spawn(write(
                 history.clone(),
                 p.region.clone(),
@@ -122,9 +128,7 @@ impl Workload {
         }
         for (i, p) in checkers.iter().enumerate() {
             let name = format!("{}-checker-{i}", p.region);
-            let client = Client::connect(tuned(p.config.clone(), &name))
-                .await
-                .with_context(|| format!("{name}: connecting"))?;
+            let client = connect(p, &name).await?;
             tasks.spawn(check(
                 history.clone(),
                 client,

@@ -27,7 +27,7 @@ use revokd::node::Node;
 use revokd::storage::MemDisk;
 use revokd::Platform;
 use revokd_client::Replica;
-use revokd_core::RuleKind;
+use revokd_core::{RevocationSet, RuleKind};
 
 use crate::faults::{self, Fault, Scheduled};
 use crate::history::{Answer, History, Op, Pending, Record};
@@ -786,11 +786,7 @@ fn check_final(
 ) -> Vec<String> {
     let mut out = Vec::new();
     let members = members(probes);
-    let Expected {
-        tokens,
-        rules,
-        asked,
-    } = expected(
+    let expected = expected(
         &history.records(),
         history.invoked(),
         &history.pending(),
@@ -802,45 +798,7 @@ fn check_final(
             out.push(format!("{} never started", names[i]));
             continue;
         };
-        let sm = node.sm.read();
-        for (k, want) in &tokens {
-            let has = sm.set.token(k).is_some();
-            if let Some(want) = want {
-                if has != *want {
-                    out.push(format!(
-                        "{}: token {k} present={has}, acknowledged writes say {want}",
-                        names[i]
-                    ));
-                }
-            }
-        }
-        for (k, want) in &rules {
-            let has = sm.set.rule(RuleKind::Subject, k).is_some();
-            if let Some(want) = want {
-                if has != *want {
-                    out.push(format!(
-                        "{}: rule {k} present={has}, acknowledged writes say {want}",
-                        names[i]
-                    ));
-                }
-            }
-        }
-        for t in sm.set.tokens() {
-            if !asked.contains(&t.jti) {
-                out.push(format!(
-                    "{}: token {} present, but nobody asked for it",
-                    names[i], t.jti
-                ));
-            }
-        }
-        for r in sm.set.rules() {
-            if !asked.contains(&format!("rule:{}", r.value)) {
-                out.push(format!(
-                    "{}: rule {} present, but nobody asked for it",
-                    names[i], r.value
-                ));
-            }
-        }
+        check_node(&names[i], &node.sm.read().set, &expected, &mut out);
     }
     // Replicas hold what the nodes hold.
     let Some(&first) = members.first() else {
@@ -859,33 +817,92 @@ fn check_final(
                 out.push(format!("replica {} never started", replica_names[j]));
                 continue;
             };
-            for t in sm.set.tokens() {
-                if rep.get(&t.jti).is_none() && t.expires_at > now {
-                    out.push(format!(
-                        "replica {}: missing token {}",
-                        replica_names[j], t.jti
-                    ));
-                }
-            }
-            for (k, want) in &tokens {
-                if *want == Some(false) && rep.get(k).is_some() {
-                    out.push(format!(
-                        "replica {}: holds unrevoked token {k}",
-                        replica_names[j]
-                    ));
-                }
-            }
-            if rep.rule_count() != sm.set.rule_count() {
+            check_replica(
+                &replica_names[j],
+                &rep,
+                &sm.set,
+                &expected.tokens,
+                now,
+                &mut out,
+            );
+        }
+    }
+    out
+}
+
+/// One node's set against the history: every acknowledged write is reflected, and nothing
+/// is present that nobody asked for.
+fn check_node(name: &str, set: &RevocationSet, expected: &Expected, out: &mut Vec<String>) {
+    let Expected {
+        tokens,
+        rules,
+        asked,
+    } = expected;
+    for (k, want) in tokens {
+        let has = set.token(k).is_some();
+        if let Some(want) = want {
+            if has != *want {
                 out.push(format!(
-                    "replica {}: {} rules, the cluster {}",
-                    replica_names[j],
-                    rep.rule_count(),
-                    sm.set.rule_count()
+                    "{name}: token {k} present={has}, acknowledged writes say {want}"
                 ));
             }
         }
     }
-    out
+    for (k, want) in rules {
+        let has = set.rule(RuleKind::Subject, k).is_some();
+        if let Some(want) = want {
+            if has != *want {
+                out.push(format!(
+                    "{name}: rule {k} present={has}, acknowledged writes say {want}"
+                ));
+            }
+        }
+    }
+    for t in set.tokens() {
+        if !asked.contains(&t.jti) {
+            out.push(format!(
+                "{name}: token {} present, but nobody asked for it",
+                t.jti
+            ));
+        }
+    }
+    for r in set.rules() {
+        if !asked.contains(&format!("rule:{}", r.value)) {
+            out.push(format!(
+                "{name}: rule {} present, but nobody asked for it",
+                r.value
+            ));
+        }
+    }
+}
+
+/// One replica against a node's set: it holds every unexpired token the node holds, none
+/// that acknowledged writes removed, and as many rules.
+fn check_replica(
+    name: &str,
+    rep: &Replica,
+    set: &RevocationSet,
+    tokens: &BTreeMap<String, Option<bool>>,
+    now: i64,
+    out: &mut Vec<String>,
+) {
+    for t in set.tokens() {
+        if rep.get(&t.jti).is_none() && t.expires_at > now {
+            out.push(format!("replica {name}: missing token {}", t.jti));
+        }
+    }
+    for (k, want) in tokens {
+        if *want == Some(false) && rep.get(k).is_some() {
+            out.push(format!("replica {name}: holds unrevoked token {k}"));
+        }
+    }
+    if rep.rule_count() != set.rule_count() {
+        out.push(format!(
+            "replica {name}: {} rules, the cluster {}",
+            rep.rule_count(),
+            set.rule_count()
+        ));
+    }
 }
 
 /// Checks on the history alone: linearizable checks, and each client's revisions.

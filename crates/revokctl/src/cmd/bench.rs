@@ -11,62 +11,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use revokd_client::{Client, Consistency, Error, Replica, ReplicaConfig, Revoke, TokenQuery};
 use revokd_proto::clock::unix_now;
 
 use super::Ctx;
+use crate::cli::{BenchArgs, Mode};
 use crate::error::{CliError, EXIT_OK};
 use crate::output::Record;
-
-/// What to measure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    /// Durable revokes through the leader.
-    Revoke,
-    /// Remote `Check` calls (LOCAL, or LINEARIZABLE with --linearizable).
-    Check,
-    /// `is_revoked` on a local replica (no network).
-    Cache,
-    /// Revoke acknowledged -> visible in --replicas replicas.
-    Propagation,
-    /// --read-ratio LOCAL checks per revoke.
-    Mixed,
-}
-
-/// `bench` flags.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// What to measure.
-    #[arg(value_enum)]
-    pub mode: Mode,
-    /// Concurrent workers.
-    #[arg(long, default_value_t = 16)]
-    pub concurrency: usize,
-    /// Operations per second across all workers; 0 means as fast as possible.
-    #[arg(long, default_value_t = 0)]
-    pub rate: u64,
-    /// Stop after this many operations.
-    #[arg(long)]
-    pub count: Option<u64>,
-    /// Stop after this long.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
-    /// `check`: LINEARIZABLE instead of LOCAL.
-    #[arg(long)]
-    pub linearizable: bool,
-    /// `propagation`: replicas to start in this process.
-    #[arg(long, default_value_t = 1)]
-    pub replicas: usize,
-    /// `mixed`: reads per write.
-    #[arg(long, default_value_t = 9)]
-    pub read_ratio: u32,
-    /// Token ids revoked before `check`, `cache` and `mixed` start, for reads to find.
-    #[arg(long, default_value_t = 1_000)]
-    pub preload: usize,
-}
 
 /// Latencies (nanoseconds) and errors of one worker.
 struct Tally {

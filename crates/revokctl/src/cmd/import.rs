@@ -316,13 +316,7 @@ pub async fn run(ctx: &Ctx, a: &ImportArgs) -> Result<i32, CliError> {
     if a.batch == 0 || a.batch > MAX_BATCH {
         return Err(CliError::Usage(format!("--batch must be 1-{MAX_BATCH}")));
     }
-    let csv = match a.format.as_deref() {
-        Some(f) => f == "csv",
-        None => a
-            .file
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("csv")),
-    };
+    let csv = is_csv(a);
     let progress_file = progress_path(&a.file);
     let (input_size, input_sha256, total) = fingerprint(&a.file)?;
     let skip: u64 = if a.resume {
@@ -335,12 +329,7 @@ pub async fn run(ctx: &Ctx, a: &ImportArgs) -> Result<i32, CliError> {
         input_sha256: input_sha256.clone(),
         line,
     };
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} lines  {per_sec}  eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_position(skip);
+    let bar = progress_bar(total, skip);
     let started = Instant::now();
 
     let mut tally = Tally::default();
@@ -358,38 +347,13 @@ pub async fn run(ctx: &Ctx, a: &ImportArgs) -> Result<i32, CliError> {
         })
     });
     while let Some((line, item)) = rx.recv().await {
-        {
-            tally.lines += 1;
-            match item {
-                Err(why) => tally.rejected.push((line, why)),
-                Ok(Item::Token(t)) => batch.push((line, t)),
-                Ok(Item::Rule {
-                    kind,
-                    value,
-                    not_before,
-                    reason,
-                }) => {
-                    // Keep the file's order: what came before the rule goes first.
-                    send(ctx, &mut batch, &mut tally).await?;
-                    match ctx
-                        .client
-                        .revoke_rule(kind, &value, Some(not_before), &reason)
-                        .await
-                    {
-                        Ok(_) => tally.rules += 1,
-                        Err(revokd_client::Error::Rejected { message, .. }) => {
-                            tally.rejected.push((line, message))
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-            last_line = line;
-            if batch.len() >= a.batch {
-                send(ctx, &mut batch, &mut tally).await?;
-                write_progress(&progress_file, &progress(last_line))?;
-                bar.set_position(last_line);
-            }
+        tally.lines += 1;
+        take(ctx, line, item, &mut batch, &mut tally).await?;
+        last_line = line;
+        if batch.len() >= a.batch {
+            send(ctx, &mut batch, &mut tally).await?;
+            write_progress(&progress_file, &progress(last_line))?;
+            bar.set_position(last_line);
         }
     }
     match reader.await {
@@ -405,9 +369,75 @@ pub async fn run(ctx: &Ctx, a: &ImportArgs) -> Result<i32, CliError> {
     }
     bar.finish_and_clear();
     let _ = std::fs::remove_file(&progress_file);
+    Ok(summary(
+        ctx,
+        a,
+        &tally,
+        skip,
+        started.elapsed().as_secs_f64(),
+    ))
+}
 
-    let secs = started.elapsed().as_secs_f64();
-    let mut records: Vec<Record> = tally
+/// Whether the input is CSV: `--format`, else the extension.
+fn is_csv(a: &ImportArgs) -> bool {
+    match a.format.as_deref() {
+        Some(f) => f == "csv",
+        None => a
+            .file
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv")),
+    }
+}
+
+/// The progress bar over the input's lines, starting where the import resumes.
+fn progress_bar(total: u64, skip: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} lines  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(skip);
+    bar
+}
+
+/// Takes one line: a token joins the batch; a rule is sent at once, after the batch so far.
+async fn take(
+    ctx: &Ctx,
+    line: u64,
+    item: Result<Item, String>,
+    batch: &mut Vec<(u64, Revoke)>,
+    tally: &mut Tally,
+) -> Result<(), CliError> {
+    match item {
+        Err(why) => tally.rejected.push((line, why)),
+        Ok(Item::Token(t)) => batch.push((line, t)),
+        Ok(Item::Rule {
+            kind,
+            value,
+            not_before,
+            reason,
+        }) => {
+            // Keep the file's order: what came before the rule goes first.
+            send(ctx, batch, tally).await?;
+            match ctx
+                .client
+                .revoke_rule(kind, &value, Some(not_before), &reason)
+                .await
+            {
+                Ok(_) => tally.rules += 1,
+                Err(revokd_client::Error::Rejected { message, .. }) => {
+                    tally.rejected.push((line, message))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints the rejected lines and the summary; the exit code says whether any was rejected.
+fn summary(ctx: &Ctx, a: &ImportArgs, tally: &Tally, skip: u64, secs: f64) -> i32 {
+    let records: Vec<Record> = tally
         .rejected
         .iter()
         .map(|(line, why)| {
@@ -418,7 +448,6 @@ pub async fn run(ctx: &Ctx, a: &ImportArgs) -> Result<i32, CliError> {
         .collect();
     if !records.is_empty() {
         ctx.printer.print(&records);
-        records.clear();
     }
     ctx.printer.print(&[Record::new()
         .field("file", a.file.display().to_string())
@@ -434,9 +463,9 @@ pub async fn run(ctx: &Ctx, a: &ImportArgs) -> Result<i32, CliError> {
             "lines_per_second",
             (tally.lines as f64 / secs.max(1e-9)).round(),
         )]);
-    Ok(if tally.rejected.is_empty() {
+    if tally.rejected.is_empty() {
         EXIT_OK
     } else {
         EXIT_REJECTED
-    })
+    }
 }

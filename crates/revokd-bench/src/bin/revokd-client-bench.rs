@@ -424,87 +424,119 @@ fn validate_rows(replica: &Replica, dur: Duration, rows: &mut Vec<Row>) -> Resul
     for alg in [
         HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA,
     ] {
-        let (enc, key) = key_pair(alg)?;
-        let claims = serde_json::json!({
-            "jti": "0f8fad5b-d9cb-469f-a165-70867728950e",
-            "sub": "user-12345",
-            "azp": "web-app",
-            "iss": "https://issuer.example",
-            "aud": "api",
-            "iat": unix_now() - 60,
-            "exp": unix_now() + 3600,
-        });
-        let token = enc.sign(&claims)?;
-        let build = |with: bool| -> Result<Validator> {
-            let b = Validator::builder()
-                .key(key.clone())
-                .issuer("https://issuer.example")
-                .audience("api");
-            Ok(if with {
-                b.revocations(replica.clone())
-            } else {
-                b
-            }
-            .build()?)
-        };
-        let plain = build(false)?;
-        let checked = build(true)?;
-        plain.validate(&token).context("token validates")?;
-        checked
-            .validate(&token)
-            .context("token validates with the replica")?;
-        // Cheap algorithms get many calls per timed batch, slow ones few.
-        let batch = if matches!(alg, HS256 | HS384 | HS512) {
-            64
-        } else {
-            4
-        };
-        // Plain and checked alternate in ten rounds, so drift in the machine's load hits both.
-        let mut hs = [hist(), hist()];
-        let mut ops = [0u64; 2];
-        let mut secs = [0f64; 2];
-        for _ in 0..10 {
-            for (i, v) in [&plain, &checked].into_iter().enumerate() {
-                let (h, n, t) = per_call_ns(1, dur / 10, batch, |_, _| v.validate(&token).is_ok());
-                let _ = hs[i].add(h);
-                ops[i] += n;
-                secs[i] += t;
-            }
-        }
-        let p50 = [
-            hs[0].value_at_quantile(0.5) as f64,
-            hs[1].value_at_quantile(0.5) as f64,
-        ];
-        for (i, label) in ["without revocation check", "with the replica's check"]
-            .into_iter()
-            .enumerate()
-        {
-            rows.push(row_ns(
-                "validate",
-                format!("{alg:?} {label}, 1 thread"),
-                &hs[i],
-                secs[i],
-                ops[i],
-                "batch means, interleaved",
-            ));
-        }
-        let (h, ops, secs) = per_call_ns(2, dur, batch, |_, _| checked.validate(&token).is_ok());
-        rows.push(row_ns(
-            "validate",
-            format!("{alg:?} with the replica's check, 2 threads"),
-            &h,
-            secs,
-            ops,
-            "batch means",
-        ));
-        eprintln!(
-            "  {alg:?}: {:.0} ns plain, {:.0} ns with check ({:+.1}%)",
-            p50[0],
-            p50[1],
-            (p50[1] / p50[0] - 1.0) * 100.0
-        );
+        validate_alg(alg, replica, dur, rows)?;
     }
     Ok(())
+}
+
+/// `Validator::validate` for one algorithm: without and with the replica's check on one
+/// thread, interleaved, then with the check on two threads.
+fn validate_alg(
+    alg: Algorithm,
+    replica: &Replica,
+    dur: Duration,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let (enc, key) = key_pair(alg)?;
+    let token = sample_token(&enc)?;
+    let plain = validator(&key, None)?;
+    let checked = validator(&key, Some(replica))?;
+    plain.validate(&token).context("token validates")?;
+    checked
+        .validate(&token)
+        .context("token validates with the replica")?;
+    // Cheap algorithms get many calls per timed batch, slow ones few.
+    let batch = if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+        64
+    } else {
+        4
+    };
+    let (hs, ops, secs) = interleaved(&plain, &checked, &token, dur, batch);
+    let p50 = [
+        hs[0].value_at_quantile(0.5) as f64,
+        hs[1].value_at_quantile(0.5) as f64,
+    ];
+    for (i, label) in ["without revocation check", "with the replica's check"]
+        .into_iter()
+        .enumerate()
+    {
+        rows.push(row_ns(
+            "validate",
+            format!("{alg:?} {label}, 1 thread"),
+            &hs[i],
+            secs[i],
+            ops[i],
+            "batch means, interleaved",
+        ));
+    }
+    let (h, ops, secs) = per_call_ns(2, dur, batch, |_, _| checked.validate(&token).is_ok());
+    rows.push(row_ns(
+        "validate",
+        format!("{alg:?} with the replica's check, 2 threads"),
+        &h,
+        secs,
+        ops,
+        "batch means",
+    ));
+    eprintln!(
+        "  {alg:?}: {:.0} ns plain, {:.0} ns with check ({:+.1}%)",
+        p50[0],
+        p50[1],
+        (p50[1] / p50[0] - 1.0) * 100.0
+    );
+    Ok(())
+}
+
+/// A token with the claims a typical access token carries, valid for the next hour.
+fn sample_token(enc: &Signer) -> Result<String> {
+    let claims = serde_json::json!({
+        "jti": "0f8fad5b-d9cb-469f-a165-70867728950e",
+        "sub": "user-12345",
+        "azp": "web-app",
+        "iss": "https://issuer.example",
+        "aud": "api",
+        "iat": unix_now() - 60,
+        "exp": unix_now() + 3600,
+    });
+    enc.sign(&claims)
+}
+
+/// A validator for [`sample_token`]'s issuer and audience, checking revocations in
+/// `replica` when given.
+fn validator(key: &Key, replica: Option<&Replica>) -> Result<Validator> {
+    let b = Validator::builder()
+        .key(key.clone())
+        .issuer("https://issuer.example")
+        .audience("api");
+    Ok(match replica {
+        Some(replica) => b.revocations(replica.clone()),
+        None => b,
+    }
+    .build()?)
+}
+
+/// Times `plain` and `checked` on one thread: per validator, the batch means, calls and
+/// seconds.
+fn interleaved(
+    plain: &Validator,
+    checked: &Validator,
+    token: &str,
+    dur: Duration,
+    batch: usize,
+) -> ([hdrhistogram::Histogram<u64>; 2], [u64; 2], [f64; 2]) {
+    // Plain and checked alternate in ten rounds, so drift in the machine's load hits both.
+    let mut hs = [hist(), hist()];
+    let mut ops = [0u64; 2];
+    let mut secs = [0f64; 2];
+    for _ in 0..10 {
+        for (i, v) in [plain, checked].into_iter().enumerate() {
+            let (h, n, t) = per_call_ns(1, dur / 10, batch, |_, _| v.validate(token).is_ok());
+            let _ = hs[i].add(h);
+            ops[i] += n;
+            secs[i] += t;
+        }
+    }
+    (hs, ops, secs)
 }
 
 /// When each revision became visible to one replica.
@@ -519,31 +551,8 @@ async fn propagation_rows(counts: &[usize], revokes: usize, rows: &mut Vec<Row>)
         for i in 0..n {
             replicas.push(new_replica(cluster.endpoints(), format!("bench-{n}-{i}")).await?);
         }
-        // Every replica records when each revision became visible to it.
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::new(Mutex::new(vec![Vec::new(); n]));
-        let mut watchers = Vec::new();
-        for (i, r) in replicas.iter().enumerate() {
-            let mut rx = r.revisions();
-            let seen = seen.clone();
-            watchers.push(tokio::spawn(async move {
-                while rx.changed().await.is_ok() {
-                    let rev = *rx.borrow_and_update();
-                    seen.lock().expect("lock")[i].push((rev, Instant::now()));
-                }
-            }));
-        }
-        let mut acks = Vec::new();
-        let mut ack_h = hist();
-        for k in 0..revokes {
-            let t0 = Instant::now();
-            let w = admin
-                .revoke(Revoke::new(format!("prop-{n}-{k}"), unix_now() + 3600))
-                .await?;
-            let at = Instant::now();
-            let _ = ack_h.record(at.duration_since(t0).as_micros() as u64);
-            acks.push((w.committed_revision, at));
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let (seen, watchers) = watch_revisions(&replicas);
+        let (acks, ack_h) = revoke_in_turn(&admin, n, revokes).await?;
         let last = acks.last().map(|a| a.0).unwrap_or(0);
         for r in &replicas {
             if !r.wait_for_revision(last, Duration::from_secs(30)).await {
@@ -552,19 +561,7 @@ async fn propagation_rows(counts: &[usize], revokes: usize, rows: &mut Vec<Row>)
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         let seen = seen.lock().expect("lock").clone();
-        let mut h = hist();
-        for (rev, acked_at) in &acks {
-            for per in &seen {
-                let visible = per
-                    .iter()
-                    .find(|(r, _)| r >= rev)
-                    .map(|(_, t)| *t)
-                    .context("revision never seen")?;
-                // Visible before the acknowledgement reached the writer counts as 0.
-                let us = visible.saturating_duration_since(*acked_at).as_micros() as u64;
-                let _ = h.record(us.max(1));
-            }
-        }
+        let h = visibility(&acks, &seen)?;
         for w in watchers {
             w.abort();
         }
@@ -591,6 +588,66 @@ async fn propagation_rows(counts: &[usize], revokes: usize, rows: &mut Vec<Row>)
         drop(replicas);
     }
     Ok(())
+}
+
+/// Starts recording, per replica, when each revision became visible to it; abort the tasks
+/// to stop.
+fn watch_revisions(
+    replicas: &[Replica],
+) -> (Arc<Mutex<Vec<Seen>>>, Vec<tokio::task::JoinHandle<()>>) {
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::new(Mutex::new(vec![Vec::new(); replicas.len()]));
+    let mut watchers = Vec::new();
+    for (i, r) in replicas.iter().enumerate() {
+        let mut rx = r.revisions();
+        let seen = seen.clone();
+        watchers.push(tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let rev = *rx.borrow_and_update();
+                seen.lock().expect("lock")[i].push((rev, Instant::now()));
+            }
+        }));
+    }
+    (seen, watchers)
+}
+
+/// Sends `revokes` revokes one after another: each one's committed revision and when its
+/// acknowledgement arrived, and the acknowledgement latencies (us).
+async fn revoke_in_turn(
+    admin: &Client,
+    n: usize,
+    revokes: usize,
+) -> Result<(Vec<(u64, Instant)>, hdrhistogram::Histogram<u64>)> {
+    let mut acks = Vec::new();
+    let mut ack_h = hist();
+    for k in 0..revokes {
+        let t0 = Instant::now();
+        let w = admin
+            .revoke(Revoke::new(format!("prop-{n}-{k}"), unix_now() + 3600))
+            .await?;
+        let at = Instant::now();
+        let _ = ack_h.record(at.duration_since(t0).as_micros() as u64);
+        acks.push((w.committed_revision, at));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok((acks, ack_h))
+}
+
+/// From each acknowledgement to its revision being visible, in every replica (us).
+fn visibility(acks: &[(u64, Instant)], seen: &[Seen]) -> Result<hdrhistogram::Histogram<u64>> {
+    let mut h = hist();
+    for (rev, acked_at) in acks {
+        for per in seen {
+            let visible = per
+                .iter()
+                .find(|(r, _)| r >= rev)
+                .map(|(_, t)| *t)
+                .context("revision never seen")?;
+            // Visible before the acknowledgement reached the writer counts as 0.
+            let us = visible.saturating_duration_since(*acked_at).as_micros() as u64;
+            let _ = h.record(us.max(1));
+        }
+    }
+    Ok(h)
 }
 
 fn print_report(args: &Args, rows: &[Row], loaded_rss: Option<(u64, usize)>) {
@@ -632,11 +689,7 @@ fn main() -> Result<()> {
         return memory_probe(n);
     }
     if args.smoke {
-        args.entries = args.entries.min(20_000);
-        args.memory_entries = vec![20_000];
-        args.replicas = vec![1, 3];
-        args.propagation_revokes = args.propagation_revokes.min(20);
-        args.millis = args.millis.min(200);
+        args.shrink_for_smoke();
     }
     let dur = Duration::from_millis(args.millis);
     let on = |name: &str| args.sections.iter().any(|s| s == name);
@@ -650,30 +703,8 @@ fn main() -> Result<()> {
         .build()?;
 
     eprintln!("loading {} ids into a 3-node cluster...", args.entries);
-    let cluster = rt.block_on(ProcessCluster::start(3))?;
-    let admin = rt.block_on(Client::connect(client_config(cluster.endpoints())))?;
-    rt.block_on(load(&admin, args.entries))?;
-    rt.block_on(async {
-        for i in 0..100 {
-            admin
-                .revoke_rule(RuleKind::Subject, &format!("rule-user-{i}"), None, "bench")
-                .await?;
-        }
-        Ok::<_, revokd_client::Error>(())
-    })?;
-    let rss0 = rss_bytes(std::process::id())?;
-    let replica = rt.block_on(new_replica(cluster.endpoints(), "bench-checks".into()))?;
-    let loaded = (
-        rss_bytes(std::process::id())?.saturating_sub(rss0),
-        replica.token_memory_bytes(),
-    );
-    if replica.len() != args.entries {
-        bail!(
-            "replica holds {} ids, expected {}",
-            replica.len(),
-            args.entries
-        );
-    }
+    let (cluster, admin) = rt.block_on(loaded_cluster(args.entries))?;
+    let (replica, loaded) = rt.block_on(checks_replica(&cluster, args.entries))?;
     if on("checks") {
         eprintln!("local checks...");
         check_rows(&replica, args.entries, dur, &mut rows, "");
@@ -682,20 +713,7 @@ fn main() -> Result<()> {
     }
     if on("redis") {
         eprintln!("redis side by side...");
-        if let Err(e) = redis_rows(&args.redis_server, args.entries, dur, &mut rows) {
-            eprintln!("  redis rows skipped: {e:#}");
-            rows.push(Row {
-                section: "local check",
-                what: "Redis rows".into(),
-                ops: 0,
-                per_sec: 0.0,
-                p50: 0.0,
-                p99: 0.0,
-                max: 0.0,
-                unit: "-",
-                note: format!("skipped: {e}"),
-            });
-        }
+        redis_or_skipped(&args, dur, &mut rows);
     }
     if on("validate") {
         eprintln!("validation per algorithm...");
@@ -716,6 +734,67 @@ fn main() -> Result<()> {
         std::fs::write(path, serde_json::to_vec_pretty(&rows)?)?;
     }
     Ok(())
+}
+
+impl Args {
+    /// `--smoke`: sizes and durations small enough for CI.
+    fn shrink_for_smoke(&mut self) {
+        self.entries = self.entries.min(20_000);
+        self.memory_entries = vec![20_000];
+        self.replicas = vec![1, 3];
+        self.propagation_revokes = self.propagation_revokes.min(20);
+        self.millis = self.millis.min(200);
+    }
+}
+
+/// A 3-node cluster holding `entries` revoked ids and 100 subject rules, and an admin
+/// client to it.
+async fn loaded_cluster(entries: usize) -> Result<(ProcessCluster, Client)> {
+    let cluster = ProcessCluster::start(3).await?;
+    let admin = Client::connect(client_config(cluster.endpoints())).await?;
+    load(&admin, entries).await?;
+    for i in 0..100 {
+        admin
+            .revoke_rule(RuleKind::Subject, &format!("rule-user-{i}"), None, "bench")
+            .await?;
+    }
+    Ok((cluster, admin))
+}
+
+/// The replica the checks run on, bootstrapped from `cluster`, with what it cost: the
+/// process's RSS growth and the bytes its table accounts.
+async fn checks_replica(
+    cluster: &ProcessCluster,
+    entries: usize,
+) -> Result<(Replica, (u64, usize))> {
+    let rss0 = rss_bytes(std::process::id())?;
+    let replica = new_replica(cluster.endpoints(), "bench-checks".into()).await?;
+    let loaded = (
+        rss_bytes(std::process::id())?.saturating_sub(rss0),
+        replica.token_memory_bytes(),
+    );
+    if replica.len() != entries {
+        bail!("replica holds {} ids, expected {entries}", replica.len());
+    }
+    Ok((replica, loaded))
+}
+
+/// The Redis rows, or one row saying why they were skipped.
+fn redis_or_skipped(args: &Args, dur: Duration, rows: &mut Vec<Row>) {
+    if let Err(e) = redis_rows(&args.redis_server, args.entries, dur, rows) {
+        eprintln!("  redis rows skipped: {e:#}");
+        rows.push(Row {
+            section: "local check",
+            what: "Redis rows".into(),
+            ops: 0,
+            per_sec: 0.0,
+            p50: 0.0,
+            p99: 0.0,
+            max: 0.0,
+            unit: "-",
+            note: format!("skipped: {e}"),
+        });
+    }
 }
 
 /// The local checks again while the replica applies a stream of revokes.

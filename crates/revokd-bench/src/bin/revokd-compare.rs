@@ -287,144 +287,176 @@ async fn reads(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     let n = args.entries;
     let ids: Arc<Vec<String>> = Arc::new((0..n as u64).map(uuidish).collect());
     eprintln!("reads over {n} entries...");
-    {
-        let cluster = ProcessCluster::start(3).await?;
-        let client = revokd_client(&cluster).await?;
-        for chunk in ids.chunks(10_000) {
-            let batch: Vec<Revoke> = chunk
-                .iter()
-                .map(|j| Revoke::new(j, unix_now() + 3600))
-                .collect();
-            client.revoke_many(&batch).await?;
-        }
-        let replica = Replica::connect(
-            revokd_client(&cluster).await?,
-            ReplicaConfig::default(),
-            Duration::from_secs(60),
-        )
+    revokd_reads(args, &ids, dur, rows).await?;
+    redis_reads(args, &ids, dur, rows)?;
+    etcd_reads(args, &ids, dur, rows).await?;
+    Ok(())
+}
+
+/// A read row: `c` clients checking ids on `system`.
+fn check_row(c: usize, system: &str, h: &Histogram<u64>, secs: f64, note: &str) -> Row {
+    row(
+        &format!("revocation check, {c} client(s)"),
+        system,
+        h,
+        secs,
+        note,
+    )
+}
+
+/// A replica following `cluster`, bootstrapped.
+async fn revokd_replica(cluster: &ProcessCluster) -> Result<Replica> {
+    Ok(Replica::connect(
+        revokd_client(cluster).await?,
+        ReplicaConfig::default(),
+        Duration::from_secs(60),
+    )
+    .await?)
+}
+
+/// revokd: the local replica in this process, then remote LOCAL `Check`s per client count.
+async fn revokd_reads(
+    args: &Args,
+    ids: &Arc<Vec<String>>,
+    dur: Duration,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let cluster = ProcessCluster::start(3).await?;
+    let client = revokd_client(&cluster).await?;
+    for chunk in ids.chunks(10_000) {
+        let batch: Vec<Revoke> = chunk
+            .iter()
+            .map(|j| Revoke::new(j, unix_now() + 3600))
+            .collect();
+        client.revoke_many(&batch).await?;
+    }
+    let replica = revokd_replica(&cluster).await?;
+    rows.push(local_replica_row(&replica, ids, dur));
+    for &c in &args.clients {
+        let ids = ids.clone();
+        let client = client.clone();
+        let (h, s) = closed_loop(c, dur, move |t, i| {
+            let client = client.clone();
+            let jti = ids[spread(t, i, ids.len())].clone();
+            async move {
+                client
+                    .check(
+                        &TokenQuery {
+                            jti: &jti,
+                            ..Default::default()
+                        },
+                        Consistency::Local,
+                    )
+                    .await?;
+                Ok(())
+            }
+        })
         .await?;
-        let mut h = hist();
-        let start = Instant::now();
-        let mut i = 0usize;
-        while start.elapsed() < dur {
-            let t0 = Instant::now();
-            for k in 0..1000 {
-                std::hint::black_box(replica.is_revoked(&ids[(i + k * 7919) % n]));
-            }
-            let _ = h.record((t0.elapsed().as_nanos() as u64 / 1000).max(1));
-            i += 1;
+        rows.push(check_row(c, "revokd remote Check (LOCAL)", &h, s, ""));
+    }
+    Ok(())
+}
+
+/// `is_revoked` on the local replica, timed in batches of 1,000 calls (an `Instant` per
+/// call would cost as much as the call).
+fn local_replica_row(replica: &Replica, ids: &[String], dur: Duration) -> Row {
+    let n = ids.len();
+    let mut h = hist();
+    let start = Instant::now();
+    let mut i = 0usize;
+    while start.elapsed() < dur {
+        let t0 = Instant::now();
+        for k in 0..1000 {
+            std::hint::black_box(replica.is_revoked(&ids[(i + k * 7919) % n]));
         }
-        let secs = start.elapsed().as_secs_f64();
-        let mut r = row(
-            "revocation check, 1 client(s)",
-            "revokd local replica",
+        let _ = h.record((t0.elapsed().as_nanos() as u64 / 1000).max(1));
+        i += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mut r = check_row(1, "revokd local replica", &h, secs, "");
+    r.ops_per_sec = h.len() as f64 * 1000.0 / secs;
+    r.note = "in process; batch means of 1,000 calls".into();
+    r
+}
+
+/// Redis: `GET` per client count, on a fresh instance loaded with the ids.
+fn redis_reads(
+    args: &Args,
+    ids: &Arc<Vec<String>>,
+    dur: Duration,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let (_redis, url) = start_redis(&args.redis_server, false)?;
+    let mut con = redis::Client::open(url.as_str())?.get_connection()?;
+    for chunk in ids.chunks(10_000) {
+        let mut p = redis::pipe();
+        for id in chunk {
+            p.cmd("SET")
+                .arg(id)
+                .arg("reason")
+                .arg("EX")
+                .arg(3600)
+                .ignore();
+        }
+        p.query::<()>(&mut con)?;
+    }
+    for &c in &args.clients {
+        let ids = ids.clone();
+        let (h, s) = threads_loop(c, dur, |t| {
+            let mut con = redis::Client::open(url.as_str())?.get_connection()?;
+            let ids = ids.clone();
+            Ok(Box::new(move |i| {
+                let _: Option<String> = redis::cmd("GET")
+                    .arg(&ids[spread(t, i, ids.len())])
+                    .query(&mut con)?;
+                Ok(())
+            }))
+        })?;
+        rows.push(check_row(c, "Redis GET", &h, s, "fresh instance"));
+    }
+    Ok(())
+}
+
+/// etcd: serializable gets per client count, on a fresh cluster loaded with the ids.
+async fn etcd_reads(
+    args: &Args,
+    ids: &Arc<Vec<String>>,
+    dur: Duration,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let (_etcd, ep) = start_etcd(&args.etcd).await?;
+    let client = etcd_client::Client::connect(&ep, None).await?;
+    let mut kv = client.kv_client();
+    for chunk in ids.chunks(1_000) {
+        // etcd has no bulk put; a transaction per 100 keys keeps loading reasonable.
+        for sub in chunk.chunks(100) {
+            let ops: Vec<etcd_client::TxnOp> = sub
+                .iter()
+                .map(|id| etcd_client::TxnOp::put(format!("revoked/{id}"), "reason", None))
+                .collect();
+            kv.txn(etcd_client::Txn::new().and_then(ops)).await?;
+        }
+    }
+    for &c in &args.clients {
+        let ids = ids.clone();
+        let client = client.clone();
+        let (h, s) = closed_loop(c, dur, move |t, i| {
+            let mut kv = client.kv_client();
+            let key = format!("revoked/{}", ids[spread(t, i, ids.len())]);
+            async move {
+                kv.get(key, Some(GetOptions::new().with_serializable()))
+                    .await?;
+                Ok(())
+            }
+        })
+        .await?;
+        rows.push(check_row(
+            c,
+            "etcd serializable get",
             &h,
-            secs,
-            "",
-        );
-        r.ops_per_sec = h.len() as f64 * 1000.0 / secs;
-        r.note = "in process; batch means of 1,000 calls".into();
-        rows.push(r);
-        for &c in &args.clients {
-            let ids = ids.clone();
-            let client = client.clone();
-            let (h, s) = closed_loop(c, dur, move |t, i| {
-                let client = client.clone();
-                let jti = ids[spread(t, i, ids.len())].clone();
-                async move {
-                    client
-                        .check(
-                            &TokenQuery {
-                                jti: &jti,
-                                ..Default::default()
-                            },
-                            Consistency::Local,
-                        )
-                        .await?;
-                    Ok(())
-                }
-            })
-            .await?;
-            rows.push(row(
-                &format!("revocation check, {c} client(s)"),
-                "revokd remote Check (LOCAL)",
-                &h,
-                s,
-                "",
-            ));
-        }
-    }
-    {
-        let (_redis, url) = start_redis(&args.redis_server, false)?;
-        let mut con = redis::Client::open(url.as_str())?.get_connection()?;
-        for chunk in ids.chunks(10_000) {
-            let mut p = redis::pipe();
-            for id in chunk {
-                p.cmd("SET")
-                    .arg(id)
-                    .arg("reason")
-                    .arg("EX")
-                    .arg(3600)
-                    .ignore();
-            }
-            p.query::<()>(&mut con)?;
-        }
-        for &c in &args.clients {
-            let ids = ids.clone();
-            let (h, s) = threads_loop(c, dur, |t| {
-                let mut con = redis::Client::open(url.as_str())?.get_connection()?;
-                let ids = ids.clone();
-                Ok(Box::new(move |i| {
-                    let _: Option<String> = redis::cmd("GET")
-                        .arg(&ids[spread(t, i, ids.len())])
-                        .query(&mut con)?;
-                    Ok(())
-                }))
-            })?;
-            rows.push(row(
-                &format!("revocation check, {c} client(s)"),
-                "Redis GET",
-                &h,
-                s,
-                "fresh instance",
-            ));
-        }
-    }
-    {
-        let (_etcd, ep) = start_etcd(&args.etcd).await?;
-        let client = etcd_client::Client::connect(&ep, None).await?;
-        let mut kv = client.kv_client();
-        for chunk in ids.chunks(1_000) {
-            // etcd has no bulk put; a transaction per 100 keys keeps loading reasonable.
-            for sub in chunk.chunks(100) {
-                let ops: Vec<etcd_client::TxnOp> = sub
-                    .iter()
-                    .map(|id| etcd_client::TxnOp::put(format!("revoked/{id}"), "reason", None))
-                    .collect();
-                kv.txn(etcd_client::Txn::new().and_then(ops)).await?;
-            }
-        }
-        for &c in &args.clients {
-            let ids = ids.clone();
-            let client = client.clone();
-            let (h, s) = closed_loop(c, dur, move |t, i| {
-                let mut kv = client.kv_client();
-                let key = format!("revoked/{}", ids[spread(t, i, ids.len())]);
-                async move {
-                    kv.get(key, Some(GetOptions::new().with_serializable()))
-                        .await?;
-                    Ok(())
-                }
-            })
-            .await?;
-            rows.push(row(
-                &format!("revocation check, {c} client(s)"),
-                "etcd serializable get",
-                &h,
-                s,
-                "fresh cluster",
-            ));
-        }
+            s,
+            "fresh cluster",
+        ));
     }
     Ok(())
 }
@@ -435,12 +467,7 @@ async fn propagation(args: &Args, rows: &mut Vec<Row>) -> Result<()> {
     {
         let cluster = ProcessCluster::start(3).await?;
         let client = revokd_client(&cluster).await?;
-        let replica = Replica::connect(
-            revokd_client(&cluster).await?,
-            ReplicaConfig::default(),
-            Duration::from_secs(60),
-        )
-        .await?;
+        let replica = revokd_replica(&cluster).await?;
         let mut h = hist();
         for i in 0..n {
             let w = client

@@ -193,8 +193,7 @@ async fn measure(setup: &Setup, args: &Args) -> Result<Vec<Measured>> {
     let mut rows = Vec::new();
     for clients in [1, args.clients] {
         let (pool, token) = (leader_pool.clone(), token.clone());
-        let cpu = nodes_cpu_secs(&c);
-        let row = closed_loop(
+        let run = closed_loop(
             format!("Revoke, {clients} clients | {}", setup.name),
             clients,
             dur,
@@ -213,15 +212,11 @@ async fn measure(setup: &Setup, args: &Args) -> Result<Vec<Measured>> {
                 );
                 async move { api.revoke(req).await.is_ok() }
             },
-        )
-        .await;
-        eprintln!("  {row:?}");
-        let per_op = (nodes_cpu_secs(&c) - cpu) * 1e6 / row.ops.max(1) as f64;
-        rows.push((row, per_op));
+        );
+        rows.push(costed(&c, run).await);
     }
     let (nodes, token, clients) = (all_nodes.clone(), token.clone(), args.clients);
-    let cpu = nodes_cpu_secs(&c);
-    let row = closed_loop(
+    let run = closed_loop(
         format!("Check LOCAL, {clients} clients | {}", setup.name),
         clients,
         dur,
@@ -240,12 +235,19 @@ async fn measure(setup: &Setup, args: &Args) -> Result<Vec<Measured>> {
             );
             async move { api.check(req).await.is_ok() }
         },
-    )
-    .await;
-    eprintln!("  {row:?}");
-    let per_op = (nodes_cpu_secs(&c) - cpu) * 1e6 / row.ops.max(1) as f64;
-    rows.push((row, per_op));
+    );
+    rows.push(costed(&c, run).await);
     Ok(rows)
+}
+
+/// Runs one workload and measures what it cost the nodes: CPU microseconds per operation,
+/// summed over every node's process.
+async fn costed(c: &ProcessCluster, run: impl std::future::Future<Output = Row>) -> Measured {
+    let cpu = nodes_cpu_secs(c);
+    let row = run.await;
+    eprintln!("  {row:?}");
+    let per_op = (nodes_cpu_secs(c) - cpu) * 1e6 / row.ops.max(1) as f64;
+    (row, per_op)
 }
 
 #[tokio::main]
@@ -315,8 +317,6 @@ const MIB: u64 = 1024 * 1024;
 
 /// Runs the floods against a 3-node TLS cluster and prints what each cost the node it hit.
 async fn floods(dir: &std::path::Path) -> Result<()> {
-    use revokd_testkit::floods::{peak_rss_during, raft_body_flood, rss, stalled_snapshots};
-    use revokd_testkit::tls_channel;
     let ca = DevCa::new("bench flood CA")?;
     let c = ProcessCluster::start_with(
         3,
@@ -328,18 +328,42 @@ async fn floods(dir: &std::path::Path) -> Result<()> {
     .await?;
     let leader = c.wait_leader(Duration::from_secs(20)).await?;
     let target = if leader == 1 { 2 } else { 1 };
-    let (addr, ca_pem) = (c.addr(target)?, ca.ca_pem.as_bytes());
-    let pid = c.nodes[&target].pid().context("the target node runs")?;
+    let node = Target {
+        addr: c.addr(target)?,
+        ca_pem: ca.ca_pem.as_bytes(),
+        pid: c.nodes[&target].pid().context("the target node runs")?,
+    };
     println!(
         "\nFloods against one node of a 3-node TLS cluster (node RSS before and at its peak):\n"
     );
     println!("| flood | outcome | RSS before | RSS peak |");
     println!("|---|---|---:|---:|");
+    raft_body_flood_row(&node).await?;
+    stalled_snapshots_row(&node).await?;
+    heartbeat_flood_row(&node).await?;
+    Ok(())
+}
 
-    let before = rss(pid)?;
+/// The node a flood hits: where it listens, the CA to trust, and its process.
+struct Target<'a> {
+    addr: String,
+    ca_pem: &'a [u8],
+    pid: u32,
+}
+
+impl Target<'_> {
+    fn channel(&self) -> Result<Channel> {
+        revokd_testkit::tls_channel(&self.addr, self.ca_pem)
+    }
+}
+
+/// Concurrent 60 MiB `AppendEntries` bodies from a caller without a cluster certificate.
+async fn raft_body_flood_row(node: &Target<'_>) -> Result<()> {
+    use revokd_testkit::floods::{peak_rss_during, raft_body_flood, rss};
+    let before = rss(node.pid)?;
     let (statuses, peak) = peak_rss_during(
-        pid,
-        raft_body_flood(tls_channel(&addr, ca_pem)?, 50, 60 * MIB as usize),
+        node.pid,
+        raft_body_flood(node.channel()?, 50, 60 * MIB as usize),
     )
     .await;
     let refused = statuses?.iter().filter(|s| *s == "16").count();
@@ -348,8 +372,13 @@ async fn floods(dir: &std::path::Path) -> Result<()> {
         before / MIB,
         peak / MIB
     );
+    Ok(())
+}
 
-    let mut api = RevocationClient::new(tls_channel(&addr, ca_pem)?);
+/// `Snapshot` streams that are never read, over a set of 200,000 ids, then one more.
+async fn stalled_snapshots_row(node: &Target<'_>) -> Result<()> {
+    use revokd_testkit::floods::{peak_rss_during, rss, stalled_snapshots};
+    let mut api = RevocationClient::new(node.channel()?);
     for i in (0..200_000).step_by(10_000) {
         api.revoke_batch(pb::RevokeBatchRequest {
             tokens: (i..i + 10_000)
@@ -364,12 +393,11 @@ async fn floods(dir: &std::path::Path) -> Result<()> {
         .await?;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss(pid)?;
-    let (stalled, peak) =
-        peak_rss_during(pid, stalled_snapshots(32, || tls_channel(&addr, ca_pem))).await;
+    let before = rss(node.pid)?;
+    let (stalled, peak) = peak_rss_during(node.pid, stalled_snapshots(32, || node.channel())).await;
     let stalled = stalled?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let peak = peak.max(rss(pid)?);
+    let peak = peak.max(rss(node.pid)?);
     let refused = api.snapshot(pb::SnapshotRequest::default()).await.is_err();
     println!(
         "| 32 Snapshot streams never read, 200,000 ids in the set | all 32 open, one shared copy; a 33rd {} | {} MiB | {} MiB |",
@@ -378,11 +406,15 @@ async fn floods(dir: &std::path::Path) -> Result<()> {
         peak / MIB
     );
     drop(stalled);
+    Ok(())
+}
 
-    let before = rss(pid)?;
-    let mut forger =
-        revokd_proto::v1::cluster_client::ClusterClient::new(tls_channel(&addr, ca_pem)?);
-    let (outcome, peak) = peak_rss_during(pid, async {
+/// Heartbeats with fake replica ids (claiming `u64::MAX` applied) from one address.
+async fn heartbeat_flood_row(node: &Target<'_>) -> Result<()> {
+    use revokd_testkit::floods::{peak_rss_during, rss};
+    let before = rss(node.pid)?;
+    let mut forger = revokd_proto::v1::cluster_client::ClusterClient::new(node.channel()?);
+    let (outcome, peak) = peak_rss_during(node.pid, async {
         let (mut taken, mut refused) = (0, 0);
         for i in 0..1000 {
             let hb = pb::HeartbeatRequest {
