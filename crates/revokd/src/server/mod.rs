@@ -65,7 +65,7 @@ pub enum RunError {
 
 /// What a node runs on besides its configuration. [`run`] uses the defaults: sled and
 /// snapshot files in the data directory, TCP to peers. The deterministic simulation swaps
-/// the storage and the network (and the clock, with [`node::use_clock`]).
+/// the storage and the network (and the clock, with [`crate::node::use_clock`]).
 #[derive(Default)]
 pub struct Platform {
     /// The storage. Default: sled and snapshot files in `config.data_dir`.
