@@ -129,13 +129,8 @@ impl<'a> FrameReader<'a> {
 
     /// Takes a checked section that runs to the end of the input.
     pub fn checked_rest(&mut self) -> Result<&'a [u8], FrameError> {
-        let stored = self.u32()?;
-        let body = self.take(self.rest.len() as u64)?;
-        let computed = crc32fast::hash(body);
-        if computed != stored {
-            return Err(FrameError::Checksum { stored, computed });
-        }
-        Ok(body)
+        let body_len = self.rest.len().saturating_sub(4) as u64;
+        self.checked(body_len)
     }
 
     /// Everything not read yet.

@@ -154,9 +154,10 @@ pub enum Error {
     /// A part of the node has stopped (it is shutting down).
     #[error("revokd: node is shutting down or stopped: {0}")]
     Stopped(&'static str),
-    /// Raft stopped on a fatal error.
+    /// Raft stopped on a fatal error (boxed: openraft's `Fatal` is several times the size of
+    /// every other cause, and each `Result` on the write path would carry it).
     #[error("revokd: node is shutting down or stopped: {0}")]
-    Fatal(Fatal<NodeId>),
+    Fatal(Box<Fatal<NodeId>>),
     /// Forwarding to the leader failed.
     #[error("revokd: forwarding to leader at {addr} failed: {message}")]
     Forward {
@@ -232,7 +233,7 @@ impl From<RaftError<ClientWriteError>> for Error {
                 ChangeMembershipError::EmptyMembership(_) => Error::NoVoters,
                 ChangeMembershipError::InProgress(p) => Error::MembershipInProgress(p),
             },
-            RaftError::Fatal(f) => Error::Fatal(f),
+            RaftError::Fatal(f) => Error::Fatal(Box::new(f)),
         }
     }
 }
@@ -246,13 +247,13 @@ impl From<RaftError<CheckIsLeaderError>> for Error {
                 Error::NotLeader(leader_of(f.leader_id, f.leader_node))
             }
             RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)) => Error::NoQuorum(q),
-            RaftError::Fatal(f) => Error::Fatal(f),
+            RaftError::Fatal(f) => Error::Fatal(Box::new(f)),
         }
     }
 }
 
 impl From<Fatal<NodeId>> for Error {
     fn from(f: Fatal<NodeId>) -> Self {
-        Error::Fatal(f)
+        Error::Fatal(Box::new(f))
     }
 }

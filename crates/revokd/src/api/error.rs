@@ -98,7 +98,7 @@ mod tests {
             Error::BadAddress(s()),
             Error::OutOfRange { from: 1, start: 2 },
             Error::Stopped("x"),
-            Error::Fatal(Fatal::Stopped),
+            Error::Fatal(Box::new(Fatal::Stopped)),
             Error::Forward {
                 addr: s(),
                 message: s(),
@@ -133,6 +133,16 @@ mod tests {
                 status.message()
             );
         }
+    }
+
+    #[test]
+    fn the_error_stays_small_on_the_write_path() {
+        // Every proposal's reply and every handler's Result carry an `Error`.
+        assert!(
+            std::mem::size_of::<Error>() <= 80,
+            "{}",
+            std::mem::size_of::<Error>()
+        );
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub fn actor(meta: &MetadataMap) -> String {
 /// the local attempt finds this node no longer leads or the hop to the leader fails
 /// transiently; retries are safe because every write is idempotent.
 ///
-/// The closures take their arguments by value (the body shared, not copied), so that the
+/// The closures take their arguments by value (body and actor shared, not copied), so that the
 /// handler's future is `Send` without higher-ranked borrows, which async closures cannot yet
 /// express.
 pub async fn routed<Req, Resp, L, LF, F, FF>(
@@ -85,7 +85,7 @@ pub async fn routed<Req, Resp, L, LF, F, FF>(
 ) -> Result<Response<Resp>, Status>
 where
     Req: Clone,
-    L: Fn(Arc<Req>, String, Instant) -> LF,
+    L: Fn(Arc<Req>, Arc<str>, Instant) -> LF,
     LF: Future<Output = Result<Resp, Error>>,
     F: Fn(Channel, Request<Req>) -> FF,
     FF: Future<Output = Result<Response<Resp>, Status>>,
@@ -121,7 +121,7 @@ struct Routed<Req> {
     /// The request body.
     body: Arc<Req>,
     /// The identity to record.
-    actor: String,
+    actor: Arc<str>,
     /// When the call must be answered.
     deadline: Instant,
     forwarded: bool,
@@ -136,7 +136,7 @@ impl<Req: Clone> Routed<Req> {
     fn new(node: &Node, req: Request<Req>) -> Self {
         let deadline = deadline(req.metadata(), node.config.default_deadline);
         let forwarded = req.metadata().contains_key(FORWARDED_HEADER);
-        let actor = actor(req.metadata());
+        let actor = Arc::from(actor(req.metadata()));
         let authorization = req.metadata().get("authorization").cloned();
         Routed {
             node: node.clone(),
@@ -171,7 +171,7 @@ impl<Req: Clone> Routed<Req> {
                     FORWARDED_HEADER,
                     tonic::metadata::MetadataValue::from_static("1"),
                 );
-                if let Ok(v) = self.actor.parse() {
+                if let Ok(v) = self.actor.as_ref().parse() {
                     fwd.metadata_mut().insert(ACTOR_HEADER, v);
                 }
                 // The leader verifies the caller's token again.
