@@ -110,6 +110,9 @@ pub struct NodeStatus {
     pub watch_window_start: u64,
     /// Validator replicas that sent it a heartbeat recently.
     pub replicas: Vec<ReplicaInfo>,
+    /// It leads, but no majority acknowledged it within the election timeout: it refuses
+    /// writes and linearizable reads until one does.
+    pub quorum_lost: bool,
 }
 
 /// The membership after a change (`AddLearner`, `ChangeMembership`).

@@ -330,6 +330,7 @@ pub fn node_status(s: pb::StatusResponse) -> Result<NodeStatus, Unreadable> {
         rules: s.rules,
         watch_window_start: s.watch_window_start,
         replicas: s.replicas.into_iter().map(replica_info).collect(),
+        quorum_lost: s.quorum_lost,
     })
 }
 

@@ -13,6 +13,9 @@ pub const ACTOR_HEADER: &str = "x-revokd-actor";
 /// Set on a write one node forwards to the leader, so it is never forwarded twice (trusted
 /// only from a peer's certificate when TLS is on).
 pub const FORWARDED_HEADER: &str = "x-revokd-forwarded";
+/// Set on the answer of a leader that lost its quorum (check-quorum): it is no use retrying
+/// on that node until it hears from a majority again; try another.
+pub const QUORUM_LOST_HEADER: &str = "x-revokd-quorum-lost";
 /// Metadata key carrying how long to wait before retrying, in milliseconds (rate limits,
 /// busy streams).
 pub const RETRY_AFTER_HEADER: &str = "x-revokd-retry-after-ms";

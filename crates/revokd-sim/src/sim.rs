@@ -138,9 +138,9 @@ fn node_config(id: u64, members: &BTreeMap<u64, String>, election_ms: u64) -> Co
         join: !founder,
         heartbeat: Duration::from_millis(100),
         election_timeout: Duration::from_millis(election_ms),
-        // openraft draws a node's timeout from [min, max) with an unseeded generator: a
-        // one-millisecond range makes the seed's draw the timeout.
-        election_timeout_max: Some(Duration::from_millis(election_ms + 1)),
+        // Every campaign draws its timeout in [min, 2 min) from fastrand, which the driver
+        // seeds: the production range, reproducible.
+        election_timeout_max: None,
         // Small, so that snapshots are built, sent and restored from in most runs.
         snapshot_logs: 150,
         snapshot_keep_logs: 20,

@@ -76,9 +76,9 @@ pub struct Args {
     /// Minimum election timeout in milliseconds; at least three heartbeats.
     #[arg(long, env = "REVOKD_ELECTION_TIMEOUT_MS", default_value_t = 300)]
     pub election_timeout_ms: u64,
-    /// Maximum election timeout in milliseconds (exclusive; above the minimum): openraft
-    /// draws each node's timeout once at start, uniformly in between. [default: the minimum
-    /// plus a third]
+    /// Maximum election timeout in milliseconds (exclusive; above the minimum): every
+    /// campaign draws a fresh timeout uniformly in between, so split votes rarely repeat.
+    /// [default: twice the minimum]
     #[arg(long, env = "REVOKD_ELECTION_TIMEOUT_MAX_MS")]
     pub election_timeout_max_ms: Option<u64>,
     /// Build a snapshot and compact the log after this many entries; 0 is invalid.
@@ -220,7 +220,8 @@ pub struct Config {
     pub heartbeat: Duration,
     /// `--election-timeout-ms`.
     pub election_timeout: Duration,
-    /// `--election-timeout-max-ms`; `None`: the minimum plus a third.
+    /// `--election-timeout-max-ms`; `None`: twice the minimum (see
+    /// [`Config::election_timeout_max`]).
     pub election_timeout_max: Option<Duration>,
     /// `--snapshot-logs`.
     pub snapshot_logs: u64,
@@ -538,6 +539,14 @@ fn load_file(path: &Path) -> Result<toml::Table, ConfigError> {
 }
 
 impl Config {
+    /// The upper end (exclusive) of the range every campaign draws its election timeout
+    /// from: `--election-timeout-max-ms`, or twice the minimum. A range as wide as the
+    /// minimum makes two candidates timing out within a round trip of each other rare.
+    pub fn election_timeout_max(&self) -> Duration {
+        self.election_timeout_max
+            .unwrap_or(self.election_timeout * 2)
+    }
+
     /// Builds the configuration from the command line `argv` (program name first), the
     /// `REVOKD_*` environment and the optional file, then validates it.
     pub fn from_args<I, T>(argv: I) -> Result<Config, ConfigError>

@@ -122,6 +122,11 @@ pub enum Error {
         None => "no leader is known yet".to_owned(),
     })]
     NotLeader(Option<Leader>),
+    /// This node leads but no majority acknowledged it within the election timeout
+    /// (check-quorum): it refuses writes and linearizable reads, without a leader hint, so
+    /// the caller tries another node.
+    #[error("revokd: this node lost its quorum (no majority acknowledged it within {0:?}); try another node")]
+    QuorumLost(Duration),
     /// The leader could not confirm its leadership with a quorum.
     #[error("revokd: read index: leader could not reach a quorum: {0}")]
     NoQuorum(QuorumNotEnough<NodeId>),

@@ -1,7 +1,6 @@
 //! A running node: the Raft instance, its state machine, and the routing every API call
 //! shares (find the leader, write through it, wait for a revision, read index).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,9 +11,10 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::config::Config;
+use crate::consensus::election::Elections;
 use crate::consensus::proposer::Proposer;
 use crate::error::{Error, Leader, Waited};
-use crate::network::client::{channel, PeerDial, PEER_CONNECT_TIMEOUT};
+use crate::network::client::{Channels, PeerDial};
 use crate::replicas::ReplicaRegistry;
 use crate::storage::StateMachineStore;
 use crate::typ::{NodeId, Raft};
@@ -56,11 +56,12 @@ pub struct Node {
     pub watchers: Arc<Watchers>,
     /// `Snapshot` streams and the copy of the set they share.
     pub snapshots: Arc<Snapshots>,
-    /// How to dial peers (to forward writes, to ask the leader for a read index).
-    pub dial: PeerDial,
+    /// Channels to peers (to forward writes, to ask the leader for a read index).
+    pub channels: Channels,
+    /// The election driver: pre-vote, check-quorum, hand-off.
+    pub elections: Arc<Elections>,
     proposer: Proposer,
     read_waiters: Arc<Mutex<ReadWaiters>>,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 /// Linearizable reads waiting for a read index, and whether a round is under way.
@@ -77,61 +78,73 @@ pub use revokd_proto::clock::{unix_now, use_clock};
 impl Node {
     /// Wraps the parts of a started node.
     pub fn new(raft: Raft, sm: StateMachineStore, config: Arc<Config>, dial: PeerDial) -> Self {
+        let channels = Channels::new(config.peer_routes.clone(), dial);
+        let elections = Elections::new(config.id, raft.clone(), config.clone(), channels.clone());
         Node {
             id: config.id,
             proposer: Proposer::start(raft.clone(), MAX_ENTRIES_IN_FLIGHT, config.batch_max_tokens),
             read_waiters: Arc::default(),
+            elections: Arc::new(elections),
             raft,
             sm,
             config,
-            channels: Arc::default(),
+            channels,
             replicas: Arc::default(),
             watchers: Arc::default(),
             snapshots: Arc::default(),
-            dial,
         }
     }
 
     /// A (cached, lazily connected) channel to node `id`, which advertises `addr`; dialled
     /// through the configured peer route when there is one.
     pub fn channel(&self, id: NodeId, addr: &str) -> Result<Channel, Error> {
-        let addr = self
-            .config
-            .peer_routes
-            .get(&id)
-            .map(String::as_str)
-            .unwrap_or(addr);
-        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ch) = map.get(addr) {
-            return Ok(ch.clone());
-        }
-        let ch = channel(addr, PEER_CONNECT_TIMEOUT, &self.dial).map_err(|e| Error::Forward {
-            addr: addr.to_owned(),
-            message: e.to_string(),
-        })?;
-        map.insert(addr.to_owned(), ch.clone());
-        Ok(ch)
+        self.channels
+            .get(id, addr)
+            .map_err(|(addr, e)| Error::Forward {
+                addr,
+                message: e.to_string(),
+            })
     }
 
-    /// The leader as this node knows it now.
+    /// The leader as this node knows it now (as openraft does: a follower keeps its leader
+    /// until it hears of a new term). For what a node can vouch for to clients, see
+    /// [`Node::leader_in_contact`].
     pub fn leader(&self) -> Option<Leader> {
-        let m = self.raft.metrics().borrow().clone();
-        let id = m.current_leader?;
+        let id = self.raft.metrics().borrow().current_leader?;
+        self.leader_at(id)
+    }
+
+    /// The leader this node has heard from within the election timeout, or itself while it
+    /// leads with a quorum (see [`Elections::leader_in_contact`]): what `Heartbeat` and
+    /// `Status` report, so a replica that reaches only a node cut off from the leader goes
+    /// stale.
+    pub fn leader_in_contact(&self) -> Option<Leader> {
+        let id = self.elections.leader_in_contact()?;
+        self.leader_at(id)
+    }
+
+    fn leader_at(&self, id: NodeId) -> Option<Leader> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
         let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
         Some(Leader { id, addr })
     }
 
-    /// Waits (until `deadline`) for a leader to be known and says where to run a write.
+    /// Waits (until `deadline`) for a leader to be known and says where to run a write. A
+    /// leader that lost its quorum refuses at once ([`Error::QuorumLost`]), so the caller
+    /// tries another node; one handing its leadership over waits for the next leader.
     pub async fn route(&self, deadline: Instant) -> Result<Route, Error> {
         let started = Instant::now();
         let mut rx = self.raft.metrics();
         loop {
-            if let Some(leader) = self.leader() {
-                return Ok(if leader.id == self.id {
-                    Route::Local
-                } else {
-                    Route::Forward(leader)
-                });
+            match self.leader() {
+                Some(leader) if leader.id != self.id => return Ok(Route::Forward(leader)),
+                Some(_) if self.elections.handing_off() => {}
+                Some(_) if self.elections.quorum_lost() => {
+                    return Err(Error::QuorumLost(self.config.election_timeout));
+                }
+                Some(_) => return Ok(Route::Local),
+                None => {}
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}

@@ -214,6 +214,14 @@ impl Client {
         *self.inner.leader.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr.to_owned());
     }
 
+    /// Stops aiming writes at `addr` if it is the leader this client knows.
+    pub(super) fn forget_leader(&self, addr: &str) {
+        let mut leader = self.inner.leader.lock().unwrap_or_else(|p| p.into_inner());
+        if leader.as_deref() == Some(addr) {
+            *leader = None;
+        }
+    }
+
     /// Picks a node for `target`, or `None` when no node is healthy.
     pub(super) fn pick(&self, target: Target) -> Option<Arc<NodeConn>> {
         let nodes = self.nodes();

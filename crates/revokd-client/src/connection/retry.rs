@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::error::{from_status, Error};
 
-use revokd_proto::wire::{is_node_error, ACTOR_HEADER, LEADER_ADDR_HEADER};
+use revokd_proto::wire::{is_node_error, ACTOR_HEADER, LEADER_ADDR_HEADER, QUORUM_LOST_HEADER};
 
 use super::pool::{mark, probe_round, InFlight};
 use super::*;
@@ -149,6 +149,13 @@ impl Client {
             .map(str::to_owned);
         if !is_node_error(status.message()) {
             mark(&self.inner, node, false, &retry.last);
+        }
+        if status.metadata().get(QUORUM_LOST_HEADER).is_some() {
+            // A leader cut off from the majority: no use until a heartbeat round says it is
+            // back, and no longer the leader to aim writes at.
+            self.forget_leader(&node.addr);
+            mark(&self.inner, node, false, &retry.last);
+            return Ok(());
         }
         if let Some(h) = hint.filter(|h| *h != node.addr) {
             self.set_leader(&h);

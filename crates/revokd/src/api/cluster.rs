@@ -108,7 +108,7 @@ impl Cluster for ClusterService {
         let committed = self.committed().await?;
         let m = self.node.raft.metrics().borrow().clone();
         let (members, learners) = self.members();
-        let leader = self.node.leader();
+        let leader = self.node.leader_in_contact();
         let (tokens, rules, applied) = {
             let st = self.node.sm.read();
             (st.set.token_count(), st.set.rule_count(), st.set.revision())
@@ -130,6 +130,7 @@ impl Cluster for ClusterService {
             rules: rules as u64,
             watch_window_start: self.node.sm.window().start(),
             replicas: self.node.replicas.list(committed),
+            quorum_lost: self.node.elections.quorum_lost(),
         }))
     }
 
@@ -161,7 +162,7 @@ impl Cluster for ClusterService {
             &by,
         )?;
         let m = self.node.raft.metrics().borrow().clone();
-        let leader = self.node.leader();
+        let leader = self.node.leader_in_contact();
         Ok(Response::new(pb::HeartbeatResponse {
             node_id: self.node.id,
             role: role(m.state) as i32,

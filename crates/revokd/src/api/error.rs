@@ -5,7 +5,9 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 use crate::error::Error;
-use revokd_proto::wire::{LEADER_ADDR_HEADER, LEADER_ID_HEADER, RETRY_AFTER_HEADER};
+use revokd_proto::wire::{
+    LEADER_ADDR_HEADER, LEADER_ID_HEADER, QUORUM_LOST_HEADER, RETRY_AFTER_HEADER,
+};
 
 /// The gRPC code a caller is given for `e`.
 fn code(e: &Error) -> Code {
@@ -19,6 +21,7 @@ fn code(e: &Error) -> Code {
         | Error::ZeroNodeId
         | Error::BadAddress(_) => Code::InvalidArgument,
         Error::NoLeader(_)
+        | Error::QuorumLost(_)
         | Error::NoQuorum(_)
         | Error::NotLeader(_)
         | Error::Stopped(_)
@@ -45,6 +48,9 @@ impl From<Error> for Status {
                 if let Ok(v) = retry_after.as_millis().max(1).to_string().parse() {
                     meta.insert(RETRY_AFTER_HEADER, v);
                 }
+            }
+            Error::QuorumLost(_) => {
+                meta.insert(QUORUM_LOST_HEADER, MetadataValue::from_static("1"));
             }
             Error::NotLeader(Some(leader)) => {
                 if let Ok(addr) = leader.addr.parse() {
@@ -85,6 +91,7 @@ mod tests {
             },
             Error::UnknownConsistency(9),
             Error::NoLeader(Duration::from_secs(1)),
+            Error::QuorumLost(Duration::from_millis(300)),
             Error::NotLeader(Some(Leader { id: 2, addr: s() })),
             Error::NotLeader(None),
             Error::NoQuorum(QuorumNotEnough {
@@ -161,6 +168,11 @@ mod tests {
             "10.0.0.2:50051"
         );
         assert_eq!(s.metadata().get(LEADER_ID_HEADER).unwrap(), "2");
+        let s = Status::from(Error::QuorumLost(Duration::from_millis(300)));
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.message().contains("lost its quorum"), "{}", s.message());
+        assert!(s.metadata().get(LEADER_ADDR_HEADER).is_none());
+        assert_eq!(s.metadata().get(QUORUM_LOST_HEADER).unwrap(), "1");
         let s = Status::from(Error::SnapshotsBusy {
             max: 32,
             retry_after: Duration::from_millis(500),

@@ -1,7 +1,7 @@
 //! The sending side of the Raft transport: one lazily connected gRPC channel per peer.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
@@ -82,6 +82,46 @@ pub fn channel(
             .http2_keep_alive_interval(PEER_KEEPALIVE)
             .keep_alive_timeout(PEER_KEEPALIVE),
     ))
+}
+
+/// Cached, lazily connected channels to peers for revokd's own calls (forwarded writes, read
+/// indexes, pre-votes, hand-offs), dialled through the configured peer route when there is
+/// one. Clones share the cache.
+#[derive(Clone)]
+pub struct Channels {
+    routes: Arc<BTreeMap<NodeId, String>>,
+    dial: PeerDial,
+    cache: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Channels {
+    /// Channels that dial `routes[id]` instead of node `id`'s advertised address, as `dial`
+    /// says.
+    pub fn new(routes: BTreeMap<NodeId, String>, dial: PeerDial) -> Self {
+        Channels {
+            routes: Arc::new(routes),
+            dial,
+            cache: Arc::default(),
+        }
+    }
+
+    /// The channel to node `id`, which advertises `addr`; the error names the address
+    /// dialled.
+    pub fn get(
+        &self,
+        id: NodeId,
+        addr: &str,
+    ) -> Result<Channel, (String, tonic::transport::Error)> {
+        let addr = self.routes.get(&id).map(String::as_str).unwrap_or(addr);
+        let mut map = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ch) = map.get(addr) {
+            return Ok(ch.clone());
+        }
+        let ch =
+            channel(addr, PEER_CONNECT_TIMEOUT, &self.dial).map_err(|e| (addr.to_owned(), e))?;
+        map.insert(addr.to_owned(), ch.clone());
+        Ok(ch)
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {

@@ -2,22 +2,27 @@
 //! read, in the gate in front of every service (`api::caller::Identify`): with TLS on, only
 //! holders of a cluster certificate.
 
+use std::sync::Arc;
+
 use revokd_proto::v1::raft_server::Raft as RaftApi;
 use revokd_proto::v1::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
 use tonic::{Request, Response, Status};
 
 use super::codec::{decode, encode};
+use super::election::{Elections, PreVoteRequest, TimeoutNowRequest};
 use crate::typ::{AppendEntriesRequest, InstallSnapshotRequest, Raft, VoteRequest};
 
-/// Serves `revokd.v1.Raft` for a local Raft instance.
+/// Serves `revokd.v1.Raft` for a local Raft instance: openraft's RPCs go to it, pre-votes
+/// and hand-offs to the election driver.
 pub struct RaftService {
     raft: Raft,
+    elections: Arc<dyn Elections>,
 }
 
 impl RaftService {
-    /// Wraps a Raft instance.
-    pub fn new(raft: Raft) -> Self {
-        RaftService { raft }
+    /// Wraps a Raft instance and its election driver.
+    pub fn new(raft: Raft, elections: Arc<dyn Elections>) -> Self {
+        RaftService { raft, elections }
     }
 }
 
@@ -50,10 +55,24 @@ impl RaftApi for RaftService {
         reply(&self.raft.install_snapshot(rpc).await)
     }
 
+    async fn pre_vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: PreVoteRequest = decode(req.get_ref(), "PreVote")?;
+        reply(&self.elections.pre_vote(rpc).await)
+    }
+
+    async fn timeout_now(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc: TimeoutNowRequest = decode(req.get_ref(), "TimeoutNow")?;
+        reply(&self.elections.timeout_now(rpc).await)
+    }
+
     async fn read_index(
         &self,
         _req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
+        self.elections.check_quorum()?;
         match self.raft.get_read_log_id().await {
             Ok((read, _applied)) => Ok(Response::new(ReadIndexResponse {
                 read_revision: read.map(|l| l.index).unwrap_or(0),

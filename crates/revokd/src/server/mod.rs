@@ -223,7 +223,8 @@ where
         f(&node);
     }
 
-    let (stop_tx, stop_rx) = stop_signal(shutdown);
+    let (stop_tx, stop_rx) = stop_signal(&node, shutdown);
+    tokio::spawn(node.elections.clone().run(stop_rx.clone()));
     let fatal = tasks::stop_on_fatal(&node.raft, stop_tx.clone(), stop_rx.clone());
     let health = tasks::start_health(&node, stop_rx.clone()).await;
     tokio::spawn(purge_task(node.clone(), stop_rx.clone()));
@@ -250,15 +251,18 @@ where
     Ok(())
 }
 
-/// The stop signal every task watches: set when `shutdown` resolves, or by the node itself
-/// (a fatal Raft error).
+/// The stop signal every task watches: set when `shutdown` resolves, once a leader has
+/// handed its leadership over (so a rolling restart does not wait out an election timeout
+/// per node), or by the node itself (a fatal Raft error).
 fn stop_signal(
+    node: &Node,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (watch::Sender<bool>, watch::Receiver<bool>) {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let tx = stop_tx.clone();
+    let (tx, elections) = (stop_tx.clone(), node.elections.clone());
     tokio::spawn(async move {
         shutdown.await;
+        elections.hand_off().await;
         let _ = tx.send(true);
     });
     (stop_tx, stop_rx)
@@ -358,7 +362,7 @@ where
             node.clone(),
         )))
         .add_service(
-            RaftServer::new(RaftService::new(node.raft.clone()))
+            RaftServer::new(RaftService::new(node.raft.clone(), node.elections.clone()))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
         )

@@ -32,8 +32,9 @@ pub(super) async fn start_health(
     health_svc
 }
 
-/// Keeps `grpc.health.v1` SERVING exactly while the node knows a leader and has applied
-/// everything it knows to be committed.
+/// Keeps `grpc.health.v1` SERVING exactly while the node is in contact with a leader (it
+/// leads with a quorum, or heard from its leader within the election timeout) and has
+/// applied everything it knows to be committed.
 async fn health_task(
     node: Node,
     health: tonic_health::server::HealthReporter,
@@ -41,7 +42,7 @@ async fn health_task(
 ) {
     let mut last = None;
     loop {
-        let leader = node.raft.metrics().borrow().current_leader;
+        let leader = node.leader_in_contact().map(|l| l.id);
         let committed = node
             .raft
             .with_raft_state(|st| st.committed.map(|l| l.index).unwrap_or(0))
@@ -75,7 +76,8 @@ pub(super) async fn purge_task(node: Node, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(node.config.purge_interval) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        if node.leader().map(|l| l.id) != Some(node.id) {
+        let leads = node.leader().is_some_and(|l| l.id == node.id);
+        if !leads || node.elections.handing_off() || node.elections.quorum_lost() {
             continue;
         }
         let now = unix_now();

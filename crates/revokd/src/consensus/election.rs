@@ -1,0 +1,552 @@
+//! Elections, driven by revokd instead of openraft's own timer. openraft 0.9 draws one
+//! election timeout per process (so two survivors can split their votes round after round),
+//! has no pre-vote (a node back from a partition raises its term and deposes a leader the
+//! majority still follows) and no check-quorum (a leader cut off from the majority keeps
+//! accepting writes it can never commit). This module closes those gaps around it:
+//!
+//! - openraft's timer is off (`enable_elect: false` in [`super::raft_config`]). The driver
+//!   ([`Elections::run`]) watches when this node last heard from a leader. Past a timeout
+//!   drawn afresh for every campaign, it first asks the voters whether they would vote for it
+//!   ([`PreVoteRequest`]), and campaigns (`trigger().elect()`) only with a majority of grants
+//!   in every configuration of the membership.
+//! - A voter grants a pre-vote only if it has not heard from a leader within the minimum
+//!   election timeout and the candidate's log is at least as up to date as its own
+//!   ([`decide`]).
+//! - Check-quorum: a leader that no majority has acknowledged for the election timeout is
+//!   [`Elections::quorum_lost`]; the node then refuses writes and linearizable reads, reports
+//!   NOT_SERVING and says so in `Status`.
+//! - A node that a committed membership removed hears so in the answers, and stops
+//!   campaigning until its membership changes.
+//! - Hand-off: a stopping leader brings its most up-to-date voter level, stops its heartbeats
+//!   and sends that voter `TimeoutNow` ([`Elections::hand_off`]).
+//!
+//! openraft's own leader lease (a voter refuses real vote requests while it hears from a
+//! leader) is kept just above one heartbeat, so that a hand-off waits only that long; pre-vote
+//! is what keeps a leader in place.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::ServerState;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::network::client::Channels;
+use crate::network::election::{
+    send_pre_vote, send_timeout_now, PreVoteRequest, PreVoteResponse, TimeoutNowRequest,
+    TimeoutNowResponse,
+};
+use crate::typ::{LogId, NodeId, Raft};
+
+/// How often the driver looks at the node's state (between two heartbeats' worth of time,
+/// bounded so a slow heartbeat does not make check-quorum coarse).
+fn poll_interval(config: &Config) -> Duration {
+    (config.heartbeat / 2).clamp(Duration::from_millis(5), Duration::from_millis(100))
+}
+
+/// What this node knows of its own part in Raft, read once per look.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// Leader, follower, candidate or learner.
+    pub state: ServerState,
+    /// Its current term.
+    pub term: u64,
+    /// The leader its vote is committed to, if any (openraft's "vote is committed").
+    pub following: Option<NodeId>,
+    /// How long ago its vote was last refreshed: by a leader's AppendEntries when
+    /// `following`, else by its own or a granted vote.
+    pub vote_age: Option<Duration>,
+    /// Its last log id.
+    pub last_log_id: Option<LogId>,
+    /// Whether it is a voter of its effective membership.
+    pub voter: bool,
+    /// The log id of its effective membership.
+    pub membership_log_id: Option<LogId>,
+    /// The voters of each configuration of its effective membership (two while joint).
+    pub configs: Vec<BTreeSet<NodeId>>,
+    /// Every voter with the address it advertises.
+    pub voters: Vec<(NodeId, String)>,
+    /// The voters of its committed membership, and that membership's log id.
+    pub committed_voters: (BTreeSet<NodeId>, Option<LogId>),
+}
+
+impl View {
+    /// Reads the view of `raft`, whose node id is `id` (`None` once Raft has stopped).
+    pub async fn read(raft: &Raft, id: NodeId) -> Option<View> {
+        let last_log_id = raft.data_metrics().borrow().last_log;
+        raft.with_raft_state(move |s| {
+            let vote = s.vote_ref();
+            let effective = s.membership_state.effective();
+            let committed = s.membership_state.committed();
+            View {
+                state: s.server_state,
+                term: vote.leader_id().get_term(),
+                following: vote
+                    .is_committed()
+                    .then(|| vote.leader_id().voted_for())
+                    .flatten(),
+                vote_age: s.vote_last_modified().map(|t| t.elapsed()),
+                last_log_id,
+                voter: effective.voter_ids().any(|v| v == id),
+                membership_log_id: *effective.log_id(),
+                configs: effective
+                    .membership()
+                    .get_joint_config()
+                    .iter()
+                    .cloned()
+                    .collect(),
+                voters: effective
+                    .voter_ids()
+                    .filter_map(|v| effective.get_node(&v).map(|n| (v, n.addr.clone())))
+                    .collect(),
+                committed_voters: (committed.voter_ids().collect(), *committed.log_id()),
+            }
+        })
+        .await
+        .ok()
+    }
+}
+
+/// How a voter that sees `view` answers `req` (`quorum_lost`: it leads without a quorum,
+/// which is as good as not leading). Pure, so the rules are tested on their own:
+///
+/// - a candidate that a committed membership newer than its own left out is told so;
+/// - a working leader, and a follower that heard from its leader within `min_timeout`,
+///   refuse: the leader is alive;
+/// - a log behind the voter's is refused, as a real vote would be;
+/// - anything else is granted. Terms are left to the real vote.
+pub fn decide(
+    view: &View,
+    quorum_lost: bool,
+    req: &PreVoteRequest,
+    min_timeout: Duration,
+) -> PreVoteResponse {
+    let (committed, committed_log_id) = &view.committed_voters;
+    if !committed.contains(&req.candidate) && *committed_log_id > req.membership_log_id {
+        return PreVoteResponse::Removed {
+            membership_log_id: *committed_log_id,
+        };
+    }
+    if let Some(leader) = view.following {
+        let heard = view.vote_age.unwrap_or(Duration::MAX);
+        let alive = match view.state {
+            ServerState::Leader => !quorum_lost,
+            _ => heard < min_timeout,
+        };
+        if alive {
+            let heard_ms = match view.state {
+                ServerState::Leader => 0,
+                _ => millis(heard),
+            };
+            return PreVoteResponse::LeaderAlive { leader, heard_ms };
+        }
+    }
+    if req.last_log_id < view.last_log_id {
+        return PreVoteResponse::LogBehind {
+            last_log_id: view.last_log_id,
+        };
+    }
+    PreVoteResponse::Granted
+}
+
+/// Whether `granted` holds a majority of every configuration in `configs`.
+fn wins(configs: &[BTreeSet<NodeId>], granted: &BTreeSet<NodeId>) -> bool {
+    configs
+        .iter()
+        .all(|c| c.intersection(granted).count() * 2 > c.len())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Counts of what the driver did, for metrics and the simulation.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Pre-vote rounds this node started.
+    pub pre_votes: AtomicU64,
+    /// Campaigns it started (pre-votes won, and hand-offs it was asked to take).
+    pub campaigns: AtomicU64,
+    /// Hand-offs it made as a stopping leader that another voter took.
+    pub hand_offs: AtomicU64,
+}
+
+/// What the driver last saw, shared with the request paths.
+#[derive(Debug, Default)]
+struct State {
+    /// The leader this node follows and when it last heard from it.
+    contact: Option<(NodeId, Instant)>,
+    /// The term this node leads in and when it was first seen leading it.
+    leading_since: Option<(u64, Instant)>,
+    /// Whether check-quorum last found the quorum lost (to log the changes only).
+    quorum_lost: bool,
+    /// A hand-off is under way: writes wait for the next leader.
+    handing_off: bool,
+    /// The membership (by log id) under which a voter said this node was removed.
+    removed_under: Option<Option<LogId>>,
+}
+
+/// The election driver of one node; see the module docs.
+pub struct Elections {
+    id: NodeId,
+    raft: Raft,
+    config: Arc<Config>,
+    channels: Channels,
+    state: Mutex<State>,
+    /// What it did so far.
+    pub counters: Counters,
+}
+
+impl Elections {
+    /// The driver of node `id` (started with [`Elections::run`]).
+    pub fn new(id: NodeId, raft: Raft, config: Arc<Config>, channels: Channels) -> Self {
+        Elections {
+            id,
+            raft,
+            config,
+            channels,
+            state: Mutex::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The longest a follower goes without hearing from its leader before it campaigns, and
+    /// the longest a leader goes without a quorum acknowledgement before it refuses work:
+    /// the minimum election timeout.
+    fn min_timeout(&self) -> Duration {
+        self.config.election_timeout
+    }
+
+    /// A fresh election timeout, uniform in `[election_timeout, election_timeout_max)`,
+    /// drawn for every campaign (openraft 0.9 draws one per process).
+    fn draw(&self) -> Duration {
+        let min = millis(self.config.election_timeout);
+        let max = millis(self.config.election_timeout_max()).max(min + 1);
+        Duration::from_millis(fastrand::u64(min..max))
+    }
+
+    /// Check-quorum: this node leads, has other voters, and no majority has acknowledged it
+    /// within the election timeout. It then refuses writes and linearizable reads.
+    pub fn quorum_lost(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if m.state != ServerState::Leader || m.membership_config.voter_ids().count() <= 1 {
+            return false;
+        }
+        let limit = self.min_timeout();
+        match m.millis_since_quorum_ack {
+            Some(ms) => Duration::from_millis(ms) > limit,
+            // Not acknowledged yet since it was elected.
+            None => self
+                .state()
+                .leading_since
+                .is_some_and(|(term, at)| term == m.current_term && at.elapsed() > limit),
+        }
+    }
+
+    /// The leader this node can vouch for now: itself while it leads with a quorum, or the
+    /// leader it heard from within the maximum election timeout. `None` otherwise, so a
+    /// learner or follower cut off from the leader stops telling replicas they are fresh.
+    pub fn leader_in_contact(&self) -> Option<NodeId> {
+        let state = self.raft.metrics().borrow().state;
+        if state == ServerState::Leader {
+            return (!self.quorum_lost()).then_some(self.id);
+        }
+        let limit = self.config.election_timeout_max();
+        self.state()
+            .contact
+            .filter(|(_, at)| at.elapsed() < limit)
+            .map(|(leader, _)| leader)
+    }
+
+    /// Whether this node, stopping, is handing its leadership over: writes wait for the
+    /// next leader instead of starting here.
+    pub fn handing_off(&self) -> bool {
+        self.state().handing_off
+    }
+
+    /// Runs the driver until the stop signal.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let poll = poll_interval(&self.config);
+        let started = Instant::now();
+        let mut timeout = self.draw();
+        let mut last_campaign: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let Some(view) = View::read(&self.raft, self.id).await else {
+                return;
+            };
+            let now = Instant::now();
+            self.observe(&view, now);
+            if view.state == ServerState::Leader || !view.voter || self.quiet(&view) {
+                continue;
+            }
+            let alone = view.voters.len() == 1;
+            let quiet_for = [view.vote_age, Some(now - last_campaign.unwrap_or(started))]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_default();
+            if !alone && quiet_for < timeout {
+                continue;
+            }
+            timeout = self.draw();
+            last_campaign = Some(now);
+            if alone || self.pre_vote(&view).await {
+                self.counters.campaigns.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(term = view.term + 1, "election: campaigning");
+                if self.raft.trigger().elect().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Records what `view` says of the leader's contact, leadership and quorum.
+    fn observe(&self, view: &View, now: Instant) {
+        let lost = self.quorum_lost();
+        let mut st = self.state();
+        st.contact = match (view.state, view.following, view.vote_age) {
+            (ServerState::Leader, _, _) => None,
+            (_, Some(leader), Some(age)) => Some((leader, now - age)),
+            _ => None,
+        };
+        st.leading_since = match (view.state, st.leading_since) {
+            (ServerState::Leader, Some((term, at))) if term == view.term => Some((term, at)),
+            (ServerState::Leader, _) => Some((view.term, now)),
+            _ => None,
+        };
+        if st
+            .removed_under
+            .is_some_and(|m| m != view.membership_log_id)
+        {
+            st.removed_under = None;
+        }
+        if lost != st.quorum_lost {
+            st.quorum_lost = lost;
+            if lost {
+                tracing::warn!(
+                    term = view.term,
+                    "election: this node lost its quorum; refusing writes and linearizable reads"
+                );
+            } else {
+                tracing::info!(term = view.term, "election: quorum regained");
+            }
+        }
+    }
+
+    /// Whether a voter told this node a committed membership removed it (and its own
+    /// membership has not changed since).
+    fn quiet(&self, view: &View) -> bool {
+        self.state().removed_under == Some(view.membership_log_id)
+    }
+
+    /// One pre-vote round: asks every other voter, and says whether a majority of every
+    /// configuration would vote for this node.
+    async fn pre_vote(&self, view: &View) -> bool {
+        self.counters.pre_votes.fetch_add(1, Ordering::Relaxed);
+        let req = Arc::new(PreVoteRequest {
+            candidate: self.id,
+            term: view.term + 1,
+            last_log_id: view.last_log_id,
+            membership_log_id: view.membership_log_id,
+        });
+        let ttl = self.min_timeout();
+        let mut asked = JoinSet::new();
+        for (id, addr) in view.voters.iter().filter(|(id, _)| *id != self.id) {
+            match self.channels.get(*id, addr) {
+                Ok(ch) => {
+                    let (id, req) = (*id, req.clone());
+                    asked.spawn(async move { (id, send_pre_vote(ch, &req, ttl).await) });
+                }
+                Err((addr, e)) => {
+                    tracing::warn!(peer = id, %addr, error = %e, "election: bad peer address")
+                }
+            }
+        }
+        let mut granted = BTreeSet::from([self.id]);
+        while let Some(Ok((id, answer))) = asked.join_next().await {
+            match answer {
+                Ok(PreVoteResponse::Granted) => {
+                    granted.insert(id);
+                    if wins(&view.configs, &granted) {
+                        tracing::info!(term = view.term, granted = ?granted, "election: pre-vote won");
+                        return true;
+                    }
+                }
+                Ok(PreVoteResponse::Removed { membership_log_id }) => {
+                    tracing::warn!(peer = id, membership = ?membership_log_id, "election: a committed membership removed this node; not campaigning until its membership changes");
+                    self.state().removed_under = Some(view.membership_log_id);
+                    return false;
+                }
+                Ok(refused) => {
+                    tracing::debug!(peer = id, answer = ?refused, "election: pre-vote refused")
+                }
+                Err(e) => tracing::debug!(peer = id, error = %e, "election: pre-vote unanswered"),
+            }
+        }
+        let won = wins(&view.configs, &granted);
+        if !won {
+            tracing::info!(term = view.term, granted = ?granted, "election: pre-vote lost; not campaigning");
+        }
+        won
+    }
+
+    /// Hands leadership to the most up-to-date other voter, if this node leads: new writes
+    /// wait, the target is brought level with this node's log, heartbeats stop and the
+    /// target is told to campaign; returns once another node leads (or after twice the
+    /// maximum election timeout). Returns the new leader, if the hand-off took.
+    pub async fn hand_off(&self) -> Option<NodeId> {
+        let view = View::read(&self.raft, self.id).await?;
+        if view.state != ServerState::Leader || view.voters.len() <= 1 {
+            return None;
+        }
+        let started = Instant::now();
+        let deadline = started + self.config.election_timeout_max() * 2;
+        self.state().handing_off = true;
+        let taken = self.hand_off_until(&view, deadline).await;
+        match taken {
+            Some(leader) => {
+                self.counters.hand_offs.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(leader, took = ?started.elapsed(), "election: handed leadership over");
+            }
+            None => {
+                tracing::warn!(took = ?started.elapsed(), "election: hand-off did not take; stopping anyway");
+                self.raft.runtime_config().heartbeat(true);
+                self.state().handing_off = false;
+            }
+        }
+        taken
+    }
+
+    async fn hand_off_until(&self, view: &View, deadline: Instant) -> Option<NodeId> {
+        let mut rx = self.raft.metrics();
+        // The voter with the most of this node's log, once it has all of it.
+        let (target, addr) = loop {
+            let level = {
+                let m = rx.borrow_and_update();
+                let last = m.last_log_index;
+                m.replication
+                    .iter()
+                    .flat_map(|r| r.iter())
+                    .filter(|(id, _)| **id != self.id)
+                    .max_by_key(|(_, matched)| matched.map(|l| l.index))
+                    .filter(|(_, matched)| matched.map(|l| l.index) >= last)
+                    .map(|(id, _)| *id)
+            };
+            if let Some(id) = level {
+                let addr = view.voters.iter().find(|(v, _)| *v == id)?.1.clone();
+                break (id, addr);
+            }
+            tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .ok()?
+                .ok()?;
+        };
+        self.raft.runtime_config().heartbeat(false);
+        let req = TimeoutNowRequest {
+            leader: self.id,
+            term: view.term,
+            last_log_id: self.raft.data_metrics().borrow().last_log,
+        };
+        let ch = self.channels.get(target, &addr).ok()?;
+        match send_timeout_now(ch, &req, self.min_timeout()).await {
+            Ok(TimeoutNowResponse::Campaigning { in_ms }) => {
+                tracing::info!(target, in_ms, "election: handing leadership over");
+            }
+            Ok(TimeoutNowResponse::Refused(why)) => {
+                tracing::warn!(target, why, "election: hand-off refused");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(target, error = %e, "election: hand-off unanswered");
+                return None;
+            }
+        }
+        let m = tokio::time::timeout_at(
+            deadline,
+            rx.wait_for(|m| m.current_leader.is_some_and(|l| l != self.id)),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        m.current_leader
+    }
+
+    /// How long after its last word from the old leader a hand-off target campaigns: once
+    /// every voter's openraft lease on that leader has run out (see
+    /// [`super::LEASE_MARGIN`]).
+    fn hand_off_wait(&self, vote_age: Option<Duration>) -> Duration {
+        (super::openraft_lease(&self.config) + super::LEASE_MARGIN)
+            .saturating_sub(vote_age.unwrap_or_default())
+    }
+}
+
+#[tonic::async_trait]
+impl crate::network::election::Elections for Elections {
+    async fn pre_vote(&self, req: PreVoteRequest) -> PreVoteResponse {
+        let Some(view) = View::read(&self.raft, self.id).await else {
+            return PreVoteResponse::LeaderAlive {
+                leader: self.id,
+                heard_ms: 0,
+            };
+        };
+        let answer = decide(&view, self.quorum_lost(), &req, self.min_timeout());
+        tracing::debug!(candidate = req.candidate, term = req.term, answer = ?answer, "election: pre-vote asked");
+        answer
+    }
+
+    fn check_quorum(&self) -> Result<(), crate::error::Error> {
+        match self.quorum_lost() {
+            true => Err(crate::error::Error::QuorumLost(self.min_timeout())),
+            false => Ok(()),
+        }
+    }
+
+    async fn timeout_now(&self, req: TimeoutNowRequest) -> TimeoutNowResponse {
+        let Some(view) = View::read(&self.raft, self.id).await else {
+            return TimeoutNowResponse::Refused("revokd: raft has stopped".into());
+        };
+        if !view.voter {
+            return TimeoutNowResponse::Refused(format!("revokd: node {} is not a voter", self.id));
+        }
+        if view.following != Some(req.leader) {
+            return TimeoutNowResponse::Refused(format!(
+                "revokd: node {} follows {:?}, not node {}",
+                self.id, view.following, req.leader
+            ));
+        }
+        if view.last_log_id < req.last_log_id {
+            return TimeoutNowResponse::Refused(format!(
+                "revokd: node {}'s log ends at {:?}, behind {:?}",
+                self.id, view.last_log_id, req.last_log_id
+            ));
+        }
+        let wait = self.hand_off_wait(view.vote_age);
+        let raft = self.raft.clone();
+        self.counters.campaigns.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            from = req.leader,
+            in_ms = millis(wait),
+            "election: taking over leadership"
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = raft.trigger().elect().await;
+        });
+        TimeoutNowResponse::Campaigning {
+            in_ms: millis(wait),
+        }
+    }
+}
