@@ -5,6 +5,7 @@ mod admin_certs;
 mod auth;
 mod bad_input;
 mod client;
+mod elections;
 mod failover;
 mod harness;
 mod limits;
