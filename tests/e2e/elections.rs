@@ -46,12 +46,18 @@ async fn a_leader_without_its_quorum_refuses_work_and_says_so() -> Result<()> {
     let paused = Instant::now();
     let status = eventually(Duration::from_secs(5), || async {
         let s = c.status(leader).await?;
-        ensure!(s.quorum_lost, "node {leader} still believes it has a quorum");
+        ensure!(
+            s.quorum_lost,
+            "node {leader} still believes it has a quorum"
+        );
         Ok(s)
     })
     .await?;
     let noticed = paused.elapsed();
-    assert_eq!(status.leader_id, 0, "a leader without quorum vouches for no leader");
+    assert_eq!(
+        status.leader_id, 0,
+        "a leader without quorum vouches for no leader"
+    );
     // The health task looks every 200 ms.
     eventually(Duration::from_secs(2), || async {
         ensure!(health(&c, leader).await? == ServingStatus::NotServing);
@@ -63,11 +69,17 @@ async fn a_leader_without_its_quorum_refuses_work_and_says_so() -> Result<()> {
     let mut req = tonic::Request::new(revoke_req("cut-off"));
     req.set_timeout(Duration::from_secs(5));
     let asked = Instant::now();
-    let err = api.revoke(req).await.expect_err("a leader without quorum took a write");
+    let err = api
+        .revoke(req)
+        .await
+        .expect_err("a leader without quorum took a write");
     let answered = asked.elapsed();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
     assert!(err.message().contains("lost its quorum"), "{err}");
-    assert!(err.metadata().get(LEADER_ADDR_HEADER).is_none(), "no stale leader hint");
+    assert!(
+        err.metadata().get(LEADER_ADDR_HEADER).is_none(),
+        "no stale leader hint"
+    );
     assert!(err.metadata().get(QUORUM_LOST_HEADER).is_some());
     assert!(
         answered < Duration::from_secs(1),
@@ -146,7 +158,8 @@ async fn sigterm_on_the_leader_hands_leadership_over() -> Result<()> {
                     break;
                 }
                 let sent = Instant::now();
-                let r = revoke_anywhere(&endpoints, &format!("w-{i}"), Duration::from_secs(10)).await;
+                let r =
+                    revoke_anywhere(&endpoints, &format!("w-{i}"), Duration::from_secs(10)).await;
                 longest = longest.max(sent.elapsed());
                 acked += u32::from(r.is_ok());
             }
@@ -168,7 +181,9 @@ async fn sigterm_on_the_leader_hands_leadership_over() -> Result<()> {
     let s = c.status(new_leader).await?;
     assert_eq!(s.term, term + 1, "one election, no split vote");
     assert!(acked > 0);
-    println!("leader {leader} handed over to {new_leader}; {acked} writes, the longest took {longest:?}");
+    println!(
+        "leader {leader} handed over to {new_leader}; {acked} writes, the longest took {longest:?}"
+    );
     Ok(())
 }
 
@@ -235,7 +250,11 @@ async fn a_learner_that_lost_the_leader_stops_vouching_for_it() -> Result<()> {
     };
     eventually(Duration::from_secs(5), || async {
         let hb = heartbeat().await?;
-        ensure!(hb.leader_id == leader, "learner names leader {}", hb.leader_id);
+        ensure!(
+            hb.leader_id == leader,
+            "learner names leader {}",
+            hb.leader_id
+        );
         Ok(())
     })
     .await?;
@@ -245,7 +264,11 @@ async fn a_learner_that_lost_the_leader_stops_vouching_for_it() -> Result<()> {
     let cut = Instant::now();
     eventually(Duration::from_secs(5), || async {
         let hb = heartbeat().await?;
-        ensure!(hb.leader_id == 0, "learner still names leader {}", hb.leader_id);
+        ensure!(
+            hb.leader_id == 0,
+            "learner still names leader {}",
+            hb.leader_id
+        );
         Ok(())
     })
     .await?;

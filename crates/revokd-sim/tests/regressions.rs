@@ -10,20 +10,24 @@ use revokd_sim::{run, Options};
 /// when the run ended. The checker took the last *answered* write (the revoke) as the final
 /// word and reported an acknowledged revoke as lost on every node. A write with no answer now
 /// leaves its key's final state open, and the history shows it as unanswered.
+///
+/// Since revokd runs pre-vote (issue 16), n1 no longer deposes the leader when it comes back,
+/// so the unrevoke is answered and the circumstance is not reached any more; the checker's
+/// rule stays covered by `sim::tests::an_acknowledged_write_is_the_final_word_unless_a_later_one_is_unanswered`
+/// (a synthetic history). What is left to assert here is that the seed passes, with every
+/// write answered.
 #[test]
 fn seed_423_an_unanswered_unrevoke_leaves_the_token_open() {
     let report = run(423, &Options::default());
     assert!(
-        report
-            .history
-            .contains(r#"w1 Unrevoke("w1-t33") invoked 5565ms -> no answer by the end of the run"#),
-        "seed 423 no longer reaches the unanswered unrevoke it regresses:\n{}",
-        report.history
-    );
-    assert!(
         report.failures.is_empty(),
         "seed 423 failed:\n{}",
         report.explain()
+    );
+    assert!(
+        !report.history.contains("no answer by the end of the run"),
+        "seed 423 left a write unanswered; with pre-vote the returning node should not depose the leader:\n{}",
+        report.history
     );
 }
 

@@ -39,6 +39,10 @@ pub struct Metrics {
     insecure: IntGauge,
     snapshot_streams: IntGauge,
     snapshot_streams_dropped: IntGauge,
+    quorum_lost: IntGauge,
+    pre_votes: IntGauge,
+    campaigns: IntGauge,
+    hand_offs: IntGauge,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -149,6 +153,26 @@ impl Metrics {
                 "revokd_insecure",
                 "1 when the node serves a non-loopback address without TLS (--insecure)",
             ),
+            quorum_lost: gauge(
+                &registry,
+                "revokd_raft_quorum_lost",
+                "1 when this node leads but no majority acknowledged it within the election timeout (it refuses writes)",
+            ),
+            pre_votes: gauge(
+                &registry,
+                "revokd_election_pre_votes_total",
+                "pre-vote rounds this node started",
+            ),
+            campaigns: gauge(
+                &registry,
+                "revokd_election_campaigns_total",
+                "campaigns this node started (pre-votes won, hand-offs taken)",
+            ),
+            hand_offs: gauge(
+                &registry,
+                "revokd_election_hand_offs_total",
+                "times this node, stopping as leader, handed leadership over",
+            ),
             replica_lag,
             registry,
             requests,
@@ -171,6 +195,13 @@ impl Metrics {
         self.last_log.set(m.last_log_index.unwrap_or(0) as i64);
         self.snapshot
             .set(m.snapshot.map(|l| l.index).unwrap_or(0) as i64);
+        let elections = &node.elections;
+        self.quorum_lost.set(i64::from(elections.quorum_lost()));
+        let count =
+            |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed) as i64;
+        self.pre_votes.set(count(&elections.counters.pre_votes));
+        self.campaigns.set(count(&elections.counters.campaigns));
+        self.hand_offs.set(count(&elections.counters.hand_offs));
         {
             let st = node.sm.read();
             self.applied.set(st.set.revision() as i64);

@@ -93,12 +93,7 @@ impl View {
                 last_log_id,
                 voter: effective.voter_ids().any(|v| v == id),
                 membership_log_id: *effective.log_id(),
-                configs: effective
-                    .membership()
-                    .get_joint_config()
-                    .iter()
-                    .cloned()
-                    .collect(),
+                configs: effective.membership().get_joint_config().to_vec(),
                 voters: effective
                     .voter_ids()
                     .filter_map(|v| effective.get_node(&v).map(|n| (v, n.addr.clone())))
@@ -548,5 +543,117 @@ impl crate::network::election::Elections for Elections {
         TimeoutNowResponse::Campaigning {
             in_ms: millis(wait),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn log(term: u64, index: u64) -> Option<LogId> {
+        Some(LogId::new(CommittedLeaderId::new(term, 1), index))
+    }
+
+    /// Node 2 of {1, 2, 3}, following node 1, which it heard from `heard` ago.
+    fn follower(heard: Duration) -> View {
+        View {
+            state: ServerState::Follower,
+            term: 3,
+            following: Some(1),
+            vote_age: Some(heard),
+            last_log_id: log(3, 10),
+            voter: true,
+            membership_log_id: log(1, 1),
+            configs: vec![BTreeSet::from([1, 2, 3])],
+            voters: vec![],
+            committed_voters: (BTreeSet::from([1, 2, 3]), log(1, 1)),
+        }
+    }
+
+    fn ask(candidate: NodeId, last_log_id: Option<LogId>) -> PreVoteRequest {
+        PreVoteRequest {
+            candidate,
+            term: 4,
+            last_log_id,
+            membership_log_id: log(1, 1),
+        }
+    }
+
+    const MIN: Duration = Duration::from_millis(300);
+
+    #[test]
+    fn a_voter_that_hears_its_leader_refuses_and_one_that_lost_it_grants() {
+        let fresh = follower(Duration::from_millis(120));
+        assert_eq!(
+            decide(&fresh, false, &ask(3, log(3, 10)), MIN),
+            PreVoteResponse::LeaderAlive {
+                leader: 1,
+                heard_ms: 120
+            }
+        );
+        let lost = follower(Duration::from_millis(301));
+        assert_eq!(
+            decide(&lost, false, &ask(3, log(3, 10)), MIN),
+            PreVoteResponse::Granted
+        );
+        // A longer log, or a later term, is at least as up to date.
+        assert_eq!(
+            decide(&lost, false, &ask(3, log(4, 2)), MIN),
+            PreVoteResponse::Granted
+        );
+    }
+
+    #[test]
+    fn a_log_behind_the_voters_is_refused() {
+        let lost = follower(Duration::from_secs(5));
+        for behind in [log(3, 9), log(2, 50), None] {
+            assert_eq!(
+                decide(&lost, false, &ask(3, behind), MIN),
+                PreVoteResponse::LogBehind {
+                    last_log_id: log(3, 10)
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_leader_refuses_unless_it_lost_its_quorum() {
+        let mut leader = follower(Duration::from_secs(60));
+        leader.state = ServerState::Leader;
+        assert!(matches!(
+            decide(&leader, false, &ask(3, log(3, 10)), MIN),
+            PreVoteResponse::LeaderAlive { heard_ms: 0, .. }
+        ));
+        assert_eq!(
+            decide(&leader, true, &ask(3, log(3, 10)), MIN),
+            PreVoteResponse::Granted
+        );
+    }
+
+    #[test]
+    fn a_candidate_left_out_of_a_newer_committed_membership_is_told_it_was_removed() {
+        let mut v = follower(Duration::from_secs(5));
+        v.committed_voters = (BTreeSet::from([1, 2]), log(3, 8));
+        assert_eq!(
+            decide(&v, false, &ask(3, log(3, 10)), MIN),
+            PreVoteResponse::Removed {
+                membership_log_id: log(3, 8)
+            }
+        );
+        // One that already knows that membership (or a newer one) is answered on its log.
+        let mut req = ask(3, log(3, 10));
+        req.membership_log_id = log(3, 8);
+        assert_eq!(decide(&v, false, &req, MIN), PreVoteResponse::Granted);
+    }
+
+    #[test]
+    fn a_campaign_needs_a_majority_of_every_configuration() {
+        let one = vec![BTreeSet::from([1, 2, 3])];
+        assert!(!wins(&one, &BTreeSet::from([1])));
+        assert!(wins(&one, &BTreeSet::from([1, 3])));
+        let joint = vec![BTreeSet::from([1, 2, 3]), BTreeSet::from([3, 4, 5])];
+        assert!(!wins(&joint, &BTreeSet::from([1, 2])));
+        assert!(wins(&joint, &BTreeSet::from([1, 3, 4])));
     }
 }
