@@ -9,6 +9,8 @@
 //! - [`faults`]: seeded fault schedules.
 //! - [`workload`]: writers, the linearizable checker, replicas and the liveness probe.
 //! - [`history`]: what every client was told, rendered byte for byte.
+//! - [`leadership`]: elections and leader changes as the driver samples them, and the
+//!   check that no leader a majority kept is deposed.
 //! - [`sim`]: the driver (one run per seed) and the invariants checked on every run.
 //!
 //! Build it with `--cfg tokio_unstable` (the workspace's `.cargo/config.toml` sets it):
@@ -19,6 +21,7 @@ compile_error!("revokd-sim needs `--cfg tokio_unstable` (set in .cargo/config.to
 
 pub mod faults;
 pub mod history;
+pub mod leadership;
 pub mod net;
 pub mod sim;
 pub mod workload;

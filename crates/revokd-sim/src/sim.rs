@@ -31,6 +31,7 @@ use revokd_core::{RevocationSet, RuleKind};
 
 use crate::faults::{self, Fault, Scheduled};
 use crate::history::{Answer, History, Op, Pending, Record};
+use crate::leadership::{Leadership, NodeNow};
 use crate::net::{self, PORT};
 use crate::workload::{self, Phase, EPOCH_SECS};
 
@@ -90,6 +91,8 @@ pub struct Report {
     pub crashes: (u64, u64),
     /// Simulated length of the run.
     pub simulated: Duration,
+    /// Election rounds (terms beyond the first) and leader changes.
+    pub elections: (u64, u64),
 }
 
 impl Report {
@@ -202,7 +205,17 @@ struct Drive {
     seen: Vec<(u64, u64)>,
     converged: bool,
     failures: Vec<String>,
+    leadership: Leadership,
+    /// Nodes isolated now, since when.
+    isolated: BTreeMap<String, Duration>,
+    /// Crashed nodes, with the incarnation that crashed (it is gone until the next starts).
+    crashed: BTreeMap<String, u64>,
+    /// Until when a leader stepping down is explained by a membership change.
+    membership_changing_until: Option<Duration>,
 }
+
+/// How long after a membership change ends a leader may still step down because of it.
+const MEMBERSHIP_SETTLE: Duration = Duration::from_secs(3);
 
 fn run_here(seed: u64, opts: &Options) -> Report {
     // Every node and client reads the simulated clock, and the client's jitter is seeded.
@@ -320,6 +333,7 @@ impl World<'_> {
                 self.heal(d, schedule, now);
             }
             self.check_revisions(d);
+            self.sample_leadership(d, now);
             if d.healed {
                 let acked = *d.probe_ack.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some((_, revision)) = acked {
@@ -351,6 +365,22 @@ impl World<'_> {
                 .event(now.as_millis() as u64, format!("fault: {}", s.fault));
             d.active.push((s.at + s.lasts, s.fault.clone()));
             d.next_fault += 1;
+            match &s.fault {
+                Fault::Isolate(n) => {
+                    d.isolated.insert(n.clone(), now);
+                }
+                Fault::Crash(n) => {
+                    if let Some(i) = self.all_nodes.iter().position(|x| x == n) {
+                        let p = self.probes[i].lock().unwrap_or_else(|e| e.into_inner());
+                        d.crashed.insert(n.clone(), p.incarnation);
+                    }
+                    // A crash cuts and repairs every link of the node, which lifts holds on
+                    // them too: an isolated node is no longer fully cut off.
+                    d.isolated.clear();
+                }
+                Fault::Grow => d.membership_changing_until = Some(Duration::MAX),
+                _ => {}
+            }
         }
     }
 
@@ -360,6 +390,18 @@ impl World<'_> {
             d.active.drain(..).partition(|(end, _)| *end <= now || all);
         d.active = still;
         for (_, f) in ending {
+            match &f {
+                // Releasing held links also releases another isolation's hold on the same
+                // link (holds do not stack): ending an isolation releases a link of every
+                // other isolated node, so none of them is fully cut off any more.
+                Fault::Isolate(_) | Fault::Crash(_) => d.isolated.clear(),
+                Fault::Partition(a, b) => {
+                    d.isolated.remove(a);
+                    d.isolated.remove(b);
+                }
+                Fault::Grow => d.membership_changing_until = Some(now + MEMBERSHIP_SETTLE),
+                _ => {}
+            }
             self.apply(&f, false);
             self.history
                 .event(now.as_millis() as u64, format!("healed: {f}"));
@@ -380,6 +422,31 @@ impl World<'_> {
                 d.probe_ack.clone(),
             ),
         );
+    }
+
+    /// Samples every running node's part in Raft (see [`Leadership`]).
+    fn sample_leadership(&self, d: &mut Drive, now: Duration) {
+        let mut nodes = Vec::with_capacity(self.probes.len());
+        for (name, probe) in self.all_nodes.iter().zip(&self.probes) {
+            let p = probe.lock().unwrap_or_else(|e| e.into_inner());
+            let gone = d.crashed.get(name).is_some_and(|inc| p.incarnation <= *inc);
+            if !gone {
+                d.crashed.remove(name);
+            }
+            nodes.push((
+                p.node.clone().filter(|_| !gone),
+                d.isolated.get(name).copied(),
+            ));
+        }
+        let now_nodes: Vec<NodeNow<'_>> = nodes
+            .iter()
+            .map(|(node, isolated_since)| NodeNow {
+                node: node.as_ref(),
+                isolated_since: *isolated_since,
+            })
+            .collect();
+        let excused = d.membership_changing_until.is_some_and(|t| now < t);
+        d.leadership.sample(now, &now_nodes, excused);
     }
 
     /// Revisions never go backwards within one life of a node.
@@ -419,8 +486,21 @@ impl World<'_> {
             probe_ack,
             converged,
             mut failures,
+            leadership,
             ..
         } = d;
+        failures.extend(
+            leadership
+                .disruptive
+                .iter()
+                .map(|e| format!("pre-vote: a leader a majority kept was deposed: {e}")),
+        );
+        failures.extend(
+            leadership
+                .quorum_unnoticed
+                .iter()
+                .map(|e| format!("check-quorum: {e}")),
+        );
         let simulated = self.sim.elapsed();
         let acked = *probe_ack.lock().unwrap_or_else(|e| e.into_inner());
         match acked {
@@ -472,6 +552,7 @@ impl World<'_> {
             recovered_after: acked.map(|(ms, _)| Duration::from_millis(ms)),
             crashes,
             simulated,
+            elections: (leadership.rounds(), leadership.changes),
         }
     }
 }

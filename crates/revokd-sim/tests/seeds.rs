@@ -52,6 +52,11 @@ struct Totals {
     lost: u64,
     simulated: f64,
     recovery_ms: Vec<u128>,
+    /// Election rounds and leader changes, summed.
+    rounds: u64,
+    changes: u64,
+    /// Seeds by their election rounds per leader change beyond one (split votes), 0..=3+.
+    extra_rounds: [usize; 4],
     done: usize,
     /// The failed runs, each with its position in the seed list.
     failed: Vec<(usize, revokd_sim::Report)>,
@@ -67,6 +72,11 @@ impl Totals {
         self.simulated += report.simulated.as_secs_f64();
         self.recovery_ms
             .extend(report.recovered_after.map(|d| d.as_millis()));
+        let (rounds, changes) = report.elections;
+        self.rounds += rounds;
+        self.changes += changes;
+        let extra = rounds.saturating_sub(changes.max(1)).min(3) as usize;
+        self.extra_rounds[extra] += 1;
         self.done += 1;
         if !report.failures.is_empty() {
             self.failed.push((i, report));
@@ -175,5 +185,12 @@ fn seeds() {
         t.lost,
         p(0.5),
         p(1.0),
+    );
+    println!(
+        "elections: {} rounds for {} leader changes ({:.2} rounds per change); no leader a majority kept was deposed; seeds with 0 / 1 / 2 / 3+ rounds beyond one per change: {:?}",
+        t.rounds,
+        t.changes,
+        t.rounds as f64 / t.changes.max(1) as f64,
+        t.extra_rounds,
     );
 }

@@ -20,9 +20,11 @@
 //! - Hand-off: a stopping leader brings its most up-to-date voter level, stops its heartbeats
 //!   and sends that voter `TimeoutNow` ([`Elections::hand_off`]).
 //!
-//! openraft's own leader lease (a voter refuses real vote requests while it hears from a
-//! leader) is kept just above one heartbeat, so that a hand-off waits only that long; pre-vote
-//! is what keeps a leader in place.
+//! openraft's own leader lease (a voter refuses real vote requests while it heard from a
+//! leader within the minimum election timeout) stays on top of pre-vote. A hand-off target
+//! campaigns at once: the old leader's vote (its own lease dates from its election) makes a
+//! majority of three; a larger cluster's second try comes once the other voters' leases ran
+//! out.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -245,6 +247,13 @@ impl Elections {
                 .leading_since
                 .is_some_and(|(term, at)| term == m.current_term && at.elapsed() > limit),
         }
+    }
+
+    /// Check-quorum's verdict when the driver last looked (at most a poll interval ago),
+    /// the one it logged. Unlike [`Elections::quorum_lost`] it reads no clock, so it can be
+    /// asked from outside the node's runtime (the simulation's driver).
+    pub fn said_quorum_lost(&self) -> bool {
+        self.state().quorum_lost
     }
 
     /// The leader this node can vouch for now: itself while it leads with a quorum, or the
@@ -478,14 +487,6 @@ impl Elections {
         .ok()?;
         m.current_leader
     }
-
-    /// How long after its last word from the old leader a hand-off target campaigns: once
-    /// every voter's openraft lease on that leader has run out (see
-    /// [`super::LEASE_MARGIN`]).
-    fn hand_off_wait(&self, vote_age: Option<Duration>) -> Duration {
-        (super::openraft_lease(&self.config) + super::LEASE_MARGIN)
-            .saturating_sub(vote_age.unwrap_or_default())
-    }
 }
 
 #[tonic::async_trait]
@@ -528,17 +529,23 @@ impl crate::network::election::Elections for Elections {
                 self.id, view.last_log_id, req.last_log_id
             ));
         }
-        let wait = self.hand_off_wait(view.vote_age);
+        // The old leader grants at once (its own lease dates from its election); in a
+        // larger cluster the other voters' leases on it may not have run out yet, so a
+        // campaign that did not take is tried again once they have.
+        let again = super::openraft_lease(&self.config) + super::LEASE_MARGIN;
+        let wait = again.saturating_sub(view.vote_age.unwrap_or_default());
         let raft = self.raft.clone();
         self.counters.campaigns.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(
-            from = req.leader,
-            in_ms = millis(wait),
-            "election: taking over leadership"
-        );
+        tracing::info!(from = req.leader, "election: taking over leadership");
         tokio::spawn(async move {
+            if raft.trigger().elect().await.is_err() {
+                return;
+            }
             tokio::time::sleep(wait).await;
-            let _ = raft.trigger().elect().await;
+            let state = raft.metrics().borrow().state;
+            if state == ServerState::Candidate {
+                let _ = raft.trigger().elect().await;
+            }
         });
         TimeoutNowResponse::Campaigning {
             in_ms: millis(wait),

@@ -24,30 +24,29 @@ const MAX_PAYLOAD_ENTRIES: u64 = 64;
 const SNAPSHOT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
 
 /// openraft's leader lease: a voter refuses a real vote request while it heard from its
-/// leader within this. Elections wait for pre-vote instead (see [`election`]), so the lease
-/// only needs to outlast one heartbeat; a hand-off waits it out before the target campaigns.
-pub fn openraft_lease(config: &Config) -> std::time::Duration {
-    config.heartbeat + Duration::from_millis(2)
+/// leader within this, the minimum election timeout (plus the millisecond openraft needs
+/// between its minimum and maximum). Campaigns wait for pre-vote on top (see [`election`]).
+pub fn openraft_lease(config: &Config) -> Duration {
+    config.election_timeout + Duration::from_millis(1)
 }
 
-/// Added to the lease before a hand-off target campaigns: the other voters heard the old
-/// leader's last heartbeat up to a one-way delay after the target did.
+/// Added to the lease before a hand-off target campaigns a second time: the other voters
+/// heard the old leader's last heartbeat up to a one-way delay after the target did.
 pub const LEASE_MARGIN: Duration = Duration::from_millis(25);
 
 /// Raft timing and log-compaction settings derived from the node configuration.
 ///
 /// openraft's election timer is off: [`election::Elections`] runs elections. What openraft
 /// still takes from its election timeouts is the time it gives one vote request (the
-/// minimum: just over a heartbeat, which the topology rule keeps above the largest round
-/// trip) and its leader lease (the maximum, [`openraft_lease`]).
+/// minimum election timeout, as long as a campaign may take) and its leader lease (the
+/// maximum, [`openraft_lease`]).
 pub fn raft_config(config: &Config) -> Result<openraft::Config, openraft::ConfigError> {
-    let heartbeat_ms = millis(config.heartbeat);
-    let lease_ms = millis(openraft_lease(config));
+    let election_ms = millis(config.election_timeout);
     openraft::Config {
         cluster_name: "revokd".into(),
-        heartbeat_interval: heartbeat_ms,
-        election_timeout_min: lease_ms - 1,
-        election_timeout_max: lease_ms,
+        heartbeat_interval: millis(config.heartbeat),
+        election_timeout_min: election_ms,
+        election_timeout_max: millis(openraft_lease(config)),
         enable_elect: false,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
         max_in_snapshot_log_to_keep: config.snapshot_keep_logs,

@@ -68,9 +68,10 @@ pub struct TimeoutNowRequest {
 /// The target's answer to a [`TimeoutNowRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TimeoutNowResponse {
-    /// It campaigns once the voters' leases on the old leader have run out.
+    /// It campaigns now, and once more after this many milliseconds if that did not
+    /// take (the other voters' leases on the old leader had not run out).
     Campaigning {
-        /// In how many milliseconds.
+        /// When it tries again, if it has to.
         in_ms: u64,
     },
     /// It refused, and why (not a voter, its log is behind, it follows another leader).

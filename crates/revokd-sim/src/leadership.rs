@@ -1,0 +1,194 @@
+//! Leadership over a run, as the driver samples it after every step: how many elections and
+//! election rounds there were, how often the leader changed, and the leader changes that
+//! pre-vote exists to prevent (a leader that a majority had just acknowledged, deposed
+//! anyway), which must never happen. Also check-quorum against the ground truth of the fault
+//! schedule: a leader cut off from every other node must report that it lost its quorum
+//! within its election timeout (plus the time openraft takes to publish its metrics).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use openraft::ServerState;
+use revokd::node::Node;
+
+/// How recently a majority must have acknowledged a leader for its deposition to count as
+/// disruptive. openraft dates an acknowledgement by when the leader *sent* what was
+/// acknowledged, so every voter of that majority heard from the leader since. Under the
+/// openraft lease (a heartbeat, 100 ms, plus 2 ms) such a voter refuses any real vote, and
+/// it refuses pre-votes for the minimum election timeout (300 ms): a leader deposed within
+/// 100 ms of such an acknowledgement was deposed by a node that no majority should have let
+/// campaign. Depositions later than that are not counted, so the figure is a lower bound.
+const KEPT_WITHIN: Duration = Duration::from_millis(100);
+
+/// And for how long before that a majority must have kept acknowledging it (never 300 ms, the
+/// smallest election timeout, without): a majority kept it as leader for longer than any
+/// election timeout. A leader that a node back from isolation had only just made a majority
+/// with again is not one a majority kept (that node may still have answered as the leader
+/// it was before, one that lost its quorum and grants pre-votes).
+const KEPT_FOR: Duration = Duration::from_millis(800);
+
+/// The quorum age beyond which a leader counts as not kept (the smallest election timeout).
+const KEPT_AGE: Duration = Duration::from_millis(300);
+
+/// Slack on check-quorum's deadline: openraft publishes a leader's quorum age with its
+/// metrics, at least every tick (one and a half heartbeats of 100 ms), and the node's
+/// election driver looks every 50 ms (the verdict is read from it: the node's clock is not
+/// the driver's).
+const QUORUM_SLACK: Duration = Duration::from_millis(250);
+
+/// One node as the driver last saw it.
+#[derive(Clone, Copy, Default)]
+struct Seen {
+    /// When a majority last acknowledged it as leader, as its metrics said.
+    quorum_acked_at: Option<Duration>,
+    /// Since when its quorum age has stayed under [`KEPT_AGE`] at every sample.
+    kept_since: Option<Duration>,
+    /// Since when it has been leader in its current term.
+    leading: Option<(u64, Duration)>,
+}
+
+/// What the driver learns of leadership over a run.
+#[derive(Default)]
+pub struct Leadership {
+    seen: Vec<Seen>,
+    /// The cluster's leader: the highest term anyone leads in, and who.
+    current: Option<(u64, u64)>,
+    /// Terms anyone has reached (each is an election round).
+    terms: BTreeSet<u64>,
+    /// Times the cluster's leader changed.
+    pub changes: u64,
+    /// Leader changes that deposed a leader a majority had just acknowledged.
+    pub disruptive: Vec<String>,
+    /// Leaders that stayed cut off past their election timeout without saying so.
+    pub quorum_unnoticed: Vec<String>,
+}
+
+/// What each node is in the step: its node (if up), and whether the fault schedule cuts it
+/// off from every other node right now, since when.
+pub struct NodeNow<'a> {
+    /// The running node, if any.
+    pub node: Option<&'a Node>,
+    /// Since when it has been isolated, if it is.
+    pub isolated_since: Option<Duration>,
+}
+
+impl Leadership {
+    /// Samples every node at simulated time `now`; `excused` says whether a leader stepping
+    /// down now is explained by the schedule (a membership change, which may remove it).
+    pub fn sample(&mut self, now: Duration, nodes: &[NodeNow<'_>], excused: bool) {
+        self.seen.resize(nodes.len(), Seen::default());
+        let mut best: Option<(u64, u64)> = None;
+        for (i, n) in nodes.iter().enumerate() {
+            let Some(node) = n.node else {
+                // Crashed: whatever it led, nobody deposed it.
+                self.seen[i] = Seen::default();
+                continue;
+            };
+            let m = node.raft.metrics().borrow().clone();
+            self.terms.insert(m.current_term);
+            let was = self.seen[i];
+            let leading = (m.state == ServerState::Leader).then_some(m.current_term);
+            // Deposed by a higher term (what a node back from a partition brings). openraft's
+            // founders all campaign in term 1 at once and the highest id may take it over in
+            // that term: start-up, not a deposition.
+            if let Some((term, _)) = was.leading.filter(|(t, _)| m.current_term > *t) {
+                let kept = was
+                    .kept_since
+                    .is_some_and(|t| now.saturating_sub(t) >= KEPT_FOR);
+                self.stepped_down(now, node.id, term, was.quorum_acked_at, excused || !kept);
+            }
+            let seen = &mut self.seen[i];
+            match leading {
+                None => seen.leading = None,
+                Some(term) if was.leading.is_none_or(|(t, _)| t != term) => {
+                    *seen = Seen {
+                        leading: Some((term, now)),
+                        ..Seen::default()
+                    };
+                }
+                Some(_) => {}
+            }
+            let Some(term) = leading else {
+                continue;
+            };
+            if let Some(ms) = m.millis_since_quorum_ack {
+                let at = now.saturating_sub(Duration::from_millis(ms));
+                seen.quorum_acked_at = Some(seen.quorum_acked_at.map_or(at, |a| a.max(at)));
+            }
+            let kept = m
+                .millis_since_quorum_ack
+                .is_some_and(|ms| Duration::from_millis(ms) < KEPT_AGE);
+            seen.kept_since = if kept {
+                seen.kept_since.or(Some(now))
+            } else {
+                None
+            };
+            if best.is_none_or(|(t, _)| term > t) {
+                best = Some((term, node.id));
+            }
+            self.check_quorum(now, node, n, i);
+        }
+        if let Some((term, leader)) = best {
+            if self
+                .current
+                .is_some_and(|(t, l)| term > t || (term == t && l != leader))
+            {
+                self.changes += 1;
+            }
+            if self.current.is_none_or(|(t, _)| term >= t) {
+                self.current = Some((term, leader));
+            }
+        }
+    }
+
+    /// Node `id` stopped leading `term` while running: disruptive, unless `excused`, if a
+    /// majority had just acknowledged it.
+    fn stepped_down(
+        &mut self,
+        now: Duration,
+        id: u64,
+        term: u64,
+        acked_at: Option<Duration>,
+        excused: bool,
+    ) {
+        let Some(at) = acked_at else {
+            return;
+        };
+        let age = now.saturating_sub(at);
+        if !excused && age < KEPT_WITHIN {
+            self.disruptive.push(format!(
+                "{}ms: node {id} stopped leading term {term} {}ms after a majority acknowledged it",
+                now.as_millis(),
+                age.as_millis()
+            ));
+        }
+    }
+
+    fn check_quorum(&mut self, now: Duration, node: &Node, n: &NodeNow<'_>, i: usize) {
+        let Some(since) = n.isolated_since else {
+            return;
+        };
+        let Some((term, leading_since)) = self.seen[i].leading else {
+            return;
+        };
+        let cut = since.max(leading_since);
+        let limit = node.config.election_timeout + QUORUM_SLACK;
+        if now.saturating_sub(cut) > limit
+            && !node.elections.said_quorum_lost()
+            && self.quorum_unnoticed.len() < 5
+        {
+            let ack = node.raft.metrics().borrow().millis_since_quorum_ack;
+            self.quorum_unnoticed.push(format!(
+                "{}ms: node {} leading term {term}, cut off from every node for {}ms, did not say it lost its quorum (its last quorum acknowledgement: {ack:?} ms ago)",
+                now.as_millis(),
+                node.id,
+                now.saturating_sub(cut).as_millis()
+            ));
+        }
+    }
+
+    /// Election rounds: terms reached beyond the first.
+    pub fn rounds(&self) -> u64 {
+        (self.terms.len() as u64).saturating_sub(1)
+    }
+}
