@@ -155,6 +155,8 @@ async fn uncertified_raft_calls_are_refused_before_their_body_is_read() -> Resul
             "InstallSnapshot",
             raft.install_snapshot(payload()).await.map(|_| ()),
         ),
+        ("PreVote", raft.pre_vote(payload()).await.map(|_| ())),
+        ("TimeoutNow", raft.timeout_now(payload()).await.map(|_| ())),
     ] {
         let s = res.err().with_context(|| format!("{name} was accepted"))?;
         ensure!(s.code() == Code::Unauthenticated, "{name}: {s}");
