@@ -26,6 +26,16 @@ async fn health(c: &ProcessCluster, id: u64) -> Result<ServingStatus> {
     Ok(r.into_inner().status())
 }
 
+/// A three-node cluster that has elected a leader and committed a write in its term: the
+/// cluster, its leader and the term.
+async fn settled_cluster() -> Result<(ProcessCluster, u64, u64)> {
+    let c = ProcessCluster::start(3).await?;
+    let leader = c.wait_leader(Duration::from_secs(10)).await?;
+    revoke_anywhere(&c.endpoints(), "settle", Duration::from_secs(5)).await?;
+    let term = c.status(leader).await?.term;
+    Ok((c, leader, term))
+}
+
 /// The two nodes of a three-node cluster other than `id`.
 fn others(id: u64) -> Vec<u64> {
     [1, 2, 3].into_iter().filter(|n| *n != id).collect()
@@ -111,10 +121,7 @@ async fn a_leader_without_its_quorum_refuses_work_and_says_so() -> Result<()> {
 /// and the leader steps down).
 #[tokio::test]
 async fn a_node_back_from_a_pause_does_not_depose_the_leader() -> Result<()> {
-    let mut c = ProcessCluster::start(3).await?;
-    let leader = c.wait_leader(Duration::from_secs(10)).await?;
-    revoke_anywhere(&c.endpoints(), "settle", Duration::from_secs(5)).await?;
-    let term = c.status(leader).await?.term;
+    let (mut c, leader, term) = settled_cluster().await?;
     let follower = others(leader)[0];
     c.pause(follower)?;
     tokio::time::sleep(ELECTION_MAX * 4).await;
@@ -139,10 +146,7 @@ async fn a_node_back_from_a_pause_does_not_depose_the_leader() -> Result<()> {
 /// says it handed over.
 #[tokio::test]
 async fn sigterm_on_the_leader_hands_leadership_over() -> Result<()> {
-    let mut c = ProcessCluster::start(3).await?;
-    let leader = c.wait_leader(Duration::from_secs(10)).await?;
-    revoke_anywhere(&c.endpoints(), "settle", Duration::from_secs(5)).await?;
-    let term = c.status(leader).await?.term;
+    let (mut c, leader, term) = settled_cluster().await?;
     let endpoints: Vec<String> = others(leader)
         .into_iter()
         .map(|id| c.addr(id))
