@@ -140,10 +140,10 @@ impl Node {
             match self.leader() {
                 Some(leader) if leader.id != self.id => return Ok(Route::Forward(leader)),
                 Some(_) if self.elections.handing_off() => {}
-                Some(_) if self.elections.quorum_lost() => {
-                    return Err(Error::QuorumLost(self.config.election_timeout));
+                Some(_) => {
+                    self.elections.check_quorum()?;
+                    return Ok(Route::Local);
                 }
-                Some(_) => return Ok(Route::Local),
                 None => {}
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {

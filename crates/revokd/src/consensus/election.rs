@@ -36,7 +36,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::millis;
 use crate::config::Config;
+use crate::error::Error;
 use crate::network::client::Channels;
 use crate::network::election::{
     send_pre_vote, send_timeout_now, PreVoteRequest, PreVoteResponse, TimeoutNowRequest,
@@ -157,10 +159,6 @@ fn wins(configs: &[BTreeSet<NodeId>], granted: &BTreeSet<NodeId>) -> bool {
         .all(|c| c.intersection(granted).count() * 2 > c.len())
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Counts of what the driver did, for metrics and the simulation.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -246,6 +244,14 @@ impl Elections {
                 .state()
                 .leading_since
                 .is_some_and(|(term, at)| term == m.current_term && at.elapsed() > limit),
+        }
+    }
+
+    /// [`Elections::quorum_lost`] as the error a refused call gets.
+    pub fn check_quorum(&self) -> Result<(), Error> {
+        match self.quorum_lost() {
+            true => Err(Error::QuorumLost(self.min_timeout())),
+            false => Ok(()),
         }
     }
 
@@ -503,11 +509,8 @@ impl crate::network::election::Elections for Elections {
         answer
     }
 
-    fn check_quorum(&self) -> Result<(), crate::error::Error> {
-        match self.quorum_lost() {
-            true => Err(crate::error::Error::QuorumLost(self.min_timeout())),
-            false => Ok(()),
-        }
+    fn check_quorum(&self) -> Result<(), Error> {
+        Elections::check_quorum(self)
     }
 
     async fn timeout_now(&self, req: TimeoutNowRequest) -> TimeoutNowResponse {

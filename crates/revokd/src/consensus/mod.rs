@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 
-/// Whole milliseconds, as openraft's settings take them.
-fn millis(d: Duration) -> u64 {
+/// Whole milliseconds, as openraft's settings (and revokd's election messages) take them.
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
