@@ -1,8 +1,11 @@
 //! The snapshot format: the whole revocation set at one revision, checksummed.
 //!
-//! Layout ([`crate::frame`]): `b"RVKS"`, format version (u32 LE), body length (u64 LE), CRC-32 of the body
-//! (u32 LE), then the postcard-encoded body. The checksum is verified before anything is
-//! decoded, so a corrupt snapshot is refused instead of installed.
+//! Layout ([`crate::frame`]): `b"RVKS"`, format version (u32 LE), body length (u64 LE), CRC-32
+//! of the body (u32 LE), then the postcard-encoded body. The checksum is verified before
+//! anything is decoded, so a corrupt snapshot is refused instead of installed.
+//!
+//! Version 2 adds the purge watermark ([`RevocationSet::purged_through`]) after the revision.
+//! Version 1 snapshots (written before it existed) still decode, with a watermark of 0.
 
 use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
@@ -13,7 +16,9 @@ use crate::state::RevocationSet;
 use crate::types::{RevokedToken, Rule};
 
 const MAGIC: &[u8; 4] = b"RVKS";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The version before the purge watermark, still read.
+const VERSION_1: u32 = 1;
 const HEADER_LEN: usize = 4 + 4 + 8 + 4;
 
 /// Borrowing view used to encode without copying the set.
@@ -25,8 +30,9 @@ impl Serialize for BodyRef<'_> {
         let mut tokens: Vec<&RevokedToken> = set.tokens().collect();
         // Deterministic bytes: the same state always encodes the same way.
         tokens.sort_unstable_by(|a, b| a.jti.cmp(&b.jti));
-        let mut st = s.serialize_struct("Body", 3)?;
+        let mut st = s.serialize_struct("Body", 4)?;
         st.serialize_field("revision", &set.revision())?;
+        st.serialize_field("purged_through", &set.purged_through())?;
         st.serialize_field("tokens", &tokens)?;
         st.serialize_field("rules", &set.rules().collect::<Vec<_>>())?;
         st.end()
@@ -35,6 +41,15 @@ impl Serialize for BodyRef<'_> {
 
 #[derive(Deserialize)]
 struct Body {
+    revision: u64,
+    purged_through: i64,
+    tokens: Vec<RevokedToken>,
+    rules: Vec<Rule>,
+}
+
+/// The body of a version 1 snapshot.
+#[derive(Deserialize)]
+struct BodyV1 {
     revision: u64,
     tokens: Vec<RevokedToken>,
     rules: Vec<Rule>,
@@ -62,7 +77,7 @@ impl RevocationSet {
         let mut frame = FrameReader::new(bytes);
         frame.magic(MAGIC).map_err(|_| SnapshotError::BadMagic)?;
         let version = frame.u32().map_err(|_| SnapshotError::BadMagic)?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_1 {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
         let expected = frame.u64().map_err(|_| SnapshotError::BadMagic)?;
@@ -80,8 +95,19 @@ impl RevocationSet {
                 SnapshotError::Truncated { expected, found }
             }
         })?;
-        let body: Body = postcard::from_bytes(body)?;
-        RevocationSet::from_parts(body.revision, body.tokens, body.rules)
+        let body: Body = match version {
+            VERSION_1 => {
+                let v1: BodyV1 = postcard::from_bytes(body)?;
+                Body {
+                    revision: v1.revision,
+                    purged_through: 0,
+                    tokens: v1.tokens,
+                    rules: v1.rules,
+                }
+            }
+            _ => postcard::from_bytes(body)?,
+        };
+        RevocationSet::from_parts(body.revision, body.purged_through, body.tokens, body.rules)
             .map_err(SnapshotError::Inconsistent)
     }
 }
@@ -89,7 +115,8 @@ impl RevocationSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::RuleKind;
+    use crate::command::Command;
+    use crate::types::{RuleKind, TokenSpec};
 
     fn token(jti: &str, expires_at: i64) -> RevokedToken {
         RevokedToken {
@@ -114,7 +141,8 @@ mod tests {
         }
     }
 
-    /// A snapshot with a valid header and checksum around an arbitrary body.
+    /// A version 1 snapshot (no purge watermark) with a valid header and checksum around an
+    /// arbitrary body.
     fn framed(revision: u64, tokens: Vec<RevokedToken>, rules: Vec<Rule>) -> Vec<u8> {
         #[derive(Serialize)]
         struct Raw {
@@ -130,10 +158,31 @@ mod tests {
         .unwrap();
         FrameWriter::default()
             .bytes(MAGIC)
-            .u32(VERSION)
+            .u32(VERSION_1)
             .u64(body.len() as u64)
             .checked(&body)
             .finish()
+    }
+
+    #[test]
+    fn the_purge_watermark_survives_a_snapshot_and_version_1_still_reads() {
+        let mut set = RevocationSet::new();
+        let revoke = Command::Revoke {
+            tokens: vec![TokenSpec::new("a", 50), TokenSpec::new("b", 500)],
+            now: 10,
+            by: "t".into(),
+        };
+        set.apply(1, &revoke);
+        set.apply(2, &Command::Purge { now: 100 });
+        assert_eq!((set.purged_through(), set.token_count()), (100, 1));
+        let back = RevocationSet::decode_snapshot(&set.encode_snapshot()).unwrap();
+        assert_eq!(back, set);
+        assert_eq!(back.purged_through(), 100);
+
+        let old = framed(7, vec![token("a", 50)], vec![rule("alice")]);
+        let old = RevocationSet::decode_snapshot(&old).unwrap();
+        assert_eq!((old.revision(), old.purged_through()), (7, 0));
+        assert_eq!((old.token_count(), old.rule_count()), (1, 1));
     }
 
     // Found by the snapshot_decode fuzz target (crates/revokd-fuzz): a checksummed body with

@@ -24,6 +24,8 @@ pub struct RevocationSet {
     rules: [BTreeMap<String, Rule>; 4],
     /// The last applied revision.
     revision: u64,
+    /// The latest time (unix seconds) a purge ran at: see [`RevocationSet::purged_through`].
+    purged_through: i64,
 }
 
 impl RevocationSet {
@@ -35,6 +37,19 @@ impl RevocationSet {
     /// The last applied revision.
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// The latest proposer time (unix seconds) a purge ran at. It only moves forward: a purge
+    /// proposed at or before it (a leader whose clock is behind, or was stepped back) changes
+    /// nothing, so what the purges tell watchers never goes back in time. 0 before the first.
+    pub fn purged_through(&self) -> i64 {
+        self.purged_through
+    }
+
+    /// Whether a purge at `now` would drop something: something expired by `now`, and `now`
+    /// later than the last purge.
+    pub fn purge_due(&self, now: i64) -> bool {
+        now > self.purged_through && self.next_expiry().is_some_and(|t| t <= now)
     }
 
     /// Number of revoked token ids.
@@ -239,6 +254,10 @@ impl RevocationSet {
     }
 
     fn purge(&mut self, revision: u64, now: i64, events: &mut Vec<Event>) -> Outcome {
+        if now <= self.purged_through {
+            return Outcome::NotFound;
+        }
+        self.purged_through = now;
         let mut jtis = Vec::new();
         while let Some((expires_at, _)) = self.by_expiry.first() {
             if *expires_at > now {
@@ -276,11 +295,13 @@ impl RevocationSet {
     /// be able to restore its own snapshot.
     pub(crate) fn from_parts(
         revision: u64,
+        purged_through: i64,
         tokens: impl IntoIterator<Item = RevokedToken>,
         rules: impl IntoIterator<Item = Rule>,
     ) -> Result<Self, String> {
         let mut set = RevocationSet {
             revision,
+            purged_through,
             ..Self::default()
         };
         for t in tokens {
@@ -317,7 +338,10 @@ impl RevocationSet {
 
 impl PartialEq for RevocationSet {
     fn eq(&self, other: &Self) -> bool {
-        self.revision == other.revision && self.tokens == other.tokens && self.rules == other.rules
+        self.revision == other.revision
+            && self.purged_through == other.purged_through
+            && self.tokens == other.tokens
+            && self.rules == other.rules
     }
 }
 

@@ -185,6 +185,22 @@ fn purge_drops_exactly_what_has_expired() {
     let (a, ev) = set.apply(4, &Command::Purge { now: 20 });
     assert_eq!(a.outcomes, vec![Outcome::NotFound]);
     assert!(ev.events.is_empty());
+    // A leader whose clock is behind (or was stepped back) purges nothing, even what expired
+    // by its clock: the purge times the watchers see never go backwards.
+    set.apply(
+        5,
+        &Command::Revoke {
+            tokens: vec![spec("d", 15)],
+            now: 12,
+            by: String::new(),
+        },
+    );
+    let (a, ev) = set.apply(6, &Command::Purge { now: 18 });
+    assert_eq!(a.outcomes, vec![Outcome::NotFound]);
+    assert!(ev.events.is_empty());
+    assert!(set.token("d").is_some());
+    assert_eq!(set.purged_through(), 20);
+    assert!(!set.purge_due(18) && !set.purge_due(20) && set.purge_due(30));
 }
 
 #[test]
@@ -325,6 +341,8 @@ fn arb_single() -> impl Strategy<Value = Command> {
 struct Model {
     tokens: BTreeMap<String, (i64, u64)>,
     rules: BTreeMap<(RuleKind, String), (i64, i64)>,
+    /// The latest purge time: an earlier purge does nothing.
+    purged_through: i64,
 }
 
 impl Model {
@@ -353,10 +371,12 @@ impl Model {
             Command::RemoveRule { kind, value, .. } => {
                 self.rules.remove(&(*kind, value.clone()));
             }
-            Command::Purge { now } => {
+            Command::Purge { now } if *now > self.purged_through => {
+                self.purged_through = *now;
                 self.tokens.retain(|_, (exp, _)| *exp > *now);
                 self.rules.retain(|_, (_, drop)| *drop > *now);
             }
+            Command::Purge { .. } => {}
             Command::Batch(cmds) => {
                 for c in cmds {
                     self.apply(rev, c);
@@ -423,16 +443,28 @@ proptest! {
         prop_assert_eq!(follower, want);
     }
 
-    /// After a purge at `now`, nothing with `expires_at <= now` is left.
+    /// After a purge at `now` later than every earlier purge, nothing with `expires_at <= now`
+    /// is left; the purge watermark only moves forward, and a purge at or before it changes
+    /// nothing (a leader whose clock went back).
     #[test]
     fn purge_leaves_nothing_expired(cmds in prop::collection::vec(arb_command(), 1..40), now in 0i64..300) {
         let mut a = RevocationSet::new();
         for (i, cmd) in cmds.iter().enumerate() {
             a.apply(i as u64 + 1, cmd);
         }
-        a.apply(1_000, &Command::Purge { now });
-        prop_assert!(a.tokens().all(|t| t.expires_at > now));
-        prop_assert!(a.rules().all(|r| r.drop_at > now));
+        let before = a.purged_through();
+        let mut untouched = a.clone();
+        untouched.advance(1_000);
+        let (applied, changes) = a.apply(1_000, &Command::Purge { now });
+        prop_assert_eq!(a.purged_through(), before.max(now));
+        if now > before {
+            prop_assert!(a.tokens().all(|t| t.expires_at > now));
+            prop_assert!(a.rules().all(|r| r.drop_at > now));
+        } else {
+            prop_assert_eq!(applied.outcomes, vec![Outcome::NotFound]);
+            prop_assert!(changes.events.is_empty());
+            prop_assert!(a == untouched);
+        }
     }
 }
 

@@ -26,6 +26,10 @@ pub enum Fault {
     Crash(String),
     /// A client replica loses every node, then comes back.
     DisconnectReplica(String),
+    /// A node's wall clock jumps by this many seconds (ahead or back), and is set right when
+    /// the fault ends. Never while that node is crashed: revokd keeps the time it read at
+    /// start, and documents that it must start with a right clock.
+    ClockJump(String, i64),
     /// The spare nodes join as voters (learners first, then a membership change to 5), and
     /// the cluster shrinks back to its founders when the fault ends.
     Grow,
@@ -41,6 +45,7 @@ impl fmt::Display for Fault {
             Fault::Latency(a, b, d) => write!(f, "latency {a} <-> {b} {}ms", d.as_millis()),
             Fault::Crash(n) => write!(f, "crash {n} (unflushed writes lost), restart after"),
             Fault::DisconnectReplica(r) => write!(f, "disconnect replica {r}"),
+            Fault::ClockJump(n, s) => write!(f, "clock of {n} jumps {s:+}s"),
             Fault::Grow => write!(f, "grow to 5 voters, then shrink back to 3"),
         }
     }
@@ -129,6 +134,26 @@ pub fn schedule(
             continue;
         }
         out.push(Scheduled { at, lasts, fault });
+    }
+    // Clock jumps from a stream of their own, so the other faults of a seed stay as they were.
+    let mut clocks = StdRng::seed_from_u64(seed ^ 0xc10c_0ff5);
+    for _ in 0..clocks.random_range(0..=2) {
+        let at = start + Duration::from_millis(clocks.random_range(0..span));
+        let lasts = Duration::from_millis(clocks.random_range(500..5_000));
+        let node = nodes[clocks.random_range(0..nodes.len())].clone();
+        // A minute to three days, ahead or back: past the workload's day-long tokens.
+        let secs =
+            clocks.random_range(60..3 * 86_400) * if clocks.random_bool(0.5) { 1 } else { -1 };
+        let crashed = out.iter().any(|s| {
+            s.fault == Fault::Crash(node.clone()) && s.at < at + lasts && at < s.at + s.lasts
+        });
+        if !crashed {
+            out.push(Scheduled {
+                at,
+                lasts,
+                fault: Fault::ClockJump(node, secs),
+            });
+        }
     }
     if grow && rng.random_bool(0.5) {
         let at = start + Duration::from_millis(rng.random_range(0..span));

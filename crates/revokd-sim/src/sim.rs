@@ -16,7 +16,7 @@
 //!   [`Options::liveness_within`] of simulated time.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -120,11 +120,13 @@ struct Membership {
     queue: Arc<Mutex<std::collections::VecDeque<workload::Change>>>,
 }
 
-/// The last started incarnation of a node's process.
+/// The last started incarnation of a node's process, and its host's clock.
 #[derive(Default)]
 struct Probe {
     node: Option<Node>,
     incarnation: u64,
+    /// How far the host's wall clock is from the simulated time (seconds; a clock jump).
+    clock_offset: Arc<AtomicI64>,
 }
 
 fn node_config(id: u64, members: &BTreeMap<u64, String>, election_ms: u64) -> Config {
@@ -201,8 +203,8 @@ struct Drive {
     healed: bool,
     /// The probe's first acknowledged write after the heal: (ms after the heal, revision).
     probe_ack: Arc<Mutex<Option<(u64, u64)>>>,
-    /// Per node: (incarnation, revision last seen).
-    seen: Vec<(u64, u64)>,
+    /// Per node: (incarnation, revision, purge watermark) last seen.
+    seen: Vec<(u64, u64, i64)>,
     converged: bool,
     failures: Vec<String>,
     leadership: Leadership,
@@ -234,7 +236,7 @@ fn run_here(seed: u64, opts: &Options) -> Report {
         opts.faults_until,
     );
     let mut drive = Drive {
-        seen: vec![(0, 0); world.all_nodes.len()],
+        seen: vec![(0, 0, 0); world.all_nodes.len()],
         ..Drive::default()
     };
     world.drive(&mut drive, &schedule, opts);
@@ -449,35 +451,38 @@ impl World<'_> {
         d.leadership.sample(now, &now_nodes, excused);
     }
 
-    /// Revisions never go backwards within one life of a node.
+    /// Revisions and purge watermarks never go backwards within one life of a node, and no
+    /// node purges through a time still to come (a clock jump must not reach the state).
     fn check_revisions(&self, d: &mut Drive) {
         for (i, probe) in self.probes.iter().enumerate() {
             let p = probe.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(node) = &p.node {
-                let r = node.sm.read().set.revision();
-                let (inc, last) = d.seen[i];
+                let (r, purged) = {
+                    let sm = node.sm.read();
+                    (sm.set.revision(), sm.set.purged_through())
+                };
+                let (inc, last, last_purged) = d.seen[i];
+                let name = &self.all_nodes[i];
                 if inc == p.incarnation && r < last {
+                    self.history
+                        .violation(format!("{name} went back from revision {last} to {r}"));
+                }
+                if inc == p.incarnation && purged < last_purged {
                     self.history.violation(format!(
-                        "{} went back from revision {last} to {r}",
-                        self.all_nodes[i]
+                        "{name}'s purge watermark went back from {last_purged} to {purged}"
                     ));
                 }
-                d.seen[i] = (p.incarnation, r);
+                // A purge ahead of the true time drops revocations that are still live.
+                let truth = EPOCH_SECS as i64 + self.sim.elapsed().as_secs() as i64;
+                if purged > truth + 1 && (inc, last_purged) != (p.incarnation, purged) {
+                    self.history.violation(format!(
+                        "{name} purged through {purged}, {}s ahead of the true time",
+                        purged - truth
+                    ));
+                }
+                d.seen[i] = (p.incarnation, r, purged);
             }
         }
-    }
-
-    /// Starts (`on`) or ends a fault.
-    fn apply(&mut self, fault: &Fault, on: bool) {
-        apply(
-            &mut self.sim,
-            fault,
-            &self.names,
-            &self.hosts,
-            &self.disks,
-            &self.membership,
-            on,
-        );
     }
 
     /// Liveness, the final state and the history checked; the run's figures.
@@ -571,10 +576,16 @@ fn host_nodes(
         let id = i as u64 + 1;
         let disk = MemDisk::new(Duration::from_millis(rng.random_range(0..3)));
         let probe: Arc<Mutex<Probe>> = Arc::default();
+        let offset = probe
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clock_offset
+            .clone();
         let election_ms = rng.random_range(300..400);
         let (d, p, m) = (disk.clone(), probe.clone(), members.clone());
         sim.host(name.as_str(), move || {
             let (disk, probe, config) = (d.clone(), p.clone(), node_config(id, &m, election_ms));
+            let offset = offset.clone();
             async move {
                 let incoming = net::incoming().await?;
                 let platform = Platform {
@@ -586,6 +597,7 @@ fn host_nodes(
                         p.node = Some(node.clone());
                         p.incarnation += 1;
                     })),
+                    wall: Some(Arc::new(move || workload::sim_wall(&offset))),
                     ..Platform::default()
                 };
                 revokd::run_on(config, platform, incoming, std::future::pending()).await?;
@@ -650,90 +662,95 @@ fn start_clients(
     replicas
 }
 
-/// Starts (`on`) or ends a fault. One arm per kind of fault, on and off side by side: a
-/// table read as a whole, longer than most functions because there are that many faults.
-fn apply(
-    sim: &mut turmoil::Sim<'_>,
-    fault: &Fault,
-    nodes: &[String],
-    hosts: &[String],
-    disks: &[Arc<MemDisk>],
-    membership: &Membership,
-    on: bool,
-) {
-    let others = |n: &str| -> Vec<String> { hosts.iter().filter(|x| *x != n).cloned().collect() };
-    match fault {
-        Fault::Partition(a, b) => {
-            if on {
-                sim.hold(a.as_str(), b.as_str())
-            } else {
-                sim.release(a.as_str(), b.as_str())
-            }
-        }
-        Fault::OneWay(a, b) => {
-            if on {
-                sim.partition_oneway(a.as_str(), b.as_str())
-            } else {
-                sim.repair_oneway(a.as_str(), b.as_str())
-            }
-        }
-        Fault::Isolate(n) => {
-            for o in others(n) {
+impl World<'_> {
+    /// Starts (`on`) or ends a fault. One arm per kind of fault, on and off side by side: a
+    /// table read as a whole, longer than most functions because there are that many faults.
+    fn apply(&mut self, fault: &Fault, on: bool) {
+        let others =
+            |n: &str| -> Vec<String> { self.hosts.iter().filter(|x| *x != n).cloned().collect() };
+        match fault {
+            Fault::Partition(a, b) => {
                 if on {
-                    sim.hold(n.as_str(), o.as_str())
+                    self.sim.hold(a.as_str(), b.as_str())
                 } else {
-                    sim.release(n.as_str(), o.as_str())
+                    self.sim.release(a.as_str(), b.as_str())
                 }
             }
-        }
-        Fault::Loss(a, b) => {
-            if on {
-                sim.partition(a.as_str(), b.as_str())
-            } else {
-                sim.repair(a.as_str(), b.as_str())
-            }
-        }
-        Fault::Latency(a, b, d) => {
-            let d = if on { *d } else { Duration::from_millis(1) };
-            sim.set_link_latency(a.as_str(), b.as_str(), d);
-        }
-        Fault::Crash(n) => {
-            if on {
-                // The runtime drops the node's tasks in the order of tokio's task ids, which
-                // are global to the process: cut the node off first, so that what its dying
-                // sockets send is lost in the same way whatever ran before in this process.
-                for o in others(n) {
-                    sim.partition(n.as_str(), o.as_str());
-                }
-                sim.crash(n.as_str());
-                for o in others(n) {
-                    sim.repair(n.as_str(), o.as_str());
-                }
-                if let Some(i) = nodes.iter().position(|x| x == n) {
-                    disks[i].crash();
-                }
-            } else {
-                sim.bounce(n.as_str());
-            }
-        }
-        Fault::Grow => {
-            let change = if on {
-                workload::Change::Grow(membership.founders.clone(), membership.spares.clone())
-            } else {
-                workload::Change::Shrink(membership.founders.clone())
-            };
-            membership
-                .queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_back(change);
-        }
-        Fault::DisconnectReplica(r) => {
-            for n in nodes {
+            Fault::OneWay(a, b) => {
                 if on {
-                    sim.hold(r.as_str(), n.as_str())
+                    self.sim.partition_oneway(a.as_str(), b.as_str())
                 } else {
-                    sim.release(r.as_str(), n.as_str())
+                    self.sim.repair_oneway(a.as_str(), b.as_str())
+                }
+            }
+            Fault::Isolate(n) => {
+                for o in others(n) {
+                    if on {
+                        self.sim.hold(n.as_str(), o.as_str())
+                    } else {
+                        self.sim.release(n.as_str(), o.as_str())
+                    }
+                }
+            }
+            Fault::Loss(a, b) => {
+                if on {
+                    self.sim.partition(a.as_str(), b.as_str())
+                } else {
+                    self.sim.repair(a.as_str(), b.as_str())
+                }
+            }
+            Fault::Latency(a, b, d) => {
+                let d = if on { *d } else { Duration::from_millis(1) };
+                self.sim.set_link_latency(a.as_str(), b.as_str(), d);
+            }
+            Fault::Crash(n) => {
+                if on {
+                    // The runtime drops the node's tasks in the order of tokio's task ids, which
+                    // are global to the process: cut the node off first, so that what its dying
+                    // sockets send is lost in the same way whatever ran before in this process.
+                    for o in others(n) {
+                        self.sim.partition(n.as_str(), o.as_str());
+                    }
+                    self.sim.crash(n.as_str());
+                    for o in others(n) {
+                        self.sim.repair(n.as_str(), o.as_str());
+                    }
+                    if let Some(i) = self.names.iter().position(|x| x == n) {
+                        self.disks[i].crash();
+                    }
+                } else {
+                    self.sim.bounce(n.as_str());
+                }
+            }
+            Fault::Grow => {
+                let change = if on {
+                    workload::Change::Grow(
+                        self.membership.founders.clone(),
+                        self.membership.spares.clone(),
+                    )
+                } else {
+                    workload::Change::Shrink(self.membership.founders.clone())
+                };
+                self.membership
+                    .queue
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back(change);
+            }
+            Fault::ClockJump(n, secs) => {
+                if let Some(i) = self.all_nodes.iter().position(|x| x == n) {
+                    let p = self.probes[i].lock().unwrap_or_else(|e| e.into_inner());
+                    p.clock_offset
+                        .store(if on { *secs } else { 0 }, Ordering::Relaxed);
+                }
+            }
+            Fault::DisconnectReplica(r) => {
+                for n in &self.names {
+                    if on {
+                        self.sim.hold(r.as_str(), n.as_str())
+                    } else {
+                        self.sim.release(r.as_str(), n.as_str())
+                    }
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! and the probe that measures liveness after the faults heal. Every answer goes into the
 //! [`History`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +24,16 @@ pub fn sim_unix_now() -> i64 {
     turmoil::since_epoch()
         .map(|d| d.as_secs() as i64)
         .unwrap_or(EPOCH_SECS as i64)
+}
+
+/// A node host's wall clock: the simulated time, `offset` seconds off (a clock jump).
+pub fn sim_wall(offset: &AtomicI64) -> Duration {
+    let now = turmoil::since_epoch().unwrap_or(Duration::from_secs(EPOCH_SECS));
+    let offset = offset.load(Ordering::Relaxed);
+    match offset >= 0 {
+        true => now + Duration::from_secs(offset as u64),
+        false => now.saturating_sub(Duration::from_secs(offset.unsigned_abs())),
+    }
 }
 
 /// A client tuned for the simulation: short timeouts, so calls fail (and are retried by the

@@ -43,6 +43,7 @@ pub struct Metrics {
     pre_votes: IntGauge,
     campaigns: IntGauge,
     hand_offs: IntGauge,
+    clock_step: IntGauge,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -158,6 +159,11 @@ impl Metrics {
                 "revokd_raft_quorum_lost",
                 "1 when this node leads but no majority acknowledged it within the election timeout (it refuses writes)",
             ),
+            clock_step: gauge(
+                &registry,
+                "revokd_clock_step_seconds",
+                "how far the system clock is from the time the node keeps (positive: ahead), when over a second; restart the node once the clock is right",
+            ),
             pre_votes: gauge(
                 &registry,
                 "revokd_election_pre_votes_total",
@@ -202,6 +208,8 @@ impl Metrics {
         self.pre_votes.set(count(&elections.counters.pre_votes));
         self.campaigns.set(count(&elections.counters.campaigns));
         self.hand_offs.set(count(&elections.counters.hand_offs));
+        node.clock.now();
+        self.clock_step.set(node.clock.step_secs() as i64);
         {
             let st = node.sm.read();
             self.applied.set(st.set.revision() as i64);

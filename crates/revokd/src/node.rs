@@ -19,6 +19,7 @@ use crate::replicas::ReplicaRegistry;
 use crate::storage::StateMachineStore;
 use crate::typ::{NodeId, Raft};
 use crate::watch::{Snapshots, Watchers};
+use revokd_proto::clock::Clock;
 
 /// Where a request should run.
 pub enum Route {
@@ -60,6 +61,9 @@ pub struct Node {
     pub channels: Channels,
     /// The election driver: pre-vote, check-quorum, hand-off.
     pub elections: Arc<Elections>,
+    /// The node's clock, which the times it proposes (purges, expiry checks, rules' default
+    /// `not_before`) are read from: a stepped wall clock does not move it.
+    pub clock: Arc<Clock>,
     proposer: Proposer,
     read_waiters: Arc<Mutex<ReadWaiters>>,
 }
@@ -71,13 +75,19 @@ struct ReadWaiters {
     running: bool,
 }
 
-/// The current unix time in seconds (the proposer's clock; the state machine never reads one),
-/// and how a simulation replaces it for the whole process.
-pub use revokd_proto::clock::{unix_now, use_clock};
+/// How a simulation replaces the wall clock for the whole process (nodes read theirs through
+/// [`Node::clock`]; the state machine never reads one).
+pub use revokd_proto::clock::use_clock;
 
 impl Node {
     /// Wraps the parts of a started node.
-    pub fn new(raft: Raft, sm: StateMachineStore, config: Arc<Config>, dial: PeerDial) -> Self {
+    pub fn new(
+        raft: Raft,
+        sm: StateMachineStore,
+        config: Arc<Config>,
+        dial: PeerDial,
+        clock: Arc<Clock>,
+    ) -> Self {
         let channels = Channels::new(config.peer_routes.clone(), dial);
         let elections = Elections::new(config.id, raft.clone(), config.clone(), channels.clone());
         Node {
@@ -85,6 +95,7 @@ impl Node {
             proposer: Proposer::start(raft.clone(), MAX_ENTRIES_IN_FLIGHT, config.batch_max_tokens),
             read_waiters: Arc::default(),
             elections: Arc::new(elections),
+            clock,
             raft,
             sm,
             config,

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use super::caller;
 use super::{deadline, routed};
 use crate::error::Error;
-use crate::node::{unix_now, Node};
+use crate::node::Node;
 use crate::watch::snapshots;
 use crate::watch::Feed;
 use revokd_proto::convert::{check_result_pb, query, rule_kind, write_response};
@@ -109,7 +109,7 @@ impl RevocationService {
         deadline: Instant,
     ) -> Result<pb::WriteResponse, Error> {
         let t = r.token.as_ref().ok_or(InvalidInput::Unspecified("token"))?;
-        let now = unix_now();
+        let now = self.node.clock.now();
         let cmd = Command::Revoke {
             tokens: vec![self.spec(t, now)?],
             now,
@@ -134,7 +134,7 @@ impl RevocationService {
             }
             .into());
         }
-        let now = unix_now();
+        let now = self.node.clock.now();
         let tokens = r
             .tokens
             .iter()
@@ -175,7 +175,7 @@ impl RevocationService {
         by: &str,
         deadline: Instant,
     ) -> Result<pb::WriteResponse, Error> {
-        let now = unix_now();
+        let now = self.node.clock.now();
         let not_before = if r.not_before == 0 { now } else { r.not_before };
         let rule = RuleSpec::new(
             rule_kind(r.kind)?,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
+use revokd_proto::clock::{system_wall, Clock};
 use revokd_proto::v1::cluster_server::ClusterServer;
 use revokd_proto::v1::raft_server::RaftServer;
 use revokd_proto::v1::revocation_server::RevocationServer;
@@ -79,6 +80,10 @@ pub struct Platform {
     /// The connections the accept loop let in on probation, for the gate to evict those that
     /// are not peers. Default: none (an accept stream without a peer reserve).
     pub probation: network::incoming::Probation,
+    /// Where the node reads the wall time once, at start (it keeps it by the monotonic clock
+    /// from then on: [`revokd_proto::clock::Clock`]). Default: the system clock, or the one
+    /// [`crate::node::use_clock`] installed.
+    pub wall: Option<revokd_proto::clock::WallSource>,
 }
 
 /// A callback receiving a started node.
@@ -206,6 +211,7 @@ where
         metrics_listener,
         on_start,
         probation,
+        wall,
     } = platform;
     let identify = api::caller::Identify::new(
         tls.as_ref().map(|t| t.peers.clone()),
@@ -216,7 +222,8 @@ where
         tls: tls.as_ref().map(|t| t.client.clone()),
         dialer,
     };
-    let (node, log) = start_node(config.clone(), disk, dial).await?;
+    let clock = Arc::new(Clock::new(wall.unwrap_or_else(system_wall)));
+    let (node, log) = start_node(config.clone(), disk, dial, clock).await?;
     // Admin tokens revoked in the node's own set are refused.
     let auth = auth.map(|a| a.checking_revocations(node.sm.clone()));
     if let Some(f) = on_start {
@@ -391,6 +398,7 @@ async fn start_node(
     config: Arc<Config>,
     disk: Option<storage::Disk>,
     dial: network::client::PeerDial,
+    clock: Arc<Clock>,
 ) -> Result<(Node, storage::LogStore), RunError> {
     let disk = match disk {
         Some(d) => d,
@@ -407,7 +415,7 @@ async fn start_node(
     )
     .await
     .map_err(|e| RunError::Raft(e.to_string()))?;
-    let node = Node::new(raft, sm, config, dial);
+    let node = Node::new(raft, sm, config, dial, clock);
     initialize(&node).await?;
     Ok((node, log))
 }

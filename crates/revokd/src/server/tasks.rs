@@ -11,7 +11,7 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::ServingStatus;
 
 use crate::api;
-use crate::node::{unix_now, Node};
+use crate::node::Node;
 use crate::typ::Raft;
 
 /// How often the health task looks at the node's state: a client that polls health learns of
@@ -41,7 +41,21 @@ async fn health_task(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut last = None;
+    let mut stepped = false;
     loop {
+        node.clock.now();
+        let step = node.clock.step_secs();
+        if (step != 0.0) != stepped {
+            stepped = step != 0.0;
+            match stepped {
+                true => tracing::warn!(
+                    step_secs = step,
+                    kept = node.clock.now(),
+                    "clock: the system clock was stepped; this node keeps its time from the monotonic clock (restart it once the clock is right)"
+                ),
+                false => tracing::info!("clock: the system clock agrees with the kept time again"),
+            }
+        }
         let leader = node.leader_in_contact().map(|l| l.id);
         let committed = node
             .raft
@@ -80,9 +94,8 @@ pub(super) async fn purge_task(node: Node, mut stop: watch::Receiver<bool>) {
         if !leads || node.elections.handing_off() || node.elections.quorum_lost() {
             continue;
         }
-        let now = unix_now();
-        let due = node.sm.read().set.next_expiry().is_some_and(|t| t <= now);
-        if !due {
+        let now = node.clock.now();
+        if !node.sm.read().set.purge_due(now) {
             continue;
         }
         let deadline = tokio::time::Instant::now() + node.config.default_deadline;
