@@ -22,8 +22,10 @@ pub enum Fault {
     Loss(String, String),
     /// The link between two hosts gets this one-way latency.
     Latency(String, String, Duration),
-    /// A node crashes, losing what it had not flushed, and restarts when the fault ends.
-    Crash(String),
+    /// A node crashes, losing what it had not flushed, and restarts when the fault ends. With
+    /// a tear (per mille), that share of the writes not flushed reach the disk, the next one
+    /// torn at that share of its bytes ([`revokd::storage::MemDisk::crash_torn`]).
+    Crash(String, Option<u32>),
     /// A client replica loses every node, then comes back.
     DisconnectReplica(String),
     /// A node's wall clock jumps by this many seconds (ahead or back), and is set right when
@@ -43,7 +45,13 @@ impl fmt::Display for Fault {
             Fault::Isolate(n) => write!(f, "isolate {n}"),
             Fault::Loss(a, b) => write!(f, "message loss {a} <-> {b}"),
             Fault::Latency(a, b, d) => write!(f, "latency {a} <-> {b} {}ms", d.as_millis()),
-            Fault::Crash(n) => write!(f, "crash {n} (unflushed writes lost), restart after"),
+            Fault::Crash(n, None) => write!(f, "crash {n} (unflushed writes lost), restart after"),
+            Fault::Crash(n, Some(tear)) => write!(
+                f,
+                "crash {n} (unflushed writes torn at {}.{}%), restart after",
+                tear / 10,
+                tear % 10
+            ),
             Fault::DisconnectReplica(r) => write!(f, "disconnect replica {r}"),
             Fault::ClockJump(n, s) => write!(f, "clock of {n} jumps {s:+}s"),
             Fault::Grow => write!(f, "grow to 5 voters, then shrink back to 3"),
@@ -118,24 +126,31 @@ pub fn schedule(
                 let (a, b) = pair(&mut rng);
                 Fault::Latency(a, b, Duration::from_millis(rng.random_range(20..400)))
             }
-            67..90 => Fault::Crash(pick(&mut rng)),
+            67..90 => Fault::Crash(pick(&mut rng), None),
             _ if !replicas.is_empty() => {
                 Fault::DisconnectReplica(replicas[rng.random_range(0..replicas.len())].clone())
             }
-            _ => Fault::Crash(pick(&mut rng)),
+            _ => Fault::Crash(pick(&mut rng), None),
         };
         // One crash at a time: drop a crash overlapping another.
         let overlaps = |s: &Scheduled| s.at < at + lasts && at < s.at + s.lasts;
-        if matches!(fault, Fault::Crash(_))
+        if matches!(fault, Fault::Crash(..))
             && out
                 .iter()
-                .any(|s| matches!(s.fault, Fault::Crash(_)) && overlaps(s))
+                .any(|s| matches!(s.fault, Fault::Crash(..)) && overlaps(s))
         {
             continue;
         }
         out.push(Scheduled { at, lasts, fault });
     }
-    // Clock jumps from a stream of their own, so the other faults of a seed stay as they were.
+    // Tears and clock jumps from streams of their own, so the other faults of a seed stay as
+    // they were.
+    let mut tears = StdRng::seed_from_u64(seed ^ 0x7ea2_d15c);
+    for s in &mut out {
+        if let Fault::Crash(_, tear) = &mut s.fault {
+            *tear = tears.random_bool(0.5).then(|| tears.random_range(0..1000));
+        }
+    }
     let mut clocks = StdRng::seed_from_u64(seed ^ 0xc10c_0ff5);
     for _ in 0..clocks.random_range(0..=2) {
         let at = start + Duration::from_millis(clocks.random_range(0..span));
@@ -145,7 +160,9 @@ pub fn schedule(
         let secs =
             clocks.random_range(60..3 * 86_400) * if clocks.random_bool(0.5) { 1 } else { -1 };
         let crashed = out.iter().any(|s| {
-            s.fault == Fault::Crash(node.clone()) && s.at < at + lasts && at < s.at + s.lasts
+            matches!(&s.fault, Fault::Crash(n, _) if *n == node)
+                && s.at < at + lasts
+                && at < s.at + s.lasts
         });
         if !crashed {
             out.push(Scheduled {
@@ -184,7 +201,7 @@ mod tests {
             assert!(a.iter().all(|f| f.at >= s && f.at < e));
             let crashes: Vec<_> = a
                 .iter()
-                .filter(|f| matches!(f.fault, Fault::Crash(_)))
+                .filter(|f| matches!(f.fault, Fault::Crash(..)))
                 .collect();
             for (i, x) in crashes.iter().enumerate() {
                 for y in &crashes[i + 1..] {

@@ -87,8 +87,8 @@ pub struct Report {
     pub ops: (usize, usize, usize),
     /// Simulated time from the heal to the first acknowledged write.
     pub recovered_after: Option<Duration>,
-    /// Node crashes and the unflushed writes they lost.
-    pub crashes: (u64, u64),
+    /// Node crashes, the unflushed writes they lost or tore, and how many they tore.
+    pub crashes: (u64, u64, u64),
     /// Simulated length of the run.
     pub simulated: Duration,
     /// Election rounds (terms beyond the first) and leader changes.
@@ -371,7 +371,7 @@ impl World<'_> {
                 Fault::Isolate(n) => {
                     d.isolated.insert(n.clone(), now);
                 }
-                Fault::Crash(n) => {
+                Fault::Crash(n, _) => {
                     if let Some(i) = self.all_nodes.iter().position(|x| x == n) {
                         let p = self.probes[i].lock().unwrap_or_else(|e| e.into_inner());
                         d.crashed.insert(n.clone(), p.incarnation);
@@ -396,7 +396,7 @@ impl World<'_> {
                 // Releasing held links also releases another isolation's hold on the same
                 // link (holds do not stack): ending an isolation releases a link of every
                 // other isolated node, so none of them is fully cut off any more.
-                Fault::Isolate(_) | Fault::Crash(_) => d.isolated.clear(),
+                Fault::Isolate(_) | Fault::Crash(..) => d.isolated.clear(),
                 Fault::Partition(a, b) => {
                     d.isolated.remove(a);
                     d.isolated.remove(b);
@@ -536,9 +536,9 @@ impl World<'_> {
         failures.extend(check_history(&records, &history.pending()));
         failures.extend(history.violations());
         self.phase.done.store(true, Ordering::Release);
-        let crashes = self.disks.iter().fold((0, 0), |(c, l), d| {
-            let (c2, l2) = d.crash_stats();
-            (c + c2, l + l2)
+        let crashes = self.disks.iter().fold((0, 0, 0), |(c, l, t), d| {
+            let (c2, l2, t2) = d.crash_stats();
+            (c + c2, l + l2, t + t2)
         });
         let writes = records
             .iter()
@@ -703,7 +703,7 @@ impl World<'_> {
                 let d = if on { *d } else { Duration::from_millis(1) };
                 self.sim.set_link_latency(a.as_str(), b.as_str(), d);
             }
-            Fault::Crash(n) => {
+            Fault::Crash(n, tear) => {
                 if on {
                     // The runtime drops the node's tasks in the order of tokio's task ids, which
                     // are global to the process: cut the node off first, so that what its dying
@@ -716,7 +716,10 @@ impl World<'_> {
                         self.sim.repair(n.as_str(), o.as_str());
                     }
                     if let Some(i) = self.names.iter().position(|x| x == n) {
-                        self.disks[i].crash();
+                        match tear {
+                            Some(per_mille) => self.disks[i].crash_torn(*per_mille),
+                            None => self.disks[i].crash(),
+                        };
                     }
                 } else {
                     self.sim.bounce(n.as_str());

@@ -50,6 +50,7 @@ struct Totals {
     checks: usize,
     crashes: u64,
     lost: u64,
+    torn: u64,
     simulated: f64,
     recovery_ms: Vec<u128>,
     /// Election rounds and leader changes, summed.
@@ -69,6 +70,7 @@ impl Totals {
         self.checks += report.ops.2;
         self.crashes += report.crashes.0;
         self.lost += report.crashes.1;
+        self.torn += report.crashes.2;
         self.simulated += report.simulated.as_secs_f64();
         self.recovery_ms
             .extend(report.recovered_after.map(|d| d.as_millis()));
@@ -173,7 +175,7 @@ fn seeds() {
             .unwrap_or(0)
     };
     println!(
-        "simulation: {} seeds passed in {:.1} s wall on {workers} threads ({:.0} ms per seed; {:.0} s simulated); {} operations, {} writes acknowledged, {} linearizable checks; {} node crashes losing {} unflushed writes; first write after the heal p50 {} ms, max {} ms",
+        "simulation: {} seeds passed in {:.1} s wall on {workers} threads ({:.0} ms per seed; {:.0} s simulated); {} operations, {} writes acknowledged, {} linearizable checks; {} node crashes losing {} unflushed writes ({} of them torn: recovered); first write after the heal p50 {} ms, max {} ms",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64() * 1000.0 / seeds.len() as f64,
@@ -183,6 +185,7 @@ fn seeds() {
         t.checks,
         t.crashes,
         t.lost,
+        t.torn,
         p(0.5),
         p(1.0),
     );

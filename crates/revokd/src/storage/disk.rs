@@ -18,8 +18,10 @@ use std::time::Duration;
 
 /// The Raft log (entries by index, as encoded bytes) and a few metadata keys.
 ///
-/// Writes may be buffered: nothing is durable before [`LogBackend::flush`] returns. Each
-/// write call is atomic: after a crash it is either wholly there or not at all.
+/// Writes may be buffered: nothing is durable before [`LogBackend::flush`] returns. A crash
+/// can lose any write not flushed yet, and tear the first of them (sled's own log drops a
+/// torn write; [`MemDisk::crash_torn`] leaves it cut short, for the log store's records to
+/// catch: [`super::record`]).
 pub trait LogBackend: Send + Sync + 'static {
     /// A metadata value.
     fn get_meta(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>>;
@@ -27,8 +29,8 @@ pub trait LogBackend: Send + Sync + 'static {
     fn put_meta(&self, key: &[u8], value: Vec<u8>) -> io::Result<()>;
     /// The entries with index in `from..` up to `to`, in index order.
     fn entries(&self, from: u64, to: Bound<u64>) -> io::Result<Vec<Vec<u8>>>;
-    /// The entry with the highest index.
-    fn last_entry(&self) -> io::Result<Option<Vec<u8>>>;
+    /// The entry with the highest index, and that index.
+    fn last_entry(&self) -> io::Result<Option<(u64, Vec<u8>)>>;
     /// Stores entries (replacing any at the same index), atomically.
     fn insert_entries(&self, entries: Vec<(u64, Vec<u8>)>) -> io::Result<()>;
     /// Removes every entry with index `>= index` (truncation), atomically.
@@ -118,8 +120,16 @@ impl LogBackend for SledLog {
             .collect()
     }
 
-    fn last_entry(&self) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.logs.last().map_err(sled_err)?.map(|(_, v)| v.to_vec()))
+    fn last_entry(&self) -> io::Result<Option<(u64, Vec<u8>)>> {
+        match self.logs.last().map_err(sled_err)? {
+            None => Ok(None),
+            Some((k, v)) => {
+                let index = <[u8; 8]>::try_from(k.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| io::Error::other(format!("a log key of {} bytes", k.len())))?;
+                Ok(Some((index, v.to_vec())))
+            }
+        }
     }
 
     fn insert_entries(&self, entries: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
@@ -237,6 +247,7 @@ struct MemState {
     snapshot: Option<Vec<u8>>,
     crashes: u64,
     lost_writes: u64,
+    torn_writes: u64,
 }
 
 /// A node's storage in memory, with a durability model: see the module docs. Cheap to share
@@ -287,10 +298,57 @@ impl MemDisk {
         lost
     }
 
-    /// Crashes so far, and writes they lost.
-    pub fn crash_stats(&self) -> (u64, u64) {
+    /// Crashes like [`MemDisk::crash`], but as a power cut in the middle of writing would: the
+    /// writes not flushed reach the disk in order until one is torn. Of `n` such writes the
+    /// first `n * per_mille / 1000` arrive whole, the next is torn (`per_mille` of its bytes
+    /// arrive: of a batch of entries, those before one cut short; of a metadata value, its
+    /// first bytes) and the rest are lost. Removals are never torn (sled applies them as one
+    /// batch). Returns how many writes were lost or torn.
+    pub fn crash_torn(&self, per_mille: u32) -> u64 {
+        let share = |len: usize| len * per_mille.min(999) as usize / 1000;
+        let torn = {
+            let mut s = self.state();
+            let whole = share(s.unflushed.len());
+            let arrived: Vec<Op> = s.unflushed.drain(..whole).collect();
+            for op in arrived {
+                s.durable.apply(op);
+            }
+            let next = (!s.unflushed.is_empty()).then(|| s.unflushed.remove(0));
+            let torn = match next {
+                Some(Op::Meta(key, value)) => {
+                    Some(Op::Meta(key, value[..share(value.len())].to_vec()))
+                }
+                Some(Op::Insert(entries)) => {
+                    let total: usize = entries.iter().map(|(_, v)| v.len()).sum();
+                    let mut left = share(total);
+                    let mut kept = Vec::new();
+                    for (index, bytes) in entries {
+                        if left >= bytes.len() {
+                            left -= bytes.len();
+                            kept.push((index, bytes));
+                        } else {
+                            kept.push((index, bytes[..left].to_vec()));
+                            break;
+                        }
+                    }
+                    Some(Op::Insert(kept))
+                }
+                other => other,
+            };
+            let was_torn = torn.is_some();
+            s.torn_writes += u64::from(was_torn);
+            if let Some(op) = torn {
+                s.durable.apply(op);
+            }
+            was_torn
+        };
+        self.crash() + u64::from(torn)
+    }
+
+    /// Crashes so far, writes they lost or tore, and of those how many they tore.
+    pub fn crash_stats(&self) -> (u64, u64, u64) {
         let s = self.state();
-        (s.crashes, s.lost_writes)
+        (s.crashes, s.lost_writes + s.torn_writes, s.torn_writes)
     }
 }
 
@@ -314,13 +372,13 @@ impl LogBackend for MemDisk {
             .collect())
     }
 
-    fn last_entry(&self) -> io::Result<Option<Vec<u8>>> {
+    fn last_entry(&self) -> io::Result<Option<(u64, Vec<u8>)>> {
         Ok(self
             .state()
             .current
             .logs
             .last_key_value()
-            .map(|(_, v)| v.clone()))
+            .map(|(k, v)| (*k, v.clone())))
     }
 
     fn insert_entries(&self, entries: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
@@ -396,11 +454,11 @@ mod tests {
         assert_eq!(disk.crash(), 3);
         assert_eq!(disk.entries(0, Bound::Unbounded).unwrap(), [b"a", b"b"]);
         assert_eq!(disk.get_meta(b"vote").unwrap().unwrap(), b"1");
-        assert_eq!(disk.last_entry().unwrap().unwrap(), b"b");
+        assert_eq!(disk.last_entry().unwrap().unwrap(), (2, b"b".to_vec()));
         disk.remove_from(2).unwrap();
         disk.flush().unwrap();
         assert_eq!(disk.crash(), 0);
         assert_eq!(disk.entries(0, Bound::Included(5)).unwrap(), [b"a"]);
-        assert_eq!(disk.crash_stats(), (2, 3));
+        assert_eq!(disk.crash_stats(), (2, 3, 0));
     }
 }

@@ -9,16 +9,24 @@
 //! appends queue up; the next flush then covers all of them at once, and their callbacks fire
 //! in order. Durability costs one fsync per group, not one per request. The flusher is a
 //! thread for a backend whose flush blocks (sled's fsync), a task otherwise.
+//!
+//! Every entry and metadata value is a sealed [`record`]. A crash can tear the last write
+//! that had not been flushed (so was never reported durable): a torn last entry is dropped
+//! when the store opens, and metadata is written to two slots in turn, so a torn value leaves
+//! the one before it to read. A corrupt record (whole, wrong checksum) is an error: the node
+//! stops rather than serve from it.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogReader, StorageIOError};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::disk::LogBackend;
+use super::record::{self, RecordError};
 use crate::typ::TypeConfig;
 use crate::typ::{Entry, LogId, StorageError, Vote};
 
@@ -39,6 +47,8 @@ struct Inner {
     /// The flusher thread (blocking backends), joined on drop so the database is closed (and
     /// its lock released) when the store is.
     flush_thread: Option<std::thread::JoinHandle<()>>,
+    /// Per metadata key, the sequence number of its newest copy (read lazily).
+    meta_seqs: Mutex<BTreeMap<&'static [u8], u64>>,
 }
 
 fn io_err(
@@ -61,6 +71,7 @@ impl LogStore {
     /// Opens the log on `backend`. A non-blocking backend needs a tokio runtime (its flusher
     /// is a task).
     pub fn open(backend: Arc<dyn LogBackend>) -> std::io::Result<Self> {
+        repair_tail(backend.as_ref())?;
         let (flusher, pending) = tokio::sync::mpsc::unbounded_channel();
         let flush_thread = if backend.flush_blocks() {
             let backend = backend.clone();
@@ -80,23 +91,85 @@ impl LogStore {
                 backend,
                 flusher,
                 flush_thread,
+                meta_seqs: Mutex::default(),
             }),
         })
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError> {
-        match self.inner.backend.get_meta(key).map_err(read_err)? {
-            None => Ok(None),
-            Some(v) => postcard::from_bytes(&v).map(Some).map_err(read_err),
+    /// The newest whole copy of metadata `key`, with its sequence number (0 for a value
+    /// written before copies were kept in slots).
+    fn newest_meta(&self, key: &'static [u8]) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        let backend = &self.inner.backend;
+        let mut newest: Option<(u64, Vec<u8>)> = None;
+        for slot in 0..2 {
+            let Some(v) = backend.get_meta(&slot_key(key, slot)).map_err(read_err)? else {
+                continue;
+            };
+            match record::open(&v) {
+                Ok(body) if body.len() >= 8 => {
+                    let (seq, value) = body.split_at(8);
+                    let seq = u64::from_le_bytes(seq.try_into().unwrap_or_default());
+                    if newest.as_ref().is_none_or(|(s, _)| seq > *s) {
+                        newest = Some((seq, value.to_vec()));
+                    }
+                }
+                Ok(_) => return Err(read_err(meta_err(key, "a slot without its sequence"))),
+                // The write a crash interrupted: never reported durable, the other slot
+                // holds the value before it.
+                Err(e @ RecordError::Torn { .. }) => {
+                    tracing::warn!(key = %String::from_utf8_lossy(key), slot, error = %e, "storage: a torn metadata write; reading the copy before it");
+                }
+                Err(e) => return Err(read_err(meta_err(key, &e.to_string()))),
+            }
+        }
+        match newest {
+            Some(n) => Ok(Some(n)),
+            None => Ok(backend
+                .get_meta(key)
+                .map_err(read_err)?
+                .map(|legacy| (0, legacy))),
         }
     }
 
-    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
-        let bytes = postcard::to_stdvec(value).map_err(write_err)?;
-        self.inner.backend.put_meta(key, bytes).map_err(write_err)
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &'static [u8],
+    ) -> Result<Option<T>, StorageError> {
+        let newest = self.newest_meta(key)?;
+        self.seqs()
+            .insert(key, newest.as_ref().map_or(0, |(s, _)| *s));
+        match newest {
+            None => Ok(None),
+            Some((_, v)) => postcard::from_bytes(&v).map(Some).map_err(read_err),
+        }
+    }
+
+    /// Writes `value` as the next copy of `key`, into the slot the newest copy is not in.
+    fn put_meta<T: serde::Serialize>(
+        &self,
+        key: &'static [u8],
+        value: &T,
+    ) -> Result<(), StorageError> {
+        let last = match self.seqs().get(key).copied() {
+            Some(seq) => seq,
+            None => self.newest_meta(key)?.map_or(0, |(s, _)| s),
+        };
+        let seq = last + 1;
+        let mut body = seq.to_le_bytes().to_vec();
+        body.extend(postcard::to_stdvec(value).map_err(write_err)?);
+        self.inner
+            .backend
+            .put_meta(&slot_key(key, seq % 2), record::seal(&body))
+            .map_err(write_err)?;
+        self.seqs().insert(key, seq);
+        Ok(())
+    }
+
+    fn seqs(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static [u8], u64>> {
+        self.inner
+            .meta_seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Makes everything written so far durable.
@@ -116,7 +189,46 @@ impl LogStore {
     }
 
     fn decode(v: &[u8]) -> Result<Entry, StorageError> {
-        postcard::from_bytes(v).map_err(read_err)
+        postcard::from_bytes(record::open(v).map_err(read_err)?).map_err(read_err)
+    }
+}
+
+/// The backend key of copy `slot` (0 or 1) of metadata `key`.
+fn slot_key(key: &[u8], slot: u64) -> Vec<u8> {
+    [key, b"/", slot.to_string().as_bytes()].concat()
+}
+
+fn meta_err(key: &[u8], what: &str) -> std::io::Error {
+    std::io::Error::other(format!(
+        "metadata {:?}: {what}",
+        String::from_utf8_lossy(key)
+    ))
+}
+
+/// Drops the last entry if a crash tore it (it was never flushed, so never acknowledged), and
+/// refuses to open a log whose last entry is corrupt.
+fn repair_tail(backend: &dyn LogBackend) -> std::io::Result<()> {
+    let Some((index, bytes)) = backend.last_entry()? else {
+        return Ok(());
+    };
+    match record::open(&bytes) {
+        Ok(_) => Ok(()),
+        Err(e @ RecordError::Torn { .. }) => {
+            tracing::warn!(index, error = %e, "storage: the last log entry was torn by a crash (it was never acknowledged); dropping it");
+            backend.remove_from(index)?;
+            backend.flush()?;
+            match backend.last_entry()? {
+                Some((index, bytes)) if record::open(&bytes).is_err() => {
+                    Err(std::io::Error::other(format!(
+                        "log entry {index} is damaged too, under a torn last entry: more than one write was lost; the node stops rather than serve from this log (remove its data directory and add it back to the cluster)"
+                    )))
+                }
+                _ => Ok(()),
+            }
+        }
+        Err(e) => Err(std::io::Error::other(format!(
+            "log entry {index} is {e}; the node stops rather than serve from a damaged log (remove its data directory and add it back to the cluster)"
+        ))),
     }
 }
 
@@ -205,7 +317,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.get_meta(LAST_PURGED)?;
         let last = match self.inner.backend.last_entry().map_err(read_err)? {
-            Some(v) => Some(Self::decode(&v)?.log_id),
+            Some((_, v)) => Some(Self::decode(&v)?.log_id),
             None => None,
         };
         Ok(LogState {
@@ -257,7 +369,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = Vec::new();
         for entry in entries {
             let bytes = postcard::to_stdvec(&entry).map_err(write_err)?;
-            batch.push((entry.log_id.index, bytes));
+            batch.push((entry.log_id.index, record::seal(&bytes)));
         }
         self.inner
             .backend
@@ -290,5 +402,95 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .remove_through(log_id.index)
             .map_err(write_err)?;
         self.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::storage::disk::MemDisk;
+
+    fn entry(index: u64) -> (u64, Vec<u8>) {
+        let e = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        };
+        (index, record::seal(&postcard::to_stdvec(&e).unwrap()))
+    }
+
+    async fn last_index(store: &mut LogStore) -> Option<u64> {
+        store
+            .get_log_state()
+            .await
+            .unwrap()
+            .last_log_id
+            .map(|l| l.index)
+    }
+
+    #[tokio::test]
+    async fn what_a_crash_tore_is_dropped_and_what_went_bad_stops_the_node() {
+        let disk = MemDisk::new(Duration::ZERO);
+        let mut store = LogStore::open(disk.clone()).unwrap();
+        disk.insert_entries(vec![entry(1), entry(2)]).unwrap();
+        store.save_vote(&Vote::new(1, 1)).await.unwrap();
+        assert_eq!(last_index(&mut store).await, Some(2));
+
+        // Entries 3 and 4 not flushed yet: the crash tears the batch inside entry 4.
+        disk.insert_entries(vec![entry(3), entry(4)]).unwrap();
+        // 60%: entry 3 arrives whole, entry 4 is cut short.
+        disk.crash_torn(600);
+        let mut store = LogStore::open(disk.clone()).unwrap();
+        assert_eq!(last_index(&mut store).await, Some(3));
+
+        // A vote not flushed yet, torn: the one before it is read (never reported durable,
+        // so nobody was told of the new one).
+        store.put_meta(VOTE, &Vote::new(2, 2)).unwrap();
+        disk.crash_torn(500);
+        let mut store = LogStore::open(disk.clone()).unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(1, 1)));
+        // Both slots in turn keep working after it.
+        for term in 3..6 {
+            store.save_vote(&Vote::new(term, 2)).await.unwrap();
+            let mut reopened = LogStore::open(disk.clone()).unwrap();
+            assert_eq!(
+                reopened.read_vote().await.unwrap(),
+                Some(Vote::new(term, 2))
+            );
+        }
+
+        // A whole last entry with a flipped byte is damage, not a torn write.
+        let (index, mut bytes) = entry(3);
+        let at = bytes.len() - 1;
+        bytes[at] ^= 0x40;
+        disk.insert_entries(vec![(index, bytes)]).unwrap();
+        disk.flush().unwrap();
+        let err = LogStore::open(disk.clone())
+            .err()
+            .expect("a corrupt entry refused");
+        assert!(err.to_string().contains("log entry 3 is corrupt"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn values_written_before_records_were_sealed_still_read() {
+        let disk = MemDisk::new(Duration::ZERO);
+        let old = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 1), 1),
+            payload: EntryPayload::Blank,
+        };
+        disk.insert_entries(vec![(1, postcard::to_stdvec(&old).unwrap())])
+            .unwrap();
+        disk.put_meta(VOTE, postcard::to_stdvec(&Vote::new(2, 1)).unwrap())
+            .unwrap();
+        disk.flush().unwrap();
+        let mut store = LogStore::open(disk.clone()).unwrap();
+        assert_eq!(last_index(&mut store).await, Some(1));
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+        store.save_vote(&Vote::new(3, 1)).await.unwrap();
+        let mut store = LogStore::open(disk.clone()).unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod disk;
 pub mod log_store;
+pub mod record;
 pub mod state_machine;
 
 use std::path::Path;
