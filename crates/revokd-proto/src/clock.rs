@@ -3,7 +3,6 @@
 //! every node and client on its simulated clock); and a node's [`Clock`], which a stepped wall
 //! clock does not move.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -50,23 +49,19 @@ pub const STEP_TOLERANCE: Duration = Duration::from_secs(1);
 /// one stepped back would stamp rules in the past. Timers never read the wall clock, so a
 /// step cannot make them fire in a burst either.
 ///
-/// The step is measured on every read and reported by [`Clock::step`]; after fixing a clock,
-/// restart the node to take the new time. What this cannot see is a clock that was already
-/// wrong when the node started: start revokd after time sync (systemd's
-/// `time-sync.target`).
+/// [`Clock::step`] compares the wall clock with the kept time; after fixing a clock, restart
+/// the node to take the new time. What this cannot see is a clock that was already wrong
+/// when the node started: start revokd after time sync (systemd's `time-sync.target`).
 pub struct Clock {
     source: WallSource,
     started_wall: Duration,
     started: tokio::time::Instant,
-    /// The last step seen, in milliseconds (wall minus kept).
-    step_ms: AtomicI64,
 }
 
 impl std::fmt::Debug for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Clock")
             .field("started_wall", &self.started_wall)
-            .field("step_ms", &self.step_ms.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -79,17 +74,12 @@ impl Clock {
             source,
             started_wall,
             started: tokio::time::Instant::now(),
-            step_ms: AtomicI64::new(0),
         }
     }
 
     /// The kept time since the unix epoch.
     pub fn since_epoch(&self) -> Duration {
-        let kept = self.started_wall + self.started.elapsed();
-        let wall = (self.source)();
-        let step = wall.as_millis() as i64 - kept.as_millis() as i64;
-        self.step_ms.store(step, Ordering::Relaxed);
-        kept
+        self.started_wall + self.started.elapsed()
     }
 
     /// The kept time in unix seconds.
@@ -97,19 +87,15 @@ impl Clock {
         self.since_epoch().as_secs() as i64
     }
 
-    /// How far the wall clock is from the kept time (positive: ahead) when it last read it,
-    /// if by more than [`STEP_TOLERANCE`].
-    pub fn step(&self) -> Option<Duration> {
-        let ms = self.step_ms.load(Ordering::Relaxed);
-        (ms.unsigned_abs() > STEP_TOLERANCE.as_millis() as u64)
-            .then(|| Duration::from_millis(ms.unsigned_abs()))
-    }
-
-    /// The step with its sign, in seconds (0 within [`STEP_TOLERANCE`]), for metrics.
+    /// How far the wall clock is from the kept time now, in seconds (positive: ahead), if by
+    /// more than [`STEP_TOLERANCE`]; 0 otherwise.
     pub fn step_secs(&self) -> f64 {
-        match self.step() {
-            Some(_) => self.step_ms.load(Ordering::Relaxed) as f64 / 1000.0,
-            None => 0.0,
+        let kept = self.since_epoch();
+        let wall = (self.source)();
+        match wall.abs_diff(kept) > STEP_TOLERANCE {
+            true if wall > kept => (wall - kept).as_secs_f64(),
+            true => -(kept - wall).as_secs_f64(),
+            false => 0.0,
         }
     }
 }
@@ -117,7 +103,7 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[tokio::test]
     async fn a_stepped_wall_clock_does_not_move_the_kept_time() {
@@ -128,12 +114,10 @@ mod tests {
             Duration::from_millis(read.load(Ordering::Relaxed))
         }));
         assert_eq!(clock.now(), 1_800_000_000);
-        assert_eq!(clock.step(), None);
+        assert_eq!(clock.step_secs(), 0.0);
         // The wall clock jumps a day ahead: the kept time does not.
         wall.fetch_add(86_400_000, Ordering::Relaxed);
         assert_eq!(clock.now(), 1_800_000_000);
-        let step = clock.step().expect("a step of a day");
-        assert!(step.abs_diff(Duration::from_secs(86_400)) < Duration::from_millis(400));
         assert!((clock.step_secs() - 86_400.0).abs() < 0.4);
         // ... and back, past where it was: still not.
         wall.fetch_sub(2 * 86_400_000, Ordering::Relaxed);
@@ -141,7 +125,6 @@ mod tests {
         assert!((clock.step_secs() + 86_400.0).abs() < 0.4);
         // Drift within the tolerance is not a step.
         wall.fetch_add(86_400_000 + 300, Ordering::Relaxed);
-        clock.now();
-        assert_eq!((clock.step(), clock.step_secs()), (None, 0.0));
+        assert_eq!(clock.step_secs(), 0.0);
     }
 }

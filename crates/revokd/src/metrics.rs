@@ -208,7 +208,6 @@ impl Metrics {
         self.pre_votes.set(count(&elections.counters.pre_votes));
         self.campaigns.set(count(&elections.counters.campaigns));
         self.hand_offs.set(count(&elections.counters.hand_offs));
-        node.clock.now();
         self.clock_step.set(node.clock.step_secs() as i64);
         {
             let st = node.sm.read();

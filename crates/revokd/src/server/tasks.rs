@@ -43,7 +43,6 @@ async fn health_task(
     let mut last = None;
     let mut stepped = false;
     loop {
-        node.clock.now();
         let step = node.clock.step_secs();
         if (step != 0.0) != stepped {
             stepped = step != 0.0;

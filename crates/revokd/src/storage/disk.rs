@@ -19,8 +19,8 @@ use std::time::Duration;
 /// The Raft log (entries by index, as encoded bytes) and a few metadata keys.
 ///
 /// Writes may be buffered: nothing is durable before [`LogBackend::flush`] returns. A crash
-/// can lose any write not flushed yet, and tear the first of them (sled's own log drops a
-/// torn write; [`MemDisk::crash_torn`] leaves it cut short, for the log store's records to
+/// can lose any write not flushed yet, and tear the one it interrupted (sled's own log drops
+/// a torn write; [`MemDisk::crash_torn`] leaves it cut short, for the log store's records to
 /// catch: [`super::record`]).
 pub trait LogBackend: Send + Sync + 'static {
     /// A metadata value.
