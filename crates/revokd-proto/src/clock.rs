@@ -49,7 +49,7 @@ pub const STEP_TOLERANCE: Duration = Duration::from_secs(1);
 /// one stepped back would stamp rules in the past. Timers never read the wall clock, so a
 /// step cannot make them fire in a burst either.
 ///
-/// [`Clock::step`] compares the wall clock with the kept time; after fixing a clock, restart
+/// [`Clock::step_secs`] compares the wall clock with the kept time; after fixing a clock, restart
 /// the node to take the new time. What this cannot see is a clock that was already wrong
 /// when the node started: start revokd after time sync (systemd's `time-sync.target`).
 pub struct Clock {
