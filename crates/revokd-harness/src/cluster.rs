@@ -345,12 +345,7 @@ impl NodePlan<'_> {
     /// The flags every backend gives node `s`: timing, its routes through the link proxies,
     /// founding or joining, and the topology's extra flags.
     fn cluster_args(&self, s: &NodeSpec, net: &Network) -> Vec<String> {
-        let mut args = vec![
-            "--heartbeat-ms".into(),
-            self.topology.node.heartbeat_ms.to_string(),
-            "--election-timeout-ms".into(),
-            self.topology.node.election_timeout_ms.to_string(),
-        ];
+        let mut args = self.topology.node.timing_args(self.topology);
         let routes = net.peer_routes(s.id);
         if !routes.is_empty() {
             args.extend(["--peer-routes".into(), routes]);

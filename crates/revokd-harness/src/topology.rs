@@ -62,35 +62,40 @@ pub struct LinkSpec {
     pub jitter_ms: u64,
 }
 
-/// Raft timing for the nodes: distances decide what is safe.
-#[derive(Clone, Debug, Deserialize)]
+/// Raft timing for the nodes: distances decide what is safe. Unless both are given, every
+/// node gets `--max-peer-rtt-ms` [`Topology::max_raft_rtt`] and derives the rest by the
+/// node's timing rule; a value given here still wins.
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSettings {
-    /// `--heartbeat-ms`. Default 100.
-    #[serde(default = "default_heartbeat")]
-    pub heartbeat_ms: u64,
-    /// `--election-timeout-ms`. Default 300.
-    #[serde(default = "default_election")]
-    pub election_timeout_ms: u64,
+    /// `--heartbeat-ms`. Default: the node's timing rule.
+    #[serde(default)]
+    pub heartbeat_ms: Option<u64>,
+    /// `--election-timeout-ms`. Default: the node's timing rule.
+    #[serde(default)]
+    pub election_timeout_ms: Option<u64>,
     /// Extra flags for every node. Default none.
     #[serde(default)]
     pub extra_args: Vec<String>,
 }
 
-fn default_heartbeat() -> u64 {
-    100
-}
-fn default_election() -> u64 {
-    300
-}
-
-impl Default for NodeSettings {
-    fn default() -> Self {
-        NodeSettings {
-            heartbeat_ms: default_heartbeat(),
-            election_timeout_ms: default_election(),
-            extra_args: Vec::new(),
+impl NodeSettings {
+    /// The timing flags for a node of `topology`.
+    pub fn timing_args(&self, topology: &Topology) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.heartbeat_ms.is_none() || self.election_timeout_ms.is_none() {
+            let rtt = topology.max_raft_rtt().as_millis();
+            args.extend(["--max-peer-rtt-ms".into(), rtt.to_string()]);
         }
+        for (flag, v) in [
+            ("--heartbeat-ms", self.heartbeat_ms),
+            ("--election-timeout-ms", self.election_timeout_ms),
+        ] {
+            if let Some(v) = v {
+                args.extend([flag.into(), v.to_string()]);
+            }
+        }
+        args
     }
 }
 
@@ -178,11 +183,34 @@ impl Topology {
                 );
             }
         }
-        ensure!(
-            self.node.election_timeout_ms >= 3 * self.node.heartbeat_ms,
-            "election_timeout_ms must be at least three heartbeats"
-        );
+        if let (Some(h), Some(e)) = (self.node.heartbeat_ms, self.node.election_timeout_ms) {
+            ensure!(
+                e >= 3 * h,
+                "election_timeout_ms must be at least three heartbeats"
+            );
+        }
         Ok(())
+    }
+
+    /// The largest round trip between two Raft nodes (voters or learners) of this topology,
+    /// with the jitter of both directions: what every node's `--max-peer-rtt-ms` is.
+    pub fn max_raft_rtt(&self) -> Duration {
+        let raft: Vec<&Region> = self
+            .regions
+            .iter()
+            .filter(|r| r.voters + r.learners > 0)
+            .collect();
+        let mut max = Duration::ZERO;
+        for (i, a) in raft.iter().enumerate() {
+            if a.voters + a.learners > 1 {
+                max = max.max(Duration::from_millis(self.intra_region_rtt_ms));
+            }
+            for b in &raft[i + 1..] {
+                let (delay, jitter) = self.one_way(&a.name, &b.name);
+                max = max.max((delay + jitter) * 2);
+            }
+        }
+        max
     }
 
     fn link(&self, a: &str, b: &str) -> Option<&LinkSpec> {
@@ -253,6 +281,26 @@ mod tests {
         assert_eq!(
             t.one_way("ap-south", "us-east").0,
             Duration::from_millis(95)
+        );
+    }
+
+    #[test]
+    fn nodes_derive_their_timing_from_the_longest_raft_round_trip() {
+        let t = Topology::load("three-regions-5").unwrap();
+        assert_eq!(t.max_raft_rtt(), Duration::from_millis(200));
+        assert_eq!(t.node.timing_args(&t), ["--max-peer-rtt-ms", "200"]);
+        let t = Topology::load("five-regions-5-plus-learners").unwrap();
+        assert_eq!(t.max_raft_rtt(), Duration::from_millis(316));
+        let t = Topology::load("local-3").unwrap();
+        assert_eq!(t.node.timing_args(&t)[0], "--max-peer-rtt-ms");
+        let given = NodeSettings {
+            heartbeat_ms: Some(250),
+            election_timeout_ms: Some(1000),
+            extra_args: Vec::new(),
+        };
+        assert_eq!(
+            given.timing_args(&t),
+            ["--heartbeat-ms", "250", "--election-timeout-ms", "1000"]
         );
     }
 

@@ -397,7 +397,10 @@ impl World<'_> {
                 // link (holds do not stack): ending an isolation releases a link of every
                 // other isolated node, so none of them is fully cut off any more.
                 Fault::Isolate(_) | Fault::Crash(..) => d.isolated.clear(),
-                Fault::Partition(a, b) => {
+                // Ending a cut of one link (turmoil's release, or its repair, which also ends
+                // a hold) opens that link whatever held it: an isolation of either end is
+                // over.
+                Fault::Partition(a, b) | Fault::Loss(a, b) | Fault::OneWay(a, b) => {
                     d.isolated.remove(a);
                     d.isolated.remove(b);
                 }

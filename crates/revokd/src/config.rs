@@ -17,6 +17,8 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
+use crate::consensus::Timing;
+
 /// How logs are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -69,13 +71,21 @@ pub struct Args {
     /// Log format (the level is set by `REVOKD_LOG`).
     #[arg(long, env = "REVOKD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// The largest round trip between this cluster's nodes (voters and learners, jitter
+    /// included) in milliseconds, as measured (ping, or `revokd_peer_rtt_seconds` of a
+    /// running node): `--heartbeat-ms` and `--election-timeout-ms` then default to what the
+    /// timing rule derives from it (README, "Timing"). [default: one region]
+    #[arg(long, env = "REVOKD_MAX_PEER_RTT_MS")]
+    pub max_peer_rtt_ms: Option<u64>,
     /// Raft heartbeat interval in milliseconds, which is also the time openraft allows one
-    /// AppendEntries (send, store, flush); 0 is invalid.
-    #[arg(long, env = "REVOKD_HEARTBEAT_MS", default_value_t = 100)]
-    pub heartbeat_ms: u64,
-    /// Minimum election timeout in milliseconds; at least three heartbeats.
-    #[arg(long, env = "REVOKD_ELECTION_TIMEOUT_MS", default_value_t = 300)]
-    pub election_timeout_ms: u64,
+    /// AppendEntries (send, store, flush); 0 is invalid. [default: 100, or the timing rule's
+    /// for --max-peer-rtt-ms]
+    #[arg(long, env = "REVOKD_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Minimum election timeout in milliseconds; at least three heartbeats. [default: 300,
+    /// or the timing rule's for --max-peer-rtt-ms]
+    #[arg(long, env = "REVOKD_ELECTION_TIMEOUT_MS")]
+    pub election_timeout_ms: Option<u64>,
     /// Maximum election timeout in milliseconds (exclusive; above the minimum): every
     /// campaign draws a fresh timeout uniformly in between, so split votes rarely repeat.
     /// [default: twice the minimum]
@@ -319,6 +329,9 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The largest `--max-peer-rtt-ms` taken.
+const MAX_PEER_RTT: Duration = Duration::from_secs(10);
+
 impl Default for Args {
     /// The built-in defaults: no flags, no environment, no file.
     fn default() -> Self {
@@ -374,6 +387,13 @@ impl Args {
         };
         let tls = self.tls_settings()?;
         let auth = self.auth_settings()?;
+        let rtt = ms(self.max_peer_rtt_ms.unwrap_or(0));
+        if rtt > MAX_PEER_RTT {
+            return Err(ConfigError::Invalid(format!(
+                "max-peer-rtt-ms ({rtt:?}) is over {MAX_PEER_RTT:?}: Raft cannot keep a leader across such round trips; check the measurement (milliseconds)"
+            )));
+        }
+        let timing = Timing::for_rtt(rtt);
         let config = Config {
             id: self.id,
             listen: self.listen,
@@ -383,8 +403,8 @@ impl Args {
             join: self.join,
             metrics_listen: self.metrics_listen,
             log_format: self.log_format,
-            heartbeat: ms(self.heartbeat_ms),
-            election_timeout: ms(self.election_timeout_ms),
+            heartbeat: self.heartbeat_ms.map_or(timing.heartbeat, ms),
+            election_timeout: self.election_timeout_ms.map_or(timing.election_timeout, ms),
             election_timeout_max: self.election_timeout_max_ms.map(ms),
             snapshot_logs: self.snapshot_logs,
             snapshot_keep_logs: self.snapshot_keep_logs,
@@ -500,6 +520,11 @@ fn parse_id_addrs(flag: &str, s: &str) -> Result<BTreeMap<u64, String>, ConfigEr
         let id: u64 = id.trim().parse().map_err(|_| {
             ConfigError::Invalid(format!("{flag} entry {part:?}: id is not a number"))
         })?;
+        if id == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "{flag} entry {part:?}: node ids start at 1"
+            )));
+        }
         validate_addr(addr.trim())?;
         if out.insert(id, addr.trim().to_owned()).is_some() {
             return Err(ConfigError::Invalid(format!(
@@ -736,6 +761,29 @@ mod tests {
         let e = with("1=127.0.0.1:7001,2=127.0.0.1:9").unwrap_err();
         assert!(e.to_string().contains("advertises"), "{e}");
         assert!(with("1=nope").is_err());
+        let e = with("0=127.0.0.1:7001,2=127.0.0.1:7002").unwrap_err();
+        assert!(e.to_string().contains("node ids start at 1"), "{e}");
+    }
+
+    #[test]
+    fn timing_follows_the_round_trip_unless_given() {
+        let c = |args: &[&str]| config(&[&["--listen", "127.0.0.1:7001"], args].concat());
+        let d = c(&[]).unwrap();
+        assert_eq!(
+            (d.heartbeat, d.election_timeout),
+            (Duration::from_millis(100), Duration::from_millis(300))
+        );
+        let far = c(&["--max-peer-rtt-ms", "200"]).unwrap();
+        assert_eq!(far.heartbeat, Duration::from_millis(270));
+        assert_eq!(far.election_timeout, Duration::from_millis(810));
+        let given = c(&["--max-peer-rtt-ms", "200", "--election-timeout-ms", "1000"]).unwrap();
+        assert_eq!(given.heartbeat, Duration::from_millis(270));
+        assert_eq!(given.election_timeout, Duration::from_millis(1000));
+        let e = c(&["--max-peer-rtt-ms", "60000"]).unwrap_err();
+        assert!(e.to_string().contains("max-peer-rtt-ms"), "{e}");
+        // A given heartbeat too long for the derived timeout is refused, not silently kept.
+        let e = c(&["--max-peer-rtt-ms", "200", "--heartbeat-ms", "400"]).unwrap_err();
+        assert!(e.to_string().contains("three heartbeats"), "{e}");
     }
 
     #[test]

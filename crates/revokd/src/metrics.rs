@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use openraft::ServerState;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::node::Node;
@@ -34,6 +34,7 @@ pub struct Metrics {
     watch_window_start: IntGauge,
     replicas: IntGauge,
     replica_lag: IntGaugeVec,
+    peer_rtt: GaugeVec,
     watchers: IntGauge,
     watchers_dropped: IntGauge,
     insecure: IntGauge,
@@ -43,6 +44,7 @@ pub struct Metrics {
     pre_votes: IntGauge,
     campaigns: IntGauge,
     hand_offs: IntGauge,
+    holds: IntGauge,
     clock_step: IntGauge,
 }
 
@@ -87,6 +89,17 @@ impl Metrics {
         .unwrap_or_else(|e| panic!("metric: {e}"));
         registry
             .register(Box::new(replica_lag.clone()))
+            .unwrap_or_else(|e| panic!("metric: {e}"));
+        let peer_rtt = GaugeVec::new(
+            Opts::new(
+                "revokd_peer_rtt_seconds",
+                "smoothed round trip of heartbeats to each peer, as this node's Raft transport measured it",
+            ),
+            &["peer"],
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        registry
+            .register(Box::new(peer_rtt.clone()))
             .unwrap_or_else(|e| panic!("metric: {e}"));
         registry
             .register(Box::new(requests.clone()))
@@ -179,7 +192,13 @@ impl Metrics {
                 "revokd_election_hand_offs_total",
                 "times this node, stopping as leader, handed leadership over",
             ),
+            holds: gauge(
+                &registry,
+                "revokd_election_replication_holds_total",
+                "times this node, leading without a quorum, held its replication back so that followers could elect another leader",
+            ),
             replica_lag,
+            peer_rtt,
             registry,
             requests,
             latency,
@@ -208,6 +227,7 @@ impl Metrics {
         self.pre_votes.set(count(&elections.counters.pre_votes));
         self.campaigns.set(count(&elections.counters.campaigns));
         self.hand_offs.set(count(&elections.counters.hand_offs));
+        self.holds.set(count(&elections.counters.holds));
         self.clock_step.set(node.clock.step_secs() as i64);
         {
             let st = node.sm.read();
@@ -223,6 +243,11 @@ impl Metrics {
             .set(node.snapshots.stalled() as i64);
         let replicas = node.replicas.list(self.applied.get() as u64);
         self.replicas.set(replicas.len() as i64);
+        for (peer, rtt) in node.links.rtts() {
+            self.peer_rtt
+                .with_label_values(&[peer.to_string().as_str()])
+                .set(rtt.as_secs_f64());
+        }
         // Replicas come and go: export exactly the current ones.
         self.replica_lag.reset();
         for r in &replicas {

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::consensus::election::Elections;
 use crate::consensus::proposer::Proposer;
 use crate::error::{Error, Leader, Waited};
-use crate::network::client::{Channels, PeerDial};
+use crate::network::client::{Channels, Links, PeerDial};
 use crate::replicas::ReplicaRegistry;
 use crate::storage::StateMachineStore;
 use crate::typ::{NodeId, Raft};
@@ -64,6 +64,9 @@ pub struct Node {
     /// The node's clock, which the times it proposes (purges, expiry checks, rules' default
     /// `not_before`) are read from: a stepped wall clock does not move it.
     pub clock: Arc<Clock>,
+    /// What the Raft transport measures (round trips to peers) and holds (a leader's
+    /// replication, while it has no quorum).
+    pub links: Arc<Links>,
     proposer: Proposer,
     read_waiters: Arc<Mutex<ReadWaiters>>,
 }
@@ -87,15 +90,23 @@ impl Node {
         config: Arc<Config>,
         dial: PeerDial,
         clock: Arc<Clock>,
+        links: Arc<Links>,
     ) -> Self {
         let channels = Channels::new(config.peer_routes.clone(), dial);
-        let elections = Elections::new(config.id, raft.clone(), config.clone(), channels.clone());
+        let elections = Elections::new(
+            config.id,
+            raft.clone(),
+            config.clone(),
+            channels.clone(),
+            links.clone(),
+        );
         Node {
             id: config.id,
             proposer: Proposer::start(raft.clone(), MAX_ENTRIES_IN_FLIGHT, config.batch_max_tokens),
             read_waiters: Arc::default(),
             elections: Arc::new(elections),
             clock,
+            links,
             raft,
             sm,
             config,

@@ -14,7 +14,11 @@
 //!   ([`decide`]).
 //! - Check-quorum: a leader that no majority has acknowledged for the election timeout is
 //!   [`Elections::quorum_lost`]; the node then refuses writes and linearizable reads, reports
-//!   NOT_SERVING and says so in `Status`.
+//!   NOT_SERVING and says so in `Status`. It also holds its replication back for a while
+//!   ([`Elections::hold_replication`]), so that followers its heartbeats still reach (a
+//!   one-way cut, a stalled connection) stop vouching for it and can elect a leader they can
+//!   answer; then it lets replication go for a probe, in case its followers can still catch
+//!   it up.
 //! - A node that a committed membership removed hears so in the answers, and stops
 //!   campaigning until its membership changes.
 //! - Hand-off: a stopping leader brings its most up-to-date voter level, stops its heartbeats
@@ -40,11 +44,17 @@ use super::millis;
 use crate::config::Config;
 use crate::error::Error;
 use crate::network::client::Channels;
+use crate::network::client::Links;
 use crate::network::election::{
     send_pre_vote, send_timeout_now, PreVoteRequest, PreVoteResponse, TimeoutNowRequest,
     TimeoutNowResponse,
 };
 use crate::typ::{LogId, NodeId, Raft};
+
+/// How long a probe lets replication go after a hold: an election timeout, plus the 500 ms
+/// openraft's replication waits after a peer was unreachable (which a held send reports)
+/// before it sends again.
+const PROBE_BACKOFF: Duration = Duration::from_millis(500);
 
 /// How often the driver looks at the node's state (between two heartbeats' worth of time,
 /// bounded so a slow heartbeat does not make check-quorum coarse).
@@ -117,7 +127,8 @@ impl View {
 /// - a working leader, and a follower that heard from its leader within `min_timeout`,
 ///   refuse: the leader is alive;
 /// - a log behind the voter's is refused, as a real vote would be;
-/// - anything else is granted. Terms are left to the real vote.
+/// - anything else is granted, saying the voter's term if the candidate's would not be
+///   above it (the real vote compares terms).
 pub fn decide(
     view: &View,
     quorum_lost: bool,
@@ -149,8 +160,16 @@ pub fn decide(
             last_log_id: view.last_log_id,
         };
     }
+    if view.term >= req.term {
+        return PreVoteResponse::GrantedAbove { term: view.term };
+    }
     PreVoteResponse::Granted
 }
+
+/// The most terms a campaign skips to get above a voter's (see
+/// [`PreVoteResponse::GrantedAbove`]): a step-down raises a term by one; more is left to the
+/// rounds that follow.
+const MAX_TERMS_SKIPPED: u64 = 2;
 
 /// Whether `granted` holds a majority of every configuration in `configs`.
 fn wins(configs: &[BTreeSet<NodeId>], granted: &BTreeSet<NodeId>) -> bool {
@@ -168,6 +187,8 @@ pub struct Counters {
     pub campaigns: AtomicU64,
     /// Hand-offs it made as a stopping leader that another voter took.
     pub hand_offs: AtomicU64,
+    /// Times it held its replication back as a leader that had lost its quorum.
+    pub holds: AtomicU64,
 }
 
 /// What the driver last saw, shared with the request paths.
@@ -179,10 +200,24 @@ struct State {
     leading_since: Option<(u64, Instant)>,
     /// Whether check-quorum last found the quorum lost (to log the changes only).
     quorum_lost: bool,
+    /// Replication held back (since when), or let go for a probe (until when).
+    hold: Hold,
     /// A hand-off is under way: writes wait for the next leader.
     handing_off: bool,
     /// The membership (by log id) under which a voter said this node was removed.
     removed_under: Option<Option<LogId>>,
+}
+
+/// Where a leader without a quorum is with holding its replication back.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// Not holding: it leads with a quorum, or does not lead.
+    #[default]
+    None,
+    /// Holding since then.
+    Since(Instant),
+    /// Letting replication go until then, to see whether a quorum answers.
+    ProbeUntil(Instant),
 }
 
 /// The election driver of one node; see the module docs.
@@ -191,19 +226,28 @@ pub struct Elections {
     raft: Raft,
     config: Arc<Config>,
     channels: Channels,
+    links: Arc<Links>,
     state: Mutex<State>,
     /// What it did so far.
     pub counters: Counters,
 }
 
 impl Elections {
-    /// The driver of node `id` (started with [`Elections::run`]).
-    pub fn new(id: NodeId, raft: Raft, config: Arc<Config>, channels: Channels) -> Self {
+    /// The driver of node `id` (started with [`Elections::run`]), which holds replication
+    /// back through `links`.
+    pub fn new(
+        id: NodeId,
+        raft: Raft,
+        config: Arc<Config>,
+        channels: Channels,
+        links: Arc<Links>,
+    ) -> Self {
         Elections {
             id,
             raft,
             config,
             channels,
+            links,
             state: Mutex::default(),
             counters: Counters::default(),
         }
@@ -299,6 +343,7 @@ impl Elections {
             };
             let now = Instant::now();
             self.observe(&view, now);
+            self.hold_replication(&view, now);
             if view.state == ServerState::Leader || !view.voter || self.quiet(&view) {
                 continue;
             }
@@ -313,11 +358,19 @@ impl Elections {
             }
             timeout = self.draw();
             last_campaign = Some(now);
-            if alone || self.pre_vote(&view).await {
+            let above = match alone {
+                true => Some(view.term),
+                false => self.pre_vote(&view).await,
+            };
+            if let Some(above) = above {
+                // Each elect() campaigns one term higher than the last.
+                let term = (above + 1).min(view.term + 1 + MAX_TERMS_SKIPPED);
                 self.counters.campaigns.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(term = view.term + 1, "election: campaigning");
-                if self.raft.trigger().elect().await.is_err() {
-                    return;
+                tracing::info!(term, "election: campaigning");
+                for _ in view.term..term {
+                    if self.raft.trigger().elect().await.is_err() {
+                        return;
+                    }
                 }
             }
         }
@@ -356,15 +409,68 @@ impl Elections {
         }
     }
 
+    /// Holds replication back while this node leads without a quorum. A leader's heartbeats
+    /// and its replication's retries still reach followers on the far side of a one-way cut
+    /// or a stalled connection, and those followers refuse every pre-vote while it cannot
+    /// commit. openraft 0.9 cannot make a leader step down without raising its term (which
+    /// would depose a leader elected meanwhile when this node comes back), so the leader
+    /// goes quiet instead: its followers time out and elect one they can answer, whose
+    /// higher term then deposes this node.
+    ///
+    /// A hold lasts twice the maximum election timeout, time enough for every follower to
+    /// time out and campaign. Then replication goes for a probe (an election timeout, plus
+    /// openraft's back-off): a follower whose log is behind this leader's can only be caught
+    /// up by it, and a quorum that answers again ends the hold for good.
+    fn hold_replication(&self, view: &View, now: Instant) {
+        let leading = view.state == ServerState::Leader;
+        let lost = leading && self.said_quorum_lost();
+        let hold_for = self.config.election_timeout_max() * 2;
+        let probe_for = self.min_timeout() + PROBE_BACKOFF;
+        let mut st = self.state();
+        let next = match st.hold {
+            _ if !lost => Hold::None,
+            Hold::None => Hold::Since(now),
+            Hold::Since(at) if now - at >= hold_for => Hold::ProbeUntil(now + probe_for),
+            Hold::ProbeUntil(until) if now >= until => Hold::Since(now),
+            keep => keep,
+        };
+        if next == st.hold {
+            return;
+        }
+        st.hold = next;
+        drop(st);
+        self.links.hold(matches!(next, Hold::Since(_)));
+        match next {
+            Hold::Since(_) => {
+                self.counters.holds.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    term = view.term,
+                    for_ms = millis(hold_for),
+                    "election: holding replication back so that followers can elect a leader they reach"
+                );
+            }
+            Hold::ProbeUntil(_) => tracing::info!(
+                term = view.term,
+                for_ms = millis(probe_for),
+                "election: letting replication go for a probe"
+            ),
+            Hold::None if leading => {
+                tracing::info!(term = view.term, "election: replication resumed")
+            }
+            Hold::None => {}
+        }
+    }
+
     /// Whether a voter told this node a committed membership removed it (and its own
     /// membership has not changed since).
     fn quiet(&self, view: &View) -> bool {
         self.state().removed_under == Some(view.membership_log_id)
     }
 
-    /// One pre-vote round: asks every other voter, and says whether a majority of every
-    /// configuration would vote for this node.
-    async fn pre_vote(&self, view: &View) -> bool {
+    /// One pre-vote round: asks every other voter; if a majority of every configuration
+    /// would vote for this node, returns the highest term a granting voter has reached
+    /// (this node's own if none is above it).
+    async fn pre_vote(&self, view: &View) -> Option<u64> {
         self.counters.pre_votes.fetch_add(1, Ordering::Relaxed);
         let req = Arc::new(PreVoteRequest {
             candidate: self.id,
@@ -386,19 +492,27 @@ impl Elections {
             }
         }
         let mut granted = BTreeSet::from([self.id]);
+        let mut above = view.term;
         while let Some(Ok((id, answer))) = asked.join_next().await {
-            match answer {
-                Ok(PreVoteResponse::Granted) => {
-                    granted.insert(id);
-                    if wins(&view.configs, &granted) {
-                        tracing::info!(term = view.term, granted = ?granted, "election: pre-vote won");
-                        return true;
-                    }
+            let reached = match &answer {
+                Ok(PreVoteResponse::Granted) => Some(view.term),
+                Ok(PreVoteResponse::GrantedAbove { term }) => Some(*term),
+                _ => None,
+            };
+            if let Some(term) = reached {
+                granted.insert(id);
+                above = above.max(term);
+                if wins(&view.configs, &granted) {
+                    tracing::info!(term = view.term, granted = ?granted, above, "election: pre-vote won");
+                    return Some(above);
                 }
+                continue;
+            }
+            match answer {
                 Ok(PreVoteResponse::Removed { membership_log_id }) => {
                     tracing::warn!(peer = id, membership = ?membership_log_id, "election: a committed membership removed this node; not campaigning until its membership changes");
                     self.state().removed_under = Some(view.membership_log_id);
-                    return false;
+                    return None;
                 }
                 Ok(refused) => {
                     tracing::debug!(peer = id, answer = ?refused, "election: pre-vote refused")
@@ -410,7 +524,7 @@ impl Elections {
         if !won {
             tracing::info!(term = view.term, granted = ?granted, "election: pre-vote lost; not campaigning");
         }
-        won
+        won.then_some(above)
     }
 
     /// Hands leadership to the most up-to-date other voter, if this node leads: new writes
@@ -612,6 +726,26 @@ mod tests {
             decide(&lost, false, &ask(3, log(4, 2)), MIN),
             PreVoteResponse::Granted
         );
+    }
+
+    #[test]
+    fn a_voter_already_in_the_candidates_term_grants_above_it() {
+        // It voted in term 4 for a candidate whose campaign did not take.
+        let stepped = View {
+            term: 4,
+            following: None,
+            vote_age: Some(Duration::from_millis(5)),
+            ..follower(Duration::ZERO)
+        };
+        assert_eq!(
+            decide(&stepped, false, &ask(3, log(3, 10)), MIN),
+            PreVoteResponse::GrantedAbove { term: 4 }
+        );
+        // Still no grant to a log behind its own.
+        assert!(matches!(
+            decide(&stepped, false, &ask(3, log(3, 9)), MIN),
+            PreVoteResponse::LogBehind { .. }
+        ));
     }
 
     #[test]

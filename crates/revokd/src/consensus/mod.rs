@@ -34,6 +34,44 @@ pub fn openraft_lease(config: &Config) -> Duration {
 /// heard the old leader's last heartbeat up to a one-way delay after the target did.
 pub const LEASE_MARGIN: Duration = Duration::from_millis(25);
 
+/// The heartbeat interval and minimum election timeout that the timing rule derives from the
+/// largest round trip between Raft nodes (voters and learners, jitter included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// `--heartbeat-ms`.
+    pub heartbeat: Duration,
+    /// `--election-timeout-ms`.
+    pub election_timeout: Duration,
+}
+
+/// The smallest heartbeat the rule gives (the default, right for one region).
+const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+/// What a follower adds to a round trip to store and flush an AppendEntries and answer it.
+const FLUSH_MARGIN: Duration = Duration::from_millis(20);
+
+impl Timing {
+    /// The timing rule (`--max-peer-rtt-ms`):
+    ///
+    /// - heartbeat = the round trip plus a quarter, plus 20 ms, rounded up to 10 ms, and at
+    ///   least 100 ms. openraft gives every AppendEntries one heartbeat interval to be sent,
+    ///   stored, flushed and answered, so it must outlast the round trip with room for a
+    ///   slow flush;
+    /// - election timeout = three heartbeats: a follower campaigns only after missing two
+    ///   in a row, and a leader's quorum acknowledgement, which lags by a heartbeat and a
+    ///   round trip, stays well inside it, so check-quorum does not fire on a healthy link.
+    ///
+    /// One region (a round trip up to 64 ms) gets the defaults, 100 / 300 ms.
+    pub fn for_rtt(rtt: Duration) -> Timing {
+        let step = 10;
+        let ms = millis(rtt + rtt / 4 + FLUSH_MARGIN).div_ceil(step) * step;
+        let heartbeat = Duration::from_millis(ms).max(MIN_HEARTBEAT);
+        Timing {
+            heartbeat,
+            election_timeout: heartbeat * 3,
+        }
+    }
+}
+
 /// Raft timing and log-compaction settings derived from the node configuration.
 ///
 /// openraft's election timer is off: [`election::Elections`] runs elections. What openraft
@@ -55,4 +93,36 @@ pub fn raft_config(config: &Config) -> Result<openraft::Config, openraft::Config
         ..Default::default()
     }
     .validate()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing(rtt_ms: u64) -> (u64, u64) {
+        let t = Timing::for_rtt(Duration::from_millis(rtt_ms));
+        (millis(t.heartbeat), millis(t.election_timeout))
+    }
+
+    #[test]
+    fn the_timing_rule_keeps_the_defaults_in_one_region_and_outlasts_long_round_trips() {
+        assert_eq!(timing(0), (100, 300));
+        assert_eq!(timing(64), (100, 300));
+        assert_eq!(timing(70), (110, 330));
+        // three-regions-5: 190 ms plus 5 ms of jitter each way.
+        assert_eq!(timing(200), (270, 810));
+        // five-regions-5-plus-learners: 300 ms plus 8 ms each way.
+        assert_eq!(timing(316), (420, 1260));
+        for rtt in (0..2_000).step_by(7) {
+            let (hb, el) = timing(rtt);
+            assert!(hb >= rtt + rtt / 4 + 20, "{rtt} ms: heartbeat {hb} ms");
+            assert_eq!(el, 3 * hb);
+            let config = Config {
+                heartbeat: Duration::from_millis(hb),
+                election_timeout: Duration::from_millis(el),
+                ..Config::default()
+            };
+            assert!(raft_config(&config).is_ok(), "{rtt} ms");
+        }
+    }
 }

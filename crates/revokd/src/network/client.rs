@@ -1,6 +1,7 @@
 //! The sending side of the Raft transport: one lazily connected gRPC channel per peer.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,16 +45,64 @@ pub struct PeerDial {
 pub struct NetworkFactory {
     routes: Arc<BTreeMap<NodeId, String>>,
     dial: PeerDial,
+    links: Arc<Links>,
 }
 
 impl NetworkFactory {
     /// A factory that dials `routes[id]` instead of node `id`'s advertised address, as `dial`
-    /// says.
-    pub fn new(routes: BTreeMap<NodeId, String>, dial: PeerDial) -> Self {
+    /// says, and shares `links` with the rest of the node.
+    pub fn new(routes: BTreeMap<NodeId, String>, dial: PeerDial, links: Arc<Links>) -> Self {
         NetworkFactory {
             routes: Arc::new(routes),
             dial,
+            links,
         }
+    }
+}
+
+/// What the Raft transport shares with the rest of the node:
+///
+/// - the round trip to each peer, measured on the AppendEntries that carry no entries
+///   (heartbeats and probes: the network and the peer's answer, no flush of entries) and
+///   smoothed as TCP smooths its estimate (each sample moves it an eighth of the way); what
+///   `--max-peer-rtt-ms` should be set from;
+/// - whether replication is held back: a leader that lost its quorum sends no AppendEntries
+///   or snapshots while the election driver holds them (`consensus::election`), so that
+///   followers it still reaches stop vouching for it.
+#[derive(Debug, Default)]
+pub struct Links {
+    rtts: Mutex<BTreeMap<NodeId, Duration>>,
+    held: AtomicBool,
+}
+
+impl Links {
+    fn record(&self, peer: NodeId, sample: Duration) {
+        let mut map = self.rtts.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(peer)
+            .and_modify(|s| *s = (*s * 7 + sample) / 8)
+            .or_insert(sample);
+    }
+
+    /// The smoothed round trip to every peer measured so far.
+    pub fn rtts(&self) -> BTreeMap<NodeId, Duration> {
+        self.rtts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Holds replication back (`true`) or lets it go.
+    pub fn hold(&self, held: bool) {
+        self.held.store(held, Ordering::Relaxed);
+    }
+
+    /// Whether replication is held back.
+    pub fn held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// The error a held AppendEntries or snapshot gets: openraft treats the peer as
+    /// unreachable and backs off.
+    fn held_error<E: std::error::Error>() -> RPCError<NodeId, Node, E> {
+        let e = std::io::Error::other("replication held: this leader lost its quorum");
+        RPCError::Unreachable(Unreachable::new(&e))
     }
 }
 
@@ -141,6 +190,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: addr.clone(),
             client: client.ok(),
+            links: self.links.clone(),
         }
     }
 }
@@ -150,6 +200,7 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     client: Option<RaftClient<Channel>>,
+    links: Arc<Links>,
 }
 
 /// Which Raft RPC to send.
@@ -231,8 +282,17 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             })
             .sum();
         let n = rpc.entries.len() as u64;
-        self.call(Rpc::AppendEntries, &rpc, Some((n, bytes)), &option)
-            .await
+        if self.links.held() {
+            return Err(Links::held_error());
+        }
+        let sent = tokio::time::Instant::now();
+        let res = self
+            .call(Rpc::AppendEntries, &rpc, Some((n, bytes)), &option)
+            .await;
+        if n == 0 && res.is_ok() {
+            self.links.record(self.target, sent.elapsed());
+        }
+        res
     }
 
     async fn install_snapshot(
@@ -240,6 +300,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse, InstallSnapshotError> {
+        if self.links.held() {
+            return Err(Links::held_error());
+        }
         self.call(Rpc::InstallSnapshot, &rpc, None, &option).await
     }
 

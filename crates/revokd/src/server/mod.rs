@@ -406,16 +406,17 @@ async fn start_node(
     };
     let (log, sm) = storage::open_disk(&disk, config.watch_window)?;
     let raft_config = consensus::raft_config(&config).map_err(|e| RunError::Raft(e.to_string()))?;
+    let links = Arc::<network::client::Links>::default();
     let raft = Raft::new(
         config.id,
         Arc::new(raft_config),
-        NetworkFactory::new(config.peer_routes.clone(), dial.clone()),
+        NetworkFactory::new(config.peer_routes.clone(), dial.clone(), links.clone()),
         log.clone(),
         sm.clone(),
     )
     .await
     .map_err(|e| RunError::Raft(e.to_string()))?;
-    let node = Node::new(raft, sm, config, dial, clock);
+    let node = Node::new(raft, sm, config, dial, clock, links);
     initialize(&node).await?;
     Ok((node, log))
 }

@@ -1,7 +1,9 @@
 //! The node's background tasks, each until the stop signal: keeping `grpc.health.v1` in step
-//! with the node's state, purging expired entries on the leader, stopping the node when Raft
+//! with the node's state (and warning of a stepped clock or a peer too far for the timing),
+//! purging expired entries on the leader, stopping the node when Raft
 //! fails, and dropping idle rate-limit buckets.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,8 +13,9 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::ServingStatus;
 
 use crate::api;
+use crate::consensus::Timing;
 use crate::node::Node;
-use crate::typ::Raft;
+use crate::typ::{NodeId, Raft};
 
 /// How often the health task looks at the node's state: a client that polls health learns of
 /// a change within this (plus its own interval).
@@ -42,7 +45,9 @@ async fn health_task(
 ) {
     let mut last = None;
     let mut stepped = false;
+    let mut too_far = BTreeSet::new();
     loop {
+        warn_of_far_peers(&node, &mut too_far);
         let step = node.clock.step_secs();
         if (step != 0.0) != stepped {
             stepped = step != 0.0;
@@ -78,6 +83,26 @@ async fn health_task(
         tokio::select! {
             _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Logs once per peer (until it comes back within bounds) a measured round trip longer than
+/// this node's heartbeat allows by the timing rule: its AppendEntries would time out.
+fn warn_of_far_peers(node: &Node, warned: &mut BTreeSet<NodeId>) {
+    for (peer, rtt) in node.links.rtts() {
+        let needs = Timing::for_rtt(rtt).heartbeat;
+        let far = needs > node.config.heartbeat;
+        if far && warned.insert(peer) {
+            tracing::warn!(
+                peer,
+                rtt_ms = rtt.as_millis() as u64,
+                heartbeat_ms = node.config.heartbeat.as_millis() as u64,
+                needs_ms = needs.as_millis() as u64,
+                "timing: the round trip to this peer is too long for the heartbeat; set --max-peer-rtt-ms to the largest round trip on every node"
+            );
+        } else if !far {
+            warned.remove(&peer);
         }
     }
 }
