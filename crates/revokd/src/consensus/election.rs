@@ -15,7 +15,7 @@
 //! - Check-quorum: a leader that no majority has acknowledged for the election timeout is
 //!   [`Elections::quorum_lost`]; the node then refuses writes and linearizable reads, reports
 //!   NOT_SERVING and says so in `Status`. It also holds its replication back for a while
-//!   ([`Elections::hold_replication`]), so that followers its heartbeats still reach (a
+//!   (`Elections::hold_replication`), so that followers its heartbeats still reach (a
 //!   one-way cut, a stalled connection) stop vouching for it and can elect a leader they can
 //!   answer; then it lets replication go for a probe, in case its followers can still catch
 //!   it up.
@@ -214,6 +214,8 @@ enum Hold {
     /// Not holding: it leads with a quorum, or does not lead.
     #[default]
     None,
+    /// It has led without a quorum since then, not yet for long enough to hold.
+    LostSince(Instant),
     /// Holding since then.
     Since(Instant),
     /// Letting replication go until then, to see whether a quorum answers.
@@ -333,11 +335,13 @@ impl Elections {
         let started = Instant::now();
         let mut timeout = self.draw();
         let mut last_campaign: Option<Instant> = None;
+        let mut next_look = poll;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(poll) => {}
+                _ = tokio::time::sleep(next_look) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
+            next_look = poll;
             let Some(view) = View::read(&self.raft, self.id).await else {
                 return;
             };
@@ -354,6 +358,10 @@ impl Elections {
                 .min()
                 .unwrap_or_default();
             if !alone && quiet_for < timeout {
+                // Look again when the timeout is due, not at the next poll: a timeout rounded
+                // up to the poll interval would put followers that lost the same leader in
+                // the same few slots, and their campaigns would split the votes.
+                next_look = poll.min(timeout - quiet_for);
                 continue;
             }
             timeout = self.draw();
@@ -417,19 +425,25 @@ impl Elections {
     /// goes quiet instead: its followers time out and elect one they can answer, whose
     /// higher term then deposes this node.
     ///
-    /// A hold lasts twice the maximum election timeout, time enough for every follower to
-    /// time out and campaign. Then replication goes for a probe (an election timeout, plus
-    /// openraft's back-off): a follower whose log is behind this leader's can only be caught
-    /// up by it, and a quorum that answers again ends the hold for good.
+    /// The hold starts once the quorum has been lost for the rest of the maximum election
+    /// timeout (check-quorum refuses work from the minimum on): a leader that was only
+    /// stalled for a moment (a slow disk, a starved CPU) and that its followers still heard
+    /// in time gets its acknowledgements back before then and keeps leading. A hold lasts
+    /// twice the maximum election timeout, time enough for every follower to time out and
+    /// campaign. Then replication goes for a probe (an election timeout, plus openraft's
+    /// back-off): a follower whose log is behind this leader's can only be caught up by it,
+    /// and a quorum that answers again ends the hold for good.
     fn hold_replication(&self, view: &View, now: Instant) {
         let leading = view.state == ServerState::Leader;
         let lost = leading && self.said_quorum_lost();
+        let hold_after = self.config.election_timeout_max() - self.min_timeout();
         let hold_for = self.config.election_timeout_max() * 2;
         let probe_for = self.min_timeout() + PROBE_BACKOFF;
         let mut st = self.state();
         let next = match st.hold {
             _ if !lost => Hold::None,
-            Hold::None => Hold::Since(now),
+            Hold::None => Hold::LostSince(now),
+            Hold::LostSince(at) if now - at >= hold_after => Hold::Since(now),
             Hold::Since(at) if now - at >= hold_for => Hold::ProbeUntil(now + probe_for),
             Hold::ProbeUntil(until) if now >= until => Hold::Since(now),
             keep => keep,
@@ -437,6 +451,7 @@ impl Elections {
         if next == st.hold {
             return;
         }
+        let was_held = matches!(st.hold, Hold::Since(_) | Hold::ProbeUntil(_));
         st.hold = next;
         drop(st);
         self.links.hold(matches!(next, Hold::Since(_)));
@@ -454,10 +469,10 @@ impl Elections {
                 for_ms = millis(probe_for),
                 "election: letting replication go for a probe"
             ),
-            Hold::None if leading => {
+            Hold::None if leading && was_held => {
                 tracing::info!(term = view.term, "election: replication resumed")
             }
-            Hold::None => {}
+            Hold::None | Hold::LostSince(_) => {}
         }
     }
 
@@ -731,19 +746,19 @@ mod tests {
     #[test]
     fn a_voter_already_in_the_candidates_term_grants_above_it() {
         // It voted in term 4 for a candidate whose campaign did not take.
-        let stepped = View {
+        let voted = View {
             term: 4,
             following: None,
             vote_age: Some(Duration::from_millis(5)),
             ..follower(Duration::ZERO)
         };
         assert_eq!(
-            decide(&stepped, false, &ask(3, log(3, 10)), MIN),
+            decide(&voted, false, &ask(3, log(3, 10)), MIN),
             PreVoteResponse::GrantedAbove { term: 4 }
         );
         // Still no grant to a log behind its own.
         assert!(matches!(
-            decide(&stepped, false, &ask(3, log(3, 9)), MIN),
+            decide(&voted, false, &ask(3, log(3, 9)), MIN),
             PreVoteResponse::LogBehind { .. }
         ));
     }
