@@ -127,8 +127,7 @@ impl View {
 /// - a working leader, and a follower that heard from its leader within `min_timeout`,
 ///   refuse: the leader is alive;
 /// - a log behind the voter's is refused, as a real vote would be;
-/// - anything else is granted, saying the voter's term if the candidate's would not be
-///   above it (the real vote compares terms).
+/// - anything else is granted. Terms are left to the real vote.
 pub fn decide(
     view: &View,
     quorum_lost: bool,
@@ -160,16 +159,8 @@ pub fn decide(
             last_log_id: view.last_log_id,
         };
     }
-    if view.term >= req.term {
-        return PreVoteResponse::GrantedAbove { term: view.term };
-    }
     PreVoteResponse::Granted
 }
-
-/// The most terms a campaign skips to get above a voter's (see
-/// [`PreVoteResponse::GrantedAbove`]): a step-down raises a term by one; more is left to the
-/// rounds that follow.
-const MAX_TERMS_SKIPPED: u64 = 2;
 
 /// Whether `granted` holds a majority of every configuration in `configs`.
 fn wins(configs: &[BTreeSet<NodeId>], granted: &BTreeSet<NodeId>) -> bool {
@@ -366,19 +357,11 @@ impl Elections {
             }
             timeout = self.draw();
             last_campaign = Some(now);
-            let above = match alone {
-                true => Some(view.term),
-                false => self.pre_vote(&view).await,
-            };
-            if let Some(above) = above {
-                // Each elect() campaigns one term higher than the last.
-                let term = (above + 1).min(view.term + 1 + MAX_TERMS_SKIPPED);
+            if alone || self.pre_vote(&view).await {
                 self.counters.campaigns.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(term, "election: campaigning");
-                for _ in view.term..term {
-                    if self.raft.trigger().elect().await.is_err() {
-                        return;
-                    }
+                tracing::info!(term = view.term + 1, "election: campaigning");
+                if self.raft.trigger().elect().await.is_err() {
+                    return;
                 }
             }
         }
@@ -425,18 +408,19 @@ impl Elections {
     /// goes quiet instead: its followers time out and elect one they can answer, whose
     /// higher term then deposes this node.
     ///
-    /// The hold starts once the quorum has been lost for the rest of the maximum election
-    /// timeout (check-quorum refuses work from the minimum on): a leader that was only
-    /// stalled for a moment (a slow disk, a starved CPU) and that its followers still heard
-    /// in time gets its acknowledgements back before then and keeps leading. A hold lasts
+    /// The hold starts once no quorum has acknowledged this leader for twice the maximum
+    /// election timeout (check-quorum refuses work from the minimum on): followers whose
+    /// disks or CPUs stall (their acknowledgements wait for a flush) still hear the leader in
+    /// time, and a leader that holds over such a moment only forces an election that helps
+    /// no one. Nor does a stopping leader hold while it hands leadership over. A hold lasts
     /// twice the maximum election timeout, time enough for every follower to time out and
     /// campaign. Then replication goes for a probe (an election timeout, plus openraft's
     /// back-off): a follower whose log is behind this leader's can only be caught up by it,
     /// and a quorum that answers again ends the hold for good.
     fn hold_replication(&self, view: &View, now: Instant) {
         let leading = view.state == ServerState::Leader;
-        let lost = leading && self.said_quorum_lost();
-        let hold_after = self.config.election_timeout_max() - self.min_timeout();
+        let lost = leading && self.said_quorum_lost() && !self.handing_off();
+        let hold_after = self.config.election_timeout_max() * 2 - self.min_timeout();
         let hold_for = self.config.election_timeout_max() * 2;
         let probe_for = self.min_timeout() + PROBE_BACKOFF;
         let mut st = self.state();
@@ -482,10 +466,9 @@ impl Elections {
         self.state().removed_under == Some(view.membership_log_id)
     }
 
-    /// One pre-vote round: asks every other voter; if a majority of every configuration
-    /// would vote for this node, returns the highest term a granting voter has reached
-    /// (this node's own if none is above it).
-    async fn pre_vote(&self, view: &View) -> Option<u64> {
+    /// One pre-vote round: asks every other voter, and says whether a majority of every
+    /// configuration would vote for this node.
+    async fn pre_vote(&self, view: &View) -> bool {
         self.counters.pre_votes.fetch_add(1, Ordering::Relaxed);
         let req = Arc::new(PreVoteRequest {
             candidate: self.id,
@@ -507,27 +490,19 @@ impl Elections {
             }
         }
         let mut granted = BTreeSet::from([self.id]);
-        let mut above = view.term;
         while let Some(Ok((id, answer))) = asked.join_next().await {
-            let reached = match &answer {
-                Ok(PreVoteResponse::Granted) => Some(view.term),
-                Ok(PreVoteResponse::GrantedAbove { term }) => Some(*term),
-                _ => None,
-            };
-            if let Some(term) = reached {
-                granted.insert(id);
-                above = above.max(term);
-                if wins(&view.configs, &granted) {
-                    tracing::info!(term = view.term, granted = ?granted, above, "election: pre-vote won");
-                    return Some(above);
-                }
-                continue;
-            }
             match answer {
+                Ok(PreVoteResponse::Granted) => {
+                    granted.insert(id);
+                    if wins(&view.configs, &granted) {
+                        tracing::info!(term = view.term, granted = ?granted, "election: pre-vote won");
+                        return true;
+                    }
+                }
                 Ok(PreVoteResponse::Removed { membership_log_id }) => {
                     tracing::warn!(peer = id, membership = ?membership_log_id, "election: a committed membership removed this node; not campaigning until its membership changes");
                     self.state().removed_under = Some(view.membership_log_id);
-                    return None;
+                    return false;
                 }
                 Ok(refused) => {
                     tracing::debug!(peer = id, answer = ?refused, "election: pre-vote refused")
@@ -539,7 +514,7 @@ impl Elections {
         if !won {
             tracing::info!(term = view.term, granted = ?granted, "election: pre-vote lost; not campaigning");
         }
-        won.then_some(above)
+        won
     }
 
     /// Hands leadership to the most up-to-date other voter, if this node leads: new writes
@@ -741,26 +716,6 @@ mod tests {
             decide(&lost, false, &ask(3, log(4, 2)), MIN),
             PreVoteResponse::Granted
         );
-    }
-
-    #[test]
-    fn a_voter_already_in_the_candidates_term_grants_above_it() {
-        // It voted in term 4 for a candidate whose campaign did not take.
-        let voted = View {
-            term: 4,
-            following: None,
-            vote_age: Some(Duration::from_millis(5)),
-            ..follower(Duration::ZERO)
-        };
-        assert_eq!(
-            decide(&voted, false, &ask(3, log(3, 10)), MIN),
-            PreVoteResponse::GrantedAbove { term: 4 }
-        );
-        // Still no grant to a log behind its own.
-        assert!(matches!(
-            decide(&voted, false, &ask(3, log(3, 9)), MIN),
-            PreVoteResponse::LogBehind { .. }
-        ));
     }
 
     #[test]

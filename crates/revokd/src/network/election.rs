@@ -33,13 +33,6 @@ pub struct PreVoteRequest {
 pub enum PreVoteResponse {
     /// It would vote for the candidate.
     Granted,
-    /// It would vote for the candidate in a term above `term`, which it has already reached
-    /// without voting for it (it voted for a candidate whose campaign did not take): the
-    /// candidate campaigns above it instead of losing a round to it.
-    GrantedAbove {
-        /// The voter's current term.
-        term: u64,
-    },
     /// It follows a leader it heard from this long ago, within the election timeout.
     LeaderAlive {
         /// The leader.

@@ -309,6 +309,27 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .map(|v| Self::decode(v))
             .collect()
     }
+
+    /// What replication reads. openraft 0.9 sends whatever comes back as the entries that
+    /// follow `start - 1`, so entries purged while a stream reads (a leader compacts behind a
+    /// new snapshot) must not leave a gap, which the follower would store as a hole in its
+    /// log: only the run that starts exactly at `start` is returned, and nothing if `start`
+    /// is gone (openraft then treats the round as a heartbeat, and sends the snapshot once it
+    /// sees the follower needs purged entries).
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let mut entries = self.try_get_log_entries(start..end).await?;
+        let run = entries
+            .iter()
+            .zip(start..)
+            .take_while(|(e, index)| e.log_id.index == *index)
+            .count();
+        entries.truncate(run);
+        Ok(entries)
+    }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
@@ -429,6 +450,30 @@ mod tests {
             .unwrap()
             .last_log_id
             .map(|l| l.index)
+    }
+
+    #[tokio::test]
+    async fn replication_never_reads_across_a_gap_left_by_a_purge() {
+        let disk = MemDisk::new(Duration::ZERO);
+        let mut store = LogStore::open(disk.clone()).unwrap();
+        disk.insert_entries((1..=10).map(entry).collect()).unwrap();
+        let purged = LogId::new(CommittedLeaderId::new(1, 1), 6);
+        store.purge(purged).await.unwrap();
+        let indexes = |v: Vec<Entry>| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+        // A stream that was at 3 when the purge came: nothing, not 7..=10 after 2.
+        assert!(store
+            .limited_get_log_entries(3, 11)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            indexes(store.limited_get_log_entries(7, 11).await.unwrap()),
+            [7, 8, 9, 10]
+        );
+        assert_eq!(
+            indexes(store.limited_get_log_entries(8, 10).await.unwrap()),
+            [8, 9]
+        );
     }
 
     #[tokio::test]
