@@ -43,17 +43,15 @@ use tokio::time::Instant;
 use super::millis;
 use crate::config::Config;
 use crate::error::Error;
-use crate::network::client::Channels;
-use crate::network::client::Links;
+use crate::network::client::{Channels, Links};
 use crate::network::election::{
     send_pre_vote, send_timeout_now, PreVoteRequest, PreVoteResponse, TimeoutNowRequest,
     TimeoutNowResponse,
 };
 use crate::typ::{LogId, NodeId, Raft};
 
-/// How long a probe lets replication go after a hold: an election timeout, plus the 500 ms
-/// openraft's replication waits after a peer was unreachable (which a held send reports)
-/// before it sends again.
+/// What a probe after a hold adds to its election timeout: the 500 ms openraft's replication
+/// waits after a peer was unreachable (which a held send reports) before it sends again.
 const PROBE_BACKOFF: Duration = Duration::from_millis(500);
 
 /// How often the driver looks at the node's state (between two heartbeats' worth of time,
@@ -419,8 +417,8 @@ impl Elections {
     fn hold_replication(&self, view: &View, now: Instant) {
         let leading = view.state == ServerState::Leader;
         let lost = leading && self.said_quorum_lost() && !self.handing_off();
-        let hold_after = self.config.election_timeout_max() * 2 - self.min_timeout();
         let hold_for = self.config.election_timeout_max() * 2;
+        let hold_after = hold_for - self.min_timeout();
         let probe_for = self.min_timeout() + PROBE_BACKOFF;
         let mut st = self.state();
         let next = match st.hold {
