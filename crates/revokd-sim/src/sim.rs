@@ -93,6 +93,8 @@ pub struct Report {
     pub simulated: Duration,
     /// Election rounds (terms beyond the first) and leader changes.
     pub elections: (u64, u64),
+    /// Leaders a majority kept, deposed by a term raised while they had no quorum.
+    pub late_depositions: u64,
 }
 
 impl Report {
@@ -561,6 +563,7 @@ impl World<'_> {
             crashes,
             simulated,
             elections: (leadership.rounds(), leadership.changes),
+            late_depositions: leadership.late_depositions,
         }
     }
 }

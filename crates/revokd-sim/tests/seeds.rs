@@ -56,6 +56,8 @@ struct Totals {
     /// Election rounds and leader changes, summed.
     rounds: u64,
     changes: u64,
+    /// Leaders a majority kept, deposed by a term raised while they had no quorum.
+    late_depositions: u64,
     /// Seeds by their election rounds per leader change beyond one (split votes), 0..=3+.
     extra_rounds: [usize; 4],
     done: usize,
@@ -77,6 +79,7 @@ impl Totals {
         let (rounds, changes) = report.elections;
         self.rounds += rounds;
         self.changes += changes;
+        self.late_depositions += report.late_depositions;
         let extra = rounds.saturating_sub(changes.max(1)).min(3) as usize;
         self.extra_rounds[extra] += 1;
         self.done += 1;
@@ -190,10 +193,11 @@ fn seeds() {
         p(1.0),
     );
     println!(
-        "elections: {} rounds for {} leader changes ({:.2} rounds per change); no leader a majority kept was deposed; seeds with 0 / 1 / 2 / 3+ rounds beyond one per change: {:?}",
+        "elections: {} rounds for {} leader changes ({:.2} rounds per change); no leader a majority kept was deposed by a term raised meanwhile ({} by a term raised while it had no quorum); seeds with 0 / 1 / 2 / 3+ rounds beyond one per change: {:?}",
         t.rounds,
         t.changes,
         t.rounds as f64 / t.changes.max(1) as f64,
+        t.late_depositions,
         t.extra_rounds,
     );
 }
