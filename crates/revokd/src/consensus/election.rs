@@ -69,6 +69,9 @@ pub struct View {
     pub term: u64,
     /// The leader its vote is committed to, if any (openraft's "vote is committed").
     pub following: Option<NodeId>,
+    /// The candidate its vote is for while that vote is not committed (itself, while it
+    /// campaigns).
+    pub voted_for: Option<NodeId>,
     /// How long ago its vote was last refreshed: by a leader's AppendEntries when
     /// `following`, else by its own or a granted vote.
     pub vote_age: Option<Duration>,
@@ -101,6 +104,9 @@ impl View {
                     .is_committed()
                     .then(|| vote.leader_id().voted_for())
                     .flatten(),
+                voted_for: (!vote.is_committed())
+                    .then(|| vote.leader_id().voted_for())
+                    .flatten(),
                 vote_age: s.vote_last_modified().map(|t| t.elapsed()),
                 last_log_id,
                 voter: effective.voter_ids().any(|v| v == id),
@@ -128,6 +134,11 @@ impl View {
 ///   regains its quorum in its hold's probe;
 /// - a follower that heard from its leader within `min_timeout` refuses: the leader is
 ///   alive;
+/// - a voter that voted for another candidate in the candidate's term or a later one within
+///   `min_timeout` (a candidate itself, or a voter its vote request reached) refuses: that
+///   campaign is under way, the real vote would be refused, and a second campaign in the
+///   same term would only split the votes (the harness's kill-leader runs saw two or three
+///   survivors win their pre-votes within 100 ms and split the term);
 /// - a log behind the voter's is refused, as a real vote would be;
 /// - anything else is granted. Terms are left to the real vote.
 pub fn decide(view: &View, req: &PreVoteRequest, min_timeout: Duration) -> PreVoteResponse {
@@ -149,6 +160,15 @@ pub fn decide(view: &View, req: &PreVoteRequest, min_timeout: Duration) -> PreVo
                 _ => millis(heard),
             };
             return PreVoteResponse::LeaderAlive { leader, heard_ms };
+        }
+    }
+    if let Some(candidate) = view.voted_for.filter(|c| *c != req.candidate) {
+        let voted = view.vote_age.unwrap_or(Duration::MAX);
+        if view.term >= req.term && voted < min_timeout {
+            return PreVoteResponse::Campaigning {
+                candidate,
+                term: view.term,
+            };
         }
     }
     if req.last_log_id < view.last_log_id {
@@ -194,6 +214,34 @@ struct State {
     handing_off: bool,
     /// The membership (by log id) under which a voter said this node was removed.
     removed_under: Option<Option<LogId>>,
+    /// When it last granted a pre-vote. It then waits a timeout of its own from that moment
+    /// before it campaigns: the candidate's log is at least as up to date as its own, and
+    /// it campaigns within a round trip. Two candidates a round trip apart would split the
+    /// votes of their term.
+    granted_at: Option<Instant>,
+    /// Its own pre-vote round, while one runs.
+    pre_voting: Option<PreVoting>,
+}
+
+/// A pre-vote round this node runs, as the answers to other candidates see it.
+#[derive(Debug, Clone, Copy)]
+struct PreVoting {
+    /// The term it asks for.
+    term: u64,
+    /// Its last log id when it asked.
+    last_log_id: Option<LogId>,
+    /// It granted the pre-vote of a candidate that outranks it for that term, so it will not
+    /// campaign even if it wins.
+    yielded: bool,
+}
+
+/// Whether `req` outranks a pre-vote this node (`id`, whose log ends at `last_log_id`) runs
+/// for the same term: a longer log, or an equal one and a higher node id. Two followers
+/// that lost their leader together each win the other's pre-vote and split the term
+/// (seen on `three-regions-5`: two voters of one region, 1 ms apart, every time its leader
+/// went); with this order exactly one of them goes on.
+fn outranks(req: &PreVoteRequest, last_log_id: Option<LogId>, id: NodeId) -> bool {
+    (req.last_log_id, req.candidate) > (last_log_id, id)
 }
 
 /// Where a leader without a quorum is with holding its replication back.
@@ -340,11 +388,16 @@ impl Elections {
                 continue;
             }
             let alone = view.voters.len() == 1;
-            let quiet_for = [view.vote_age, Some(now - last_campaign.unwrap_or(started))]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or_default();
+            let granted = self.state().granted_at.map(|at| now - at);
+            let quiet_for = [
+                view.vote_age,
+                Some(now - last_campaign.unwrap_or(started)),
+                granted,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_default();
             if !alone && quiet_for < timeout {
                 // Look again when the timeout is due, not at the next poll: a timeout rounded
                 // up to the poll interval would put followers that lost the same leader in
@@ -464,8 +517,27 @@ impl Elections {
     }
 
     /// One pre-vote round: asks every other voter, and says whether a majority of every
-    /// configuration would vote for this node.
+    /// configuration would vote for this node, and it did not yield to a rival that
+    /// outranks it meanwhile.
     async fn pre_vote(&self, view: &View) -> bool {
+        self.state().pre_voting = Some(PreVoting {
+            term: view.term + 1,
+            last_log_id: view.last_log_id,
+            yielded: false,
+        });
+        let won = self.pre_vote_round(view).await;
+        let round = self.state().pre_voting.take();
+        let yielded = round.is_some_and(|r| r.yielded);
+        if won && yielded {
+            tracing::info!(
+                term = view.term,
+                "election: pre-vote won, but a rival that outranks this node won this one's grant; not campaigning"
+            );
+        }
+        won && !yielded
+    }
+
+    async fn pre_vote_round(&self, view: &View) -> bool {
         self.counters.pre_votes.fetch_add(1, Ordering::Relaxed);
         let req = Arc::new(PreVoteRequest {
             candidate: self.id,
@@ -605,7 +677,23 @@ impl crate::network::election::Elections for Elections {
                 heard_ms: 0,
             };
         };
-        let answer = decide(&view, &req, self.min_timeout());
+        let running = self.state().pre_voting.filter(|r| r.term == req.term);
+        let answer = match running {
+            Some(own) if !outranks(&req, own.last_log_id, self.id) => {
+                PreVoteResponse::Campaigning {
+                    candidate: self.id,
+                    term: req.term,
+                }
+            }
+            _ => decide(&view, &req, self.min_timeout()),
+        };
+        if answer == PreVoteResponse::Granted {
+            let mut st = self.state();
+            st.granted_at = Some(Instant::now());
+            if let Some(own) = st.pre_voting.as_mut().filter(|r| r.term == req.term) {
+                own.yielded = true;
+            }
+        }
         tracing::debug!(candidate = req.candidate, term = req.term, answer = ?answer, "election: pre-vote asked");
         answer
     }
@@ -672,6 +760,7 @@ mod tests {
             state: ServerState::Follower,
             term: 3,
             following: Some(1),
+            voted_for: None,
             vote_age: Some(heard),
             last_log_id: log(3, 10),
             voter: true,
@@ -713,6 +802,51 @@ mod tests {
             decide(&lost, &ask(3, log(4, 2)), MIN),
             PreVoteResponse::Granted
         );
+    }
+
+    #[test]
+    fn a_voter_that_voted_in_the_term_refuses_a_second_campaign_for_it() {
+        // Node 2 lost its leader and voted for node 1 in term 4 (or campaigns itself).
+        for voted_for in [1, 2] {
+            let mut v = follower(Duration::from_secs(5));
+            v.following = None;
+            v.voted_for = Some(voted_for);
+            v.term = 4;
+            v.vote_age = Some(Duration::from_millis(50));
+            assert_eq!(
+                decide(&v, &ask(3, log(3, 10)), MIN),
+                PreVoteResponse::Campaigning {
+                    candidate: voted_for,
+                    term: 4
+                }
+            );
+            // The candidate it voted for is answered on its log, and so is anyone once
+            // that vote is older than the timeout, or for a later term.
+            if voted_for == 1 {
+                assert_eq!(
+                    decide(&v, &ask(1, log(3, 10)), MIN),
+                    PreVoteResponse::Granted
+                );
+            }
+            let mut later = ask(3, log(3, 10));
+            later.term = 5;
+            assert_eq!(decide(&v, &later, MIN), PreVoteResponse::Granted);
+            v.vote_age = Some(MIN);
+            assert_eq!(
+                decide(&v, &ask(3, log(3, 10)), MIN),
+                PreVoteResponse::Granted
+            );
+        }
+    }
+
+    #[test]
+    fn of_two_pre_votes_for_one_term_the_longer_log_then_the_higher_id_goes_on() {
+        // Node 2, pre-voting with its log at 3-10, asked by node 3.
+        assert!(outranks(&ask(3, log(3, 10)), log(3, 10), 2));
+        assert!(!outranks(&ask(1, log(3, 10)), log(3, 10), 2));
+        assert!(outranks(&ask(1, log(3, 11)), log(3, 10), 2));
+        assert!(!outranks(&ask(3, log(3, 9)), log(3, 10), 2));
+        assert!(outranks(&ask(1, log(4, 1)), log(3, 10), 2));
     }
 
     #[test]

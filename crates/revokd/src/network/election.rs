@@ -40,6 +40,14 @@ pub enum PreVoteResponse {
         /// Milliseconds since it last heard from it.
         heard_ms: u64,
     },
+    /// It voted for another candidate in the candidate's term or a later one, within the
+    /// election timeout: a campaign is under way, and a second one would split its votes.
+    Campaigning {
+        /// The candidate it voted for (itself, if it is campaigning).
+        candidate: NodeId,
+        /// The term of that vote.
+        term: u64,
+    },
     /// Its log is ahead of the candidate's.
     LogBehind {
         /// Its last log id.
