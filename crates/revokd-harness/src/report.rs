@@ -108,6 +108,10 @@ pub struct Report {
     pub longest_leaderless_ms: f64,
     /// Leader changes seen.
     pub leader_changes: usize,
+    /// Leader changes on heal: a fault healed while a majority had agreed on one leader
+    /// for [`KEPT_BEFORE_HEAL_MS`], and another leader had a majority's agreement within
+    /// [`HEAL_WINDOW_MS`] after (before the next fault). Pre-vote's goal is none.
+    pub leader_changes_on_heal: Vec<String>,
     /// Acknowledgement to visibility in replicas, per region.
     pub propagation: BTreeMap<String, Spread>,
     /// Worst staleness per replica, in ms.
@@ -205,6 +209,58 @@ fn throughput(r: &Record, now_ms: f64) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// How long before a heal a majority must have agreed on one leader for a change after it
+/// to count as a change on heal.
+pub const KEPT_BEFORE_HEAL_MS: f64 = 1_000.0;
+/// How long after a heal a change of leader counts as caused by it: time for the node that
+/// came back to time out twice with the longest timeouts the topologies derive.
+pub const HEAL_WINDOW_MS: f64 = 5_000.0;
+
+/// Leader changes on heal (see [`Report::leader_changes_on_heal`]), from the fault events
+/// and the leader samples (time, the leader a majority agrees on), described.
+fn changes_on_heal(events: &[Event], samples: &[(f64, Option<u64>)]) -> Vec<String> {
+    let starts: Vec<f64> = events
+        .iter()
+        .filter(|e| e.kind == "fault")
+        .map(|e| e.at_ms)
+        .collect();
+    let mut found = Vec::new();
+    for fault in events.iter().filter(|e| e.kind == "fault") {
+        let Some(healed) = fault.end_ms else {
+            continue;
+        };
+        let until = starts
+            .iter()
+            .copied()
+            .filter(|&t| t > healed)
+            .fold(healed + HEAL_WINDOW_MS, f64::min);
+        let before: Vec<Option<u64>> = samples
+            .iter()
+            .filter(|(t, _)| (healed - KEPT_BEFORE_HEAL_MS..=healed).contains(t))
+            .map(|(_, l)| *l)
+            .collect();
+        let Some(&Some(kept)) = before.first() else {
+            continue;
+        };
+        if before.iter().any(|l| *l != Some(kept)) {
+            continue;
+        }
+        let next = samples
+            .iter()
+            .filter(|(t, _)| *t > healed && *t <= until)
+            .find_map(|(t, l)| l.filter(|l| *l != kept).map(|l| (*t, l)));
+        if let Some((at, leader)) = next {
+            found.push(format!(
+                "{}: node {kept} led a majority at the heal ({:.1} s); node {leader} led {:.0} ms later",
+                fault.what,
+                healed / 1000.0,
+                at - healed
+            ));
+        }
+    }
+    found
+}
+
 /// Leader changes: every "leader is" event after the first.
 fn leader_changes(events: &[Event]) -> usize {
     events
@@ -249,6 +305,7 @@ impl Report {
                 leaderless_ms,
                 longest_leaderless_ms,
                 leader_changes: leader_changes(&r.events),
+                leader_changes_on_heal: changes_on_heal(&r.events, &r.leader_samples),
                 propagation,
                 staleness_peak_ms: r.staleness_peak_ms.clone(),
                 replicas,
@@ -327,6 +384,11 @@ impl Report {
             self.leaderless_ms, self.longest_leaderless_ms
         );
         let _ = writeln!(m, "| leader changes | {} |", self.leader_changes);
+        let _ = writeln!(
+            m,
+            "| leader changes on heal (a majority had kept its leader) | {} |",
+            self.leader_changes_on_heal.len()
+        );
         let _ = writeln!(
             m,
             "| linearizable checks (failed during faults) | {} ({}) |",
@@ -534,5 +596,57 @@ impl Report {
         }
         chart.draw_series(LineSeries::new(steps, RED.stroke_width(2)))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(at_ms: f64, end_ms: f64) -> Event {
+        Event {
+            at_ms,
+            end_ms: Some(end_ms),
+            kind: "fault".into(),
+            what: format!("fault at {at_ms}"),
+            failover_ms: None,
+        }
+    }
+
+    /// Samples every 100 ms over `[from, to)`, all naming `leader`.
+    fn led(from: f64, to: f64, leader: Option<u64>) -> Vec<(f64, Option<u64>)> {
+        (0..)
+            .map(|i| from + 100.0 * i as f64)
+            .take_while(|t| *t < to)
+            .map(|t| (t, leader))
+            .collect()
+    }
+
+    #[test]
+    fn a_change_after_a_heal_counts_only_if_a_majority_kept_one_leader_up_to_it() {
+        // The fault heals at 5 s; node 2 led from 3 s; node 1 takes over at 6 s.
+        let mut samples = led(0.0, 3_000.0, Some(1));
+        samples.extend(led(3_000.0, 6_000.0, Some(2)));
+        samples.extend(led(6_000.0, 9_000.0, Some(1)));
+        let events = [fault(2_000.0, 5_000.0)];
+        let found = changes_on_heal(&events, &samples);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("node 2 led a majority")
+                && found[0].contains("node 1 led 1000 ms later")
+        );
+        // The same change after the window, or after the next fault began, is not the heal's.
+        let mut slow = led(0.0, 8_000.0, Some(1));
+        slow.extend(led(8_000.0, 9_000.0, Some(2)));
+        assert!(changes_on_heal(&[fault(500.0, 2_000.0)], &slow).is_empty());
+        let next = [fault(2_000.0, 5_000.0), fault(5_500.0, 7_000.0)];
+        assert!(changes_on_heal(&next, &samples).is_empty());
+        // No leader a majority agreed on just before the heal: nothing was kept.
+        let mut gap = led(0.0, 4_500.0, Some(2));
+        gap.extend(led(4_500.0, 5_100.0, None));
+        gap.extend(led(5_100.0, 9_000.0, Some(1)));
+        assert!(changes_on_heal(&events, &gap).is_empty());
+        // The leader kept through the heal: nothing to count.
+        assert!(changes_on_heal(&events, &led(0.0, 9_000.0, Some(2))).is_empty());
     }
 }
