@@ -677,21 +677,23 @@ impl crate::network::election::Elections for Elections {
                 heard_ms: 0,
             };
         };
-        let running = self.state().pre_voting.filter(|r| r.term == req.term);
-        let answer = match running {
-            Some(own) if !outranks(&req, own.last_log_id, self.id) => {
-                PreVoteResponse::Campaigning {
-                    candidate: self.id,
-                    term: req.term,
-                }
-            }
-            _ => decide(&view, &req, self.min_timeout()),
-        };
+        let mut answer = decide(&view, &req, self.min_timeout());
         if answer == PreVoteResponse::Granted {
+            // A grant while this node runs its own pre-vote for the term: only one of the
+            // two goes on (see [`outranks`]).
             let mut st = self.state();
-            st.granted_at = Some(Instant::now());
-            if let Some(own) = st.pre_voting.as_mut().filter(|r| r.term == req.term) {
-                own.yielded = true;
+            match st.pre_voting.as_mut().filter(|r| r.term == req.term) {
+                Some(own) if !outranks(&req, own.last_log_id, self.id) => {
+                    answer = PreVoteResponse::Campaigning {
+                        candidate: self.id,
+                        term: req.term,
+                    };
+                }
+                Some(own) => own.yielded = true,
+                None => {}
+            }
+            if answer == PreVoteResponse::Granted {
+                st.granted_at = Some(Instant::now());
             }
         }
         tracing::debug!(candidate = req.candidate, term = req.term, answer = ?answer, "election: pre-vote asked");
