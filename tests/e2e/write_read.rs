@@ -336,3 +336,96 @@ async fn a_restarted_cluster_with_large_batches_serves_again() -> Result<()> {
     }
     Ok(())
 }
+
+/// `req` carrying the write-order header `order` (`client.seq.settled_below`).
+fn ordered<T>(req: T, order: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(req);
+    req.metadata_mut().insert(
+        revokd_proto::wire::WRITE_ORDER_HEADER,
+        order.parse().unwrap(),
+    );
+    req
+}
+
+// Seed 3169 of the simulation, on real nodes: a write its client has given up on (here: one
+// numbered below what a later, applied write of the same client said was settled) must not
+// take effect, also when it reaches the leader through a follower.
+#[tokio::test]
+async fn a_write_its_client_gave_up_on_never_applies_after_that_clients_next_write() -> Result<()> {
+    let c = ProcessCluster::start(3).await?;
+    let (_, follower) = revokd_e2e::leader_and_follower(&c, Duration::from_secs(10)).await?;
+    let mut api = c.revocation(follower)?;
+    let rule = |value: &str| pb::RevokeRuleRequest {
+        kind: pb::RuleKind::Subject as i32,
+        value: value.into(),
+        not_before: 0,
+        reason: "test".into(),
+    };
+    let remove = pb::RemoveRuleRequest {
+        kind: pb::RuleKind::Subject as i32,
+        value: "alice".into(),
+    };
+    // Write 1 (the removal) says write 0 is settled: the client gave up on it.
+    let removed = api
+        .remove_rule(ordered(remove, "77.1.1"))
+        .await?
+        .into_inner();
+    assert_eq!(removed.outcome, pb::WriteOutcome::NotFound as i32);
+    let late = api
+        .revoke_rule(ordered(rule("alice"), "77.0.0"))
+        .await
+        .expect_err("a write given up on must not apply after a later one");
+    assert_eq!(late.code(), tonic::Code::Aborted, "{late}");
+    assert!(
+        late.message()
+            .contains("a later write of the same client was applied first"),
+        "{}",
+        late.message()
+    );
+    let query = pb::CheckRequest {
+        token: Some(pb::TokenQuery {
+            jti: "t".into(),
+            sub: "alice".into(),
+            iat: Some(now() - 10),
+            ..Default::default()
+        }),
+        consistency: pb::Consistency::Linearizable as i32,
+        min_revision: 0,
+    };
+    let r = api.check(query.clone()).await?.into_inner();
+    assert!(
+        !r.result.context("result")?.revoked,
+        "the late rule changed nothing"
+    );
+
+    // Another client, a retry of the current write and a write with no order all apply.
+    let other = api
+        .revoke_rule(ordered(rule("bob"), "78.0.0"))
+        .await?
+        .into_inner();
+    assert_eq!(other.outcome, pb::WriteOutcome::Applied as i32);
+    let again = api
+        .revoke_rule(ordered(rule("carol"), "77.1.1"))
+        .await?
+        .into_inner();
+    assert_eq!(again.outcome, pb::WriteOutcome::Applied as i32);
+    let plain = api.revoke_rule(rule("alice")).await?.into_inner();
+    assert_eq!(plain.outcome, pb::WriteOutcome::Applied as i32);
+    let r = api.check(query).await?.into_inner();
+    assert!(r.result.context("result")?.revoked);
+
+    // A malformed order is refused before anything is proposed.
+    for bad in ["77.5", "77.1.2", "x.y.z"] {
+        let err = api
+            .revoke_rule(ordered(rule("dave"), bad))
+            .await
+            .expect_err("malformed order");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}: {err}");
+        assert!(
+            err.message().contains("client.seq.settled_below"),
+            "{bad}: {}",
+            err.message()
+        );
+    }
+    Ok(())
+}

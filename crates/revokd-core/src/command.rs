@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::order::WriteOrder;
 use crate::types::{RuleKind, RuleSpec, TokenSpec};
 
 /// A change to the revocation set, as proposed by the leader.
@@ -50,6 +51,16 @@ pub enum Command {
     /// Several commands applied in order in one log entry, at one revision: how the leader
     /// amortizes consensus and fsync cost over concurrent requests.
     Batch(Vec<Command>),
+    /// A client's write with its place in that client's sequence ([`crate::order`]): skipped
+    /// (every item [`Outcome::Superseded`]) if a later write of the same client was applied
+    /// after the client gave up on this one. Last in the enum, so logs written before it
+    /// existed still decode.
+    Ordered {
+        /// Where the write stands in its client's sequence.
+        order: WriteOrder,
+        /// The write.
+        cmd: Box<Command>,
+    },
 }
 
 impl Command {
@@ -70,6 +81,7 @@ impl Command {
             Command::RemoveRule { value, by, .. } => value.len() + by.len() + 8,
             Command::Purge { .. } => 16,
             Command::Batch(cmds) => cmds.iter().map(Command::approx_size).sum::<usize>() + 8,
+            Command::Ordered { cmd, .. } => cmd.approx_size() + 24,
         }
     }
 
@@ -79,6 +91,7 @@ impl Command {
         match self {
             Command::Revoke { tokens, .. } => tokens.len(),
             Command::Batch(cmds) => cmds.iter().map(Command::outcome_count).sum(),
+            Command::Ordered { cmd, .. } => cmd.outcome_count(),
             _ => 1,
         }
     }
@@ -95,6 +108,9 @@ pub enum Outcome {
     AlreadyExpired,
     /// Nothing to remove.
     NotFound,
+    /// Skipped: its client had already given up on it, and a later write of the same client
+    /// was applied first ([`crate::order`]). Nothing changed.
+    Superseded,
 }
 
 /// The result of applying one log entry: one outcome per item of the command.

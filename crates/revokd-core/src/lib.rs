@@ -6,6 +6,8 @@
 //!   remote check's answer, a write's result.
 //! - [`cluster`]: what the cluster calls answer: a node's status, its role, members, replicas.
 //! - [`command`]: the commands Raft replicates and the outcome of applying one.
+//! - [`order`]: each client's write order, so a write its client gave up on never applies
+//!   after that client's later writes.
 //! - [`event`]: the change events watchers receive, grouped per revision.
 //! - [`state`]: [`RevocationSet`], which applies commands and answers checks.
 //! - [`snapshot`]: the checksummed snapshot encoding.
@@ -30,6 +32,7 @@ pub mod command;
 pub mod error;
 pub mod event;
 pub mod frame;
+pub mod order;
 pub mod snapshot;
 pub mod state;
 pub mod types;
@@ -39,6 +42,7 @@ pub use cluster::{Member, Membership, NodeStatus, ReplicaInfo, Role};
 pub use command::{Applied, Command, Outcome};
 pub use error::{InvalidInput, SnapshotError};
 pub use event::{ChangeSet, Event};
+pub use order::{WriteOrder, Writers};
 pub use state::RevocationSet;
 pub use types::{
     issued_before, validate_jti, validate_jti_query, validate_text, Match, RevokedToken, Rule,

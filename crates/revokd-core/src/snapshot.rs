@@ -6,17 +6,22 @@
 //!
 //! Version 2 adds the purge watermark ([`RevocationSet::purged_through`]) after the revision.
 //! Version 1 snapshots (written before it existed) still decode, with a watermark of 0.
+//! Version 3 adds each recent client's write order ([`crate::order`]) after the rules;
+//! version 2 snapshots still decode, with no client remembered.
 
 use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SnapshotError;
 use crate::frame::{FrameError, FrameReader, FrameWriter};
+use crate::order::{Writer, Writers};
 use crate::state::RevocationSet;
 use crate::types::{RevokedToken, Rule};
 
 const MAGIC: &[u8; 4] = b"RVKS";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
+/// The version before the write order, still read.
+const VERSION_2: u32 = 2;
 /// The version before the purge watermark, still read.
 const VERSION_1: u32 = 1;
 const HEADER_LEN: usize = 4 + 4 + 8 + 4;
@@ -30,17 +35,28 @@ impl Serialize for BodyRef<'_> {
         let mut tokens: Vec<&RevokedToken> = set.tokens().collect();
         // Deterministic bytes: the same state always encodes the same way.
         tokens.sort_unstable_by(|a, b| a.jti.cmp(&b.jti));
-        let mut st = s.serialize_struct("Body", 4)?;
+        let mut st = s.serialize_struct("Body", 5)?;
         st.serialize_field("revision", &set.revision())?;
         st.serialize_field("purged_through", &set.purged_through())?;
         st.serialize_field("tokens", &tokens)?;
         st.serialize_field("rules", &set.rules().collect::<Vec<_>>())?;
+        st.serialize_field("writers", &set.writers().iter().collect::<Vec<_>>())?;
         st.end()
     }
 }
 
 #[derive(Deserialize)]
 struct Body {
+    revision: u64,
+    purged_through: i64,
+    tokens: Vec<RevokedToken>,
+    rules: Vec<Rule>,
+    writers: Vec<Writer>,
+}
+
+/// The body of a version 2 snapshot.
+#[derive(Deserialize)]
+struct BodyV2 {
     revision: u64,
     purged_through: i64,
     tokens: Vec<RevokedToken>,
@@ -77,7 +93,7 @@ impl RevocationSet {
         let mut frame = FrameReader::new(bytes);
         frame.magic(MAGIC).map_err(|_| SnapshotError::BadMagic)?;
         let version = frame.u32().map_err(|_| SnapshotError::BadMagic)?;
-        if version != VERSION && version != VERSION_1 {
+        if ![VERSION, VERSION_2, VERSION_1].contains(&version) {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
         let expected = frame.u64().map_err(|_| SnapshotError::BadMagic)?;
@@ -103,12 +119,30 @@ impl RevocationSet {
                     purged_through: 0,
                     tokens: v1.tokens,
                     rules: v1.rules,
+                    writers: Vec::new(),
+                }
+            }
+            VERSION_2 => {
+                let v2: BodyV2 = postcard::from_bytes(body)?;
+                Body {
+                    revision: v2.revision,
+                    purged_through: v2.purged_through,
+                    tokens: v2.tokens,
+                    rules: v2.rules,
+                    writers: Vec::new(),
                 }
             }
             _ => postcard::from_bytes(body)?,
         };
-        RevocationSet::from_parts(body.revision, body.purged_through, body.tokens, body.rules)
-            .map_err(SnapshotError::Inconsistent)
+        let writers = Writers::from_parts(body.writers).map_err(SnapshotError::Inconsistent)?;
+        RevocationSet::from_parts(
+            body.revision,
+            body.purged_through,
+            body.tokens,
+            body.rules,
+            writers,
+        )
+        .map_err(SnapshotError::Inconsistent)
     }
 }
 
@@ -183,6 +217,34 @@ mod tests {
         let old = RevocationSet::decode_snapshot(&old).unwrap();
         assert_eq!((old.revision(), old.purged_through()), (7, 0));
         assert_eq!((old.token_count(), old.rule_count()), (1, 1));
+    }
+
+    #[test]
+    fn version_2_snapshots_still_read_with_no_client_remembered() {
+        #[derive(Serialize)]
+        struct RawV2 {
+            revision: u64,
+            purged_through: i64,
+            tokens: Vec<RevokedToken>,
+            rules: Vec<Rule>,
+        }
+        let body = postcard::to_stdvec(&RawV2 {
+            revision: 9,
+            purged_through: 40,
+            tokens: vec![token("a", 50)],
+            rules: vec![rule("alice")],
+        })
+        .unwrap();
+        let old = FrameWriter::default()
+            .bytes(MAGIC)
+            .u32(VERSION_2)
+            .u64(body.len() as u64)
+            .checked(&body)
+            .finish();
+        let set = RevocationSet::decode_snapshot(&old).unwrap();
+        assert_eq!((set.revision(), set.purged_through()), (9, 40));
+        assert_eq!((set.token_count(), set.rule_count()), (1, 1));
+        assert!(set.writers().is_empty());
     }
 
     // Found by the snapshot_decode fuzz target (crates/revokd-fuzz): a checksummed body with

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::command::{Applied, Command, Outcome};
 use crate::event::{ChangeSet, Event};
+use crate::order::Writers;
 use crate::types::{
     issued_before, Match, RevokedToken, Rule, RuleKind, RuleSpec, TokenQuery, TokenSpec,
 };
@@ -26,6 +27,8 @@ pub struct RevocationSet {
     revision: u64,
     /// The latest time (unix seconds) a purge ran at: see [`RevocationSet::purged_through`].
     purged_through: i64,
+    /// Each recent client's write order ([`crate::order`]).
+    writers: Writers,
 }
 
 impl RevocationSet {
@@ -50,6 +53,11 @@ impl RevocationSet {
     /// later than the last purge.
     pub fn purge_due(&self, now: i64) -> bool {
         now > self.purged_through && self.next_expiry().is_some_and(|t| t <= now)
+    }
+
+    /// Each recent client's write order.
+    pub fn writers(&self) -> &Writers {
+        &self.writers
     }
 
     /// Number of revoked token ids.
@@ -158,6 +166,10 @@ impl RevocationSet {
                     self.apply_into(revision, c, outcomes, events);
                 }
             }
+            Command::Ordered { order, cmd } => match self.writers.admit(order, revision) {
+                true => self.apply_into(revision, cmd, outcomes, events),
+                false => outcomes.extend((0..cmd.outcome_count()).map(|_| Outcome::Superseded)),
+            },
         }
     }
 
@@ -298,10 +310,12 @@ impl RevocationSet {
         purged_through: i64,
         tokens: impl IntoIterator<Item = RevokedToken>,
         rules: impl IntoIterator<Item = Rule>,
+        writers: Writers,
     ) -> Result<Self, String> {
         let mut set = RevocationSet {
             revision,
             purged_through,
+            writers,
             ..Self::default()
         };
         for t in tokens {
@@ -332,6 +346,9 @@ impl RevocationSet {
         for r in self.rules() {
             h.update(&postcard::to_stdvec(r).unwrap_or_default());
         }
+        for w in self.writers.iter() {
+            h.update(&postcard::to_stdvec(&w).unwrap_or_default());
+        }
         h.finalize()
     }
 }
@@ -342,6 +359,7 @@ impl PartialEq for RevocationSet {
             && self.purged_through == other.purged_through
             && self.tokens == other.tokens
             && self.rules == other.rules
+            && self.writers == other.writers
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use revokd_core::{
     ChangeSet, Command, Event, Match, Outcome, RevocationSet, RuleKind, RuleSpec, SnapshotError,
-    TokenQuery, TokenSpec,
+    TokenQuery, TokenSpec, WriteOrder,
 };
 
 fn spec(jti: &str, expires_at: i64) -> TokenSpec {
@@ -306,6 +306,60 @@ fn snapshot_detects_corruption_and_truncation() {
     ));
 }
 
+fn ordered(seq: u64, settled_below: u64, cmd: Command) -> Command {
+    Command::Ordered {
+        order: WriteOrder {
+            client: 42,
+            seq,
+            settled_below,
+        },
+        cmd: Box::new(cmd),
+    }
+}
+
+// Seed 3169 of the simulation: a client's RevokeRule timed out, the client removed the rule
+// (acknowledged), and the held RevokeRule then reached a leader and brought the rule back.
+#[test]
+fn a_write_its_client_gave_up_on_never_applies_after_that_clients_next_write() {
+    let mut set = RevocationSet::new();
+    let add = Command::RevokeRule {
+        rule: RuleSpec::new(
+            RuleKind::Subject,
+            "w2-s87".into(),
+            10,
+            String::new(),
+            10,
+            100,
+        )
+        .unwrap(),
+        by: "w2".into(),
+    };
+    let remove = Command::RemoveRule {
+        kind: RuleKind::Subject,
+        value: "w2-s87".into(),
+        by: "w2".into(),
+    };
+    // Write 0 (the add) failed at the client; write 1 (the remove) says so.
+    let (a, _) = set.apply(1, &ordered(1, 1, remove));
+    assert_eq!(a.outcomes, vec![Outcome::NotFound]);
+    let (a, changes) = set.apply(2, &ordered(0, 0, add.clone()));
+    assert_eq!(a.outcomes, vec![Outcome::Superseded]);
+    assert!(changes.events.is_empty());
+    assert_eq!(set.rule_count(), 0);
+    assert_eq!(
+        set.revision(),
+        2,
+        "the skipped entry still advances the revision"
+    );
+    // The floor survives a snapshot; a write without an order is applied as before.
+    let mut back = RevocationSet::decode_snapshot(&set.encode_snapshot()).unwrap();
+    assert_eq!(back, set);
+    let (a, _) = back.apply(3, &ordered(0, 0, add.clone()));
+    assert_eq!(a.outcomes, vec![Outcome::Superseded]);
+    let (a, _) = back.apply(4, &add);
+    assert_eq!(a.outcomes, vec![Outcome::Applied(4)]);
+}
+
 // ------------------------------------------------------------------------------------------
 // Property tests
 
@@ -313,7 +367,23 @@ fn arb_command() -> impl Strategy<Value = Command> {
     prop_oneof![
         8 => arb_single(),
         1 => prop::collection::vec(arb_single(), 0..4).prop_map(Command::Batch),
+        3 => arb_ordered(),
+        1 => prop::collection::vec(arb_ordered(), 0..4).prop_map(Command::Batch),
     ]
+}
+
+/// A write of one of three clients, with its place in that client's sequence.
+fn arb_ordered() -> impl Strategy<Value = Command> {
+    (0u64..3, 0u64..8, 0u64..8, arb_single()).prop_map(|(client, seq, settled, cmd)| {
+        Command::Ordered {
+            order: WriteOrder {
+                client,
+                seq,
+                settled_below: settled.min(seq),
+            },
+            cmd: Box::new(cmd),
+        }
+    })
 }
 
 fn arb_single() -> impl Strategy<Value = Command> {
@@ -343,6 +413,8 @@ struct Model {
     rules: BTreeMap<(RuleKind, String), (i64, i64)>,
     /// The latest purge time: an earlier purge does nothing.
     purged_through: i64,
+    /// Per client, the highest `settled_below` seen: its writes numbered below are skipped.
+    floors: BTreeMap<u64, u64>,
 }
 
 impl Model {
@@ -380,6 +452,14 @@ impl Model {
             Command::Batch(cmds) => {
                 for c in cmds {
                     self.apply(rev, c);
+                }
+            }
+            Command::Ordered { order, cmd } => {
+                let floor = self.floors.entry(order.client).or_default();
+                let admitted = order.seq >= *floor;
+                *floor = (*floor).max(order.settled_below);
+                if admitted {
+                    self.apply(rev, cmd);
                 }
             }
         }
@@ -420,6 +500,8 @@ proptest! {
         let got_rules: BTreeMap<(RuleKind, String), (i64, i64)> =
             a.rules().map(|r| ((r.kind, r.value.clone()), (r.not_before, r.drop_at))).collect();
         prop_assert_eq!(got_rules, model.rules);
+        let floors: BTreeMap<u64, u64> = a.writers().iter().map(|w| (w.client, w.floor)).collect();
+        prop_assert_eq!(floors, model.floors);
     }
 
     /// Replaying the events of each revision on a copy reproduces the state (what a watching

@@ -126,6 +126,8 @@ pub fn write_response(outcome: Outcome, committed: u64, leader_id: u64) -> pb::W
         Outcome::AlreadyPresent(r) => (r, pb::WriteOutcome::AlreadyPresent),
         Outcome::AlreadyExpired => (committed, pb::WriteOutcome::AlreadyExpired),
         Outcome::NotFound => (committed, pb::WriteOutcome::NotFound),
+        // Never sent as an outcome: the node answers ABORTED instead (`revokd::api`).
+        Outcome::Superseded => (committed, pb::WriteOutcome::Unspecified),
     };
     pb::WriteResponse {
         revision,

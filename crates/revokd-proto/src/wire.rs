@@ -13,6 +13,10 @@ pub const ACTOR_HEADER: &str = "x-revokd-actor";
 /// Set on a write one node forwards to the leader, so it is never forwarded twice (trusted
 /// only from a peer's certificate when TLS is on).
 pub const FORWARDED_HEADER: &str = "x-revokd-forwarded";
+/// Metadata key carrying a write's place in its client's sequence, `client.seq.settled_below`
+/// (`revokd_core::WriteOrder`): with it, a write its client gave up on never takes effect
+/// after that client's later writes. Optional; `revokd-client` always sends it.
+pub const WRITE_ORDER_HEADER: &str = "x-revokd-write-order";
 /// Set on the answer of a leader that lost its quorum (check-quorum): it is no use retrying
 /// on that node until it hears from a majority again; try another.
 pub const QUORUM_LOST_HEADER: &str = "x-revokd-quorum-lost";

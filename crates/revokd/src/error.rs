@@ -111,6 +111,13 @@ pub enum Error {
     /// A consistency level this node does not know.
     #[error("revokd: invalid argument: unknown consistency {0}")]
     UnknownConsistency(i32),
+    /// The write-order header ([`revokd_proto::wire::WRITE_ORDER_HEADER`]) is malformed.
+    #[error("revokd: invalid argument: {0}")]
+    BadWriteOrder(String),
+    /// The write was skipped: its client had given up on it and a later write of the same
+    /// client was applied first (`revokd_core::order`).
+    #[error("revokd: aborted: a later write of the same client was applied first, so this one (which that client had already given up on) changed nothing")]
+    Superseded,
     /// No leader became known before the deadline.
     #[error("revokd: no leader known after waiting {0:?}; the cluster may have lost quorum")]
     NoLeader(Duration),

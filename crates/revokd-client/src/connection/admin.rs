@@ -30,13 +30,15 @@ impl Client {
     /// the first one's revision and creates no second event.
     pub async fn revoke(&self, token: Revoke) -> Result<WriteResult, Error> {
         let spec = convert::token_spec_pb(&token);
+        let ticket = self.begin_write();
         let r = self
             .call("Revoke", Target::Leader, |node, left| {
-                let req = self.request(
+                let req = self.write_request(
                     pb::RevokeRequest {
                         token: Some(spec.clone()),
                     },
                     left,
+                    &ticket,
                 );
                 async move { node.revocation().revoke(req).await }
             })
@@ -51,13 +53,15 @@ impl Client {
         for chunk in tokens.chunks(MAX_BATCH) {
             let specs: Vec<pb::RevokedTokenSpec> =
                 chunk.iter().map(convert::token_spec_pb).collect();
+            let ticket = self.begin_write();
             let r = self
                 .call("RevokeBatch", Target::Leader, |node, left| {
-                    let req = self.request(
+                    let req = self.write_request(
                         pb::RevokeBatchRequest {
                             tokens: specs.clone(),
                         },
                         left,
+                        &ticket,
                     );
                     async move { node.revocation().revoke_batch(req).await }
                 })
@@ -85,9 +89,10 @@ impl Client {
             not_before: not_before.unwrap_or_else(unix_now),
             reason: reason.to_owned(),
         };
+        let ticket = self.begin_write();
         let r = self
             .call("RevokeRule", Target::Leader, |node, left| {
-                let req = self.request(msg.clone(), left);
+                let req = self.write_request(msg.clone(), left, &ticket);
                 async move { node.revocation().revoke_rule(req).await }
             })
             .await?;
@@ -100,9 +105,10 @@ impl Client {
             kind: rule_kind_pb(kind) as i32,
             value: value.to_owned(),
         };
+        let ticket = self.begin_write();
         let r = self
             .call("RemoveRule", Target::Leader, |node, left| {
-                let req = self.request(msg.clone(), left);
+                let req = self.write_request(msg.clone(), left, &ticket);
                 async move { node.revocation().remove_rule(req).await }
             })
             .await?;
@@ -114,9 +120,10 @@ impl Client {
         let msg = pb::UnrevokeRequest {
             jti: jti.to_owned(),
         };
+        let ticket = self.begin_write();
         let r = self
             .call("Unrevoke", Target::Leader, |node, left| {
-                let req = self.request(msg.clone(), left);
+                let req = self.write_request(msg.clone(), left, &ticket);
                 async move { node.revocation().unrevoke(req).await }
             })
             .await?;

@@ -6,11 +6,12 @@
 //! whose last probe failed is not sent anything until a probe succeeds again.
 //!
 //! Layout: [`config`] (what a client is told), `pool` (nodes, picking, the prober), `retry`
-//! (deadlines, backoff, leader hints), `admin` (the calls), `receipts`, [`results`] (the types
-//! writes take and return).
+//! (deadlines, backoff, leader hints), `admin` (the calls), `order` (each write's place in the
+//! client's sequence), `receipts`, [`results`] (the types writes take and return).
 
 mod admin;
 pub mod config;
+mod order;
 pub(crate) mod pool;
 mod receipts;
 pub mod results;
@@ -47,6 +48,8 @@ struct Inner {
     /// Whether the background prober runs (from the end of `connect`): before, a call that
     /// finds no node up probes by itself.
     probing: AtomicBool,
+    /// This client's write sequence.
+    writes: Arc<order::Sequence>,
 }
 
 /// A connection to a revokd cluster. Cheap to clone; clones share connections and the
@@ -90,6 +93,7 @@ impl Client {
                 reporter: RwLock::new(None),
                 rounds,
                 probing: AtomicBool::new(false),
+                writes: order::Sequence::new(),
             }),
         };
         let status = client

@@ -11,7 +11,9 @@ use tokio::time::Instant;
 
 use crate::error::{from_status, Error};
 
-use revokd_proto::wire::{is_node_error, ACTOR_HEADER, LEADER_ADDR_HEADER, QUORUM_LOST_HEADER};
+use revokd_proto::wire::{
+    is_node_error, ACTOR_HEADER, LEADER_ADDR_HEADER, QUORUM_LOST_HEADER, WRITE_ORDER_HEADER,
+};
 
 use super::pool::{mark, probe_round, InFlight};
 use super::*;
@@ -202,6 +204,25 @@ impl Client {
         req.set_timeout(remaining);
         if let Ok(v) = self.inner.config.actor.parse() {
             req.metadata_mut().insert(ACTOR_HEADER, v);
+        }
+        req
+    }
+
+    /// Numbers a new write ([`order`]); the write is in flight until the ticket drops.
+    pub(super) fn begin_write(&self) -> order::Ticket {
+        self.inner.writes.begin()
+    }
+
+    /// A write's request: [`Client::request`] with the write's order.
+    pub(super) fn write_request<T>(
+        &self,
+        msg: T,
+        remaining: Duration,
+        ticket: &order::Ticket,
+    ) -> tonic::Request<T> {
+        let mut req = self.request(msg, remaining);
+        if let Ok(v) = ticket.order().to_string().parse() {
+            req.metadata_mut().insert(WRITE_ORDER_HEADER, v);
         }
         req
     }

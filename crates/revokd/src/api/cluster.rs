@@ -188,7 +188,7 @@ impl Cluster for ClusterService {
         routed(
             &self.node,
             req,
-            |r, _by, d| async move {
+            |r, _origin, d| async move {
                 let raft = &self.node.raft;
                 let add = raft.add_learner(r.node_id, BasicNode::new(&r.address), r.blocking);
                 self.change(add, d).await
@@ -208,7 +208,7 @@ impl Cluster for ClusterService {
         routed(
             &self.node,
             req,
-            |r, _by, d| async move {
+            |r, _origin, d| async move {
                 let voters: BTreeSet<u64> = r.voters.iter().copied().collect();
                 let change = self.node.raft.change_membership(voters, r.retain);
                 self.change(change, d).await

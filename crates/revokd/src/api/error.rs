@@ -16,6 +16,7 @@ fn code(e: &Error) -> Code {
         | Error::InvalidToken { .. }
         | Error::TooLong { .. }
         | Error::UnknownConsistency(_)
+        | Error::BadWriteOrder(_)
         | Error::UnknownLearner(_)
         | Error::NoVoters
         | Error::ZeroNodeId
@@ -29,6 +30,7 @@ fn code(e: &Error) -> Code {
         | Error::Forward { .. } => Code::Unavailable,
         Error::Deadline(_) => Code::DeadlineExceeded,
         Error::MembershipInProgress(_) => Code::FailedPrecondition,
+        Error::Superseded => Code::Aborted,
         Error::OutOfRange { .. } => Code::OutOfRange,
         Error::TooManyReplicasFrom { .. }
         | Error::TooManyReplicas(_)
@@ -105,6 +107,8 @@ mod tests {
             Error::BadAddress(s()),
             Error::OutOfRange { from: 1, start: 2 },
             Error::Stopped("x"),
+            Error::BadWriteOrder(s()),
+            Error::Superseded,
             Error::Fatal(Box::new(Fatal::Stopped)),
             Error::Forward {
                 addr: s(),

@@ -20,10 +20,12 @@ use tonic::{Request, Response, Status};
 
 use tonic::transport::Channel;
 
+use revokd_core::{Command, WriteOrder};
+
 use crate::error::{Error, Waited};
 use crate::node::{Node, Route, ELECTION_PAUSE};
 
-pub use revokd_proto::wire::{ACTOR_HEADER, FORWARDED_HEADER};
+pub use revokd_proto::wire::{ACTOR_HEADER, FORWARDED_HEADER, WRITE_ORDER_HEADER};
 
 /// Longest deadline honoured, whatever the caller asks.
 const MAX_DEADLINE: Duration = Duration::from_secs(60);
@@ -68,7 +70,46 @@ pub fn actor(meta: &MetadataMap) -> String {
         .to_owned()
 }
 
-/// Runs a write on the leader: `local(body, actor, deadline)` when this node leads, or
+/// Who made a write, and its place in their sequence: what the leader records with it.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    /// The identity recorded as `revoked_by`.
+    pub actor: Arc<str>,
+    /// The write's place in its client's sequence, when the client sent one.
+    pub order: Option<WriteOrder>,
+}
+
+impl Origin {
+    /// Reads the origin of a write from its metadata; a malformed write order is refused.
+    pub fn from_metadata(meta: &MetadataMap) -> Result<Origin, Error> {
+        let order = match meta.get(WRITE_ORDER_HEADER) {
+            None => None,
+            Some(v) => {
+                let v = v.to_str().map_err(|_| {
+                    Error::BadWriteOrder(format!("{WRITE_ORDER_HEADER} is not ASCII text"))
+                })?;
+                Some(WriteOrder::parse(v).map_err(Error::BadWriteOrder)?)
+            }
+        };
+        Ok(Origin {
+            actor: Arc::from(actor(meta)),
+            order,
+        })
+    }
+
+    /// `cmd` as this origin proposes it: carrying its write order, if any.
+    pub fn command(&self, cmd: Command) -> Command {
+        match self.order {
+            Some(order) => Command::Ordered {
+                order,
+                cmd: Box::new(cmd),
+            },
+            None => cmd,
+        }
+    }
+}
+
+/// Runs a write on the leader: `local(body, origin, deadline)` when this node leads, or
 /// `forward(channel, request)` to the leader (once: a forwarded request is never forwarded
 /// again). Leadership can move during a call, so it routes again, until the deadline, when
 /// the local attempt finds this node no longer leads or the hop to the leader fails
@@ -85,15 +126,15 @@ pub async fn routed<Req, Resp, L, LF, F, FF>(
 ) -> Result<Response<Resp>, Status>
 where
     Req: Clone,
-    L: Fn(Arc<Req>, Arc<str>, Instant) -> LF,
+    L: Fn(Arc<Req>, Origin, Instant) -> LF,
     LF: Future<Output = Result<Resp, Error>>,
     F: Fn(Channel, Request<Req>) -> FF,
     FF: Future<Output = Result<Response<Resp>, Status>>,
 {
-    let mut rt = Routed::new(node, req);
+    let mut rt = Routed::new(node, req)?;
     loop {
         match rt.next().await? {
-            Hop::Local => match local(rt.body.clone(), rt.actor.clone(), rt.deadline).await {
+            Hop::Local => match local(rt.body.clone(), rt.origin.clone(), rt.deadline).await {
                 Ok(resp) => return Ok(Response::new(resp)),
                 Err(Error::NotLeader(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -120,8 +161,8 @@ struct Routed<Req> {
     node: Node,
     /// The request body.
     body: Arc<Req>,
-    /// The identity to record.
-    actor: Arc<str>,
+    /// Who made it.
+    origin: Origin,
     /// When the call must be answered.
     deadline: Instant,
     forwarded: bool,
@@ -132,22 +173,22 @@ struct Routed<Req> {
 }
 
 impl<Req: Clone> Routed<Req> {
-    /// Starts routing `req`.
-    fn new(node: &Node, req: Request<Req>) -> Self {
+    /// Starts routing `req`; a malformed write order is refused.
+    fn new(node: &Node, req: Request<Req>) -> Result<Self, Status> {
         let deadline = deadline(req.metadata(), node.config.default_deadline);
         let forwarded = req.metadata().contains_key(FORWARDED_HEADER);
-        let actor = Arc::from(actor(req.metadata()));
+        let origin = Origin::from_metadata(req.metadata())?;
         let authorization = req.metadata().get("authorization").cloned();
-        Routed {
+        Ok(Routed {
             node: node.clone(),
             body: Arc::new(req.into_inner()),
-            actor,
+            origin,
             deadline,
             forwarded,
             authorization,
             attempts: 0,
             leader_addr: String::new(),
-        }
+        })
     }
 
     /// Waits for a leader (until the deadline) and says where to run the next attempt.
@@ -171,8 +212,11 @@ impl<Req: Clone> Routed<Req> {
                     FORWARDED_HEADER,
                     tonic::metadata::MetadataValue::from_static("1"),
                 );
-                if let Ok(v) = self.actor.as_ref().parse() {
+                if let Ok(v) = self.origin.actor.as_ref().parse() {
                     fwd.metadata_mut().insert(ACTOR_HEADER, v);
+                }
+                if let Some(Ok(v)) = self.origin.order.map(|o| o.to_string().parse()) {
+                    fwd.metadata_mut().insert(WRITE_ORDER_HEADER, v);
                 }
                 // The leader verifies the caller's token again.
                 if let Some(v) = self.authorization.clone() {

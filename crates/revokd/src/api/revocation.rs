@@ -4,7 +4,7 @@
 use std::pin::Pin;
 
 use revokd_core::{
-    validate_jti_query, Applied, Command, InvalidInput, RuleSpec, TokenSpec, MAX_BATCH,
+    validate_jti_query, Applied, Command, InvalidInput, Outcome, RuleSpec, TokenSpec, MAX_BATCH,
     MAX_BATCH_BYTES,
 };
 use revokd_proto::v1 as pb;
@@ -17,7 +17,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::caller;
-use super::{deadline, routed};
+use super::{deadline, routed, Origin};
 use crate::error::Error;
 use crate::node::Node;
 use crate::watch::snapshots;
@@ -50,9 +50,29 @@ impl RevocationService {
         Ok(spec)
     }
 
+    /// Proposes `cmd` from `origin` and waits for its outcomes; a write skipped because its
+    /// client had given up on it ([`revokd_core::order`]) is an error.
+    async fn write(
+        &self,
+        cmd: Command,
+        origin: &Origin,
+        deadline: Instant,
+    ) -> Result<Applied, Error> {
+        let applied = self.node.propose(origin.command(cmd), deadline).await?;
+        if applied.outcomes.contains(&Outcome::Superseded) {
+            return Err(Error::Superseded);
+        }
+        Ok(applied)
+    }
+
     /// Proposes a single-item command and shapes the reply.
-    async fn write_one(&self, cmd: Command, deadline: Instant) -> Result<pb::WriteResponse, Error> {
-        let applied = self.node.propose(cmd, deadline).await?;
+    async fn write_one(
+        &self,
+        cmd: Command,
+        origin: &Origin,
+        deadline: Instant,
+    ) -> Result<pb::WriteResponse, Error> {
+        let applied = self.write(cmd, origin, deadline).await?;
         Ok(single_response(&applied, self.node.id))
     }
 
@@ -86,7 +106,7 @@ fn single_response(applied: &Applied, leader: u64) -> pb::WriteResponse {
         .outcomes
         .first()
         .copied()
-        .unwrap_or(revokd_core::Outcome::NotFound);
+        .unwrap_or(Outcome::NotFound);
     write_response(outcome, applied.revision, leader)
 }
 
@@ -105,7 +125,7 @@ impl RevocationService {
     async fn local_revoke(
         &self,
         r: &pb::RevokeRequest,
-        by: &str,
+        origin: &Origin,
         deadline: Instant,
     ) -> Result<pb::WriteResponse, Error> {
         let t = r.token.as_ref().ok_or(InvalidInput::Unspecified("token"))?;
@@ -113,15 +133,15 @@ impl RevocationService {
         let cmd = Command::Revoke {
             tokens: vec![self.spec(t, now)?],
             now,
-            by: by.to_owned(),
+            by: origin.actor.to_string(),
         };
-        self.write_one(cmd, deadline).await
+        self.write_one(cmd, origin, deadline).await
     }
 
     async fn local_revoke_batch(
         &self,
         r: &pb::RevokeBatchRequest,
-        by: &str,
+        origin: &Origin,
         deadline: Instant,
     ) -> Result<pb::RevokeBatchResponse, Error> {
         if r.tokens.is_empty() {
@@ -147,7 +167,7 @@ impl RevocationService {
         let cmd = Command::Revoke {
             tokens,
             now,
-            by: by.to_owned(),
+            by: origin.actor.to_string(),
         };
         if cmd.approx_size() > MAX_BATCH_BYTES {
             return Err(InvalidInput::BatchTooBig {
@@ -157,7 +177,7 @@ impl RevocationService {
             .into());
         }
         let leader = self.node.id;
-        let a = self.node.propose(cmd, deadline).await?;
+        let a = self.write(cmd, origin, deadline).await?;
         Ok(pb::RevokeBatchResponse {
             revision: a.revision,
             leader_id: leader,
@@ -172,7 +192,7 @@ impl RevocationService {
     async fn local_revoke_rule(
         &self,
         r: &pb::RevokeRuleRequest,
-        by: &str,
+        origin: &Origin,
         deadline: Instant,
     ) -> Result<pb::WriteResponse, Error> {
         let now = self.node.clock.now();
@@ -188,8 +208,9 @@ impl RevocationService {
         self.write_one(
             Command::RevokeRule {
                 rule,
-                by: by.to_owned(),
+                by: origin.actor.to_string(),
             },
+            origin,
             deadline,
         )
         .await
@@ -198,21 +219,21 @@ impl RevocationService {
     async fn local_unrevoke(
         &self,
         r: &pb::UnrevokeRequest,
-        by: &str,
+        origin: &Origin,
         deadline: Instant,
     ) -> Result<pb::WriteResponse, Error> {
         revokd_core::validate_jti(&r.jti)?;
         let cmd = Command::Unrevoke {
             jti: r.jti.clone(),
-            by: by.to_owned(),
+            by: origin.actor.to_string(),
         };
-        self.write_one(cmd, deadline).await
+        self.write_one(cmd, origin, deadline).await
     }
 
     async fn local_remove_rule(
         &self,
         r: &pb::RemoveRuleRequest,
-        by: &str,
+        origin: &Origin,
         deadline: Instant,
     ) -> Result<pb::WriteResponse, Error> {
         let kind = rule_kind(r.kind)?;
@@ -222,9 +243,9 @@ impl RevocationService {
         let cmd = Command::RemoveRule {
             kind,
             value: r.value.clone(),
-            by: by.to_owned(),
+            by: origin.actor.to_string(),
         };
-        self.write_one(cmd, deadline).await
+        self.write_one(cmd, origin, deadline).await
     }
 }
 
@@ -239,7 +260,7 @@ impl Revocation for RevocationService {
         routed(
             &self.node,
             req,
-            |r, by, d| async move { self.local_revoke(&r, &by, d).await },
+            |r, o, d| async move { self.local_revoke(&r, &o, d).await },
             |ch, fwd| async move { Client::new(ch).revoke(fwd).await },
         )
         .await
@@ -252,7 +273,7 @@ impl Revocation for RevocationService {
         routed(
             &self.node,
             req,
-            |r, by, d| async move { self.local_revoke_batch(&r, &by, d).await },
+            |r, o, d| async move { self.local_revoke_batch(&r, &o, d).await },
             |ch, fwd| async move { Client::new(ch).revoke_batch(fwd).await },
         )
         .await
@@ -265,7 +286,7 @@ impl Revocation for RevocationService {
         routed(
             &self.node,
             req,
-            |r, by, d| async move { self.local_revoke_rule(&r, &by, d).await },
+            |r, o, d| async move { self.local_revoke_rule(&r, &o, d).await },
             |ch, fwd| async move { Client::new(ch).revoke_rule(fwd).await },
         )
         .await
@@ -278,7 +299,7 @@ impl Revocation for RevocationService {
         routed(
             &self.node,
             req,
-            |r, by, d| async move { self.local_unrevoke(&r, &by, d).await },
+            |r, o, d| async move { self.local_unrevoke(&r, &o, d).await },
             |ch, fwd| async move { Client::new(ch).unrevoke(fwd).await },
         )
         .await
@@ -291,7 +312,7 @@ impl Revocation for RevocationService {
         routed(
             &self.node,
             req,
-            |r, by, d| async move { self.local_remove_rule(&r, &by, d).await },
+            |r, o, d| async move { self.local_remove_rule(&r, &o, d).await },
             |ch, fwd| async move { Client::new(ch).remove_rule(fwd).await },
         )
         .await

@@ -58,12 +58,20 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, max_in_flight: usize, 
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let Some(first) = rx.recv().await else { return };
+        // A queued write whose caller has gone (its deadline passed while it waited for a
+        // slot) is dropped unproposed: its caller was told it failed, so it must not happen.
+        let first = loop {
+            let Some(p) = rx.recv().await else { return };
+            if !p.reply.is_closed() {
+                break p;
+            }
+        };
         let mut items = first.cmd.outcome_count();
         let mut bytes = first.cmd.approx_size();
         let mut batch = vec![first];
         while items < max_items && bytes < MAX_ENTRY_BYTES {
             match rx.try_recv() {
+                Ok(p) if p.reply.is_closed() => {}
                 Ok(p) => {
                     items += p.cmd.outcome_count();
                     bytes += p.cmd.approx_size();
