@@ -95,6 +95,10 @@ pub struct Report {
     pub elections: (u64, u64),
     /// Leaders a majority kept, deposed by a term raised while they had no quorum.
     pub late_depositions: u64,
+    /// Write items the nodes skipped because their client had given up on them and a later
+    /// write of that client had been applied (`revokd_core::order`): the most any running
+    /// node counted.
+    pub superseded: u64,
 }
 
 impl Report {
@@ -564,6 +568,12 @@ impl World<'_> {
             simulated,
             elections: (leadership.rounds(), leadership.changes),
             late_depositions: leadership.late_depositions,
+            superseded: self
+                .probes
+                .iter()
+                .filter_map(|p| superseded_on(p))
+                .max()
+                .unwrap_or(0),
         }
     }
 }
@@ -771,6 +781,12 @@ fn node_state(probe: &Mutex<Probe>) -> Option<(u64, u32)> {
     let node = p.node.as_ref()?;
     let sm = node.sm.read();
     Some((sm.set.revision(), sm.set.digest()))
+}
+
+/// How many write items a running node skipped as superseded.
+fn superseded_on(probe: &Mutex<Probe>) -> Option<u64> {
+    let p = probe.lock().unwrap_or_else(|e| e.into_inner());
+    Some(p.node.as_ref()?.sm.superseded())
 }
 
 fn replica_of(slot: &Mutex<Option<Replica>>) -> Option<Replica> {

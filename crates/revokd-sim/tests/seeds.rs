@@ -58,6 +58,8 @@ struct Totals {
     changes: u64,
     /// Leaders a majority kept, deposed by a term raised while they had no quorum.
     late_depositions: u64,
+    /// Write items skipped because their client had given up on them.
+    superseded: u64,
     /// Seeds by their election rounds per leader change beyond one (split votes), 0..=3+.
     extra_rounds: [usize; 4],
     done: usize,
@@ -80,6 +82,7 @@ impl Totals {
         self.rounds += rounds;
         self.changes += changes;
         self.late_depositions += report.late_depositions;
+        self.superseded += report.superseded;
         let extra = rounds.saturating_sub(changes.max(1)).min(3) as usize;
         self.extra_rounds[extra] += 1;
         self.done += 1;
@@ -199,5 +202,9 @@ fn seeds() {
         t.rounds as f64 / t.changes.max(1) as f64,
         t.late_depositions,
         t.extra_rounds,
+    );
+    println!(
+        "write order: {} write items skipped because their client had given up on them and a later write of that client was applied first",
+        t.superseded
     );
 }

@@ -46,6 +46,7 @@ pub struct Metrics {
     hand_offs: IntGauge,
     holds: IntGauge,
     clock_step: IntGauge,
+    superseded: IntGauge,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -172,6 +173,11 @@ impl Metrics {
                 "revokd_raft_quorum_lost",
                 "1 when this node leads but no majority acknowledged it within the election timeout (it refuses writes)",
             ),
+            superseded: gauge(
+                &registry,
+                "revokd_writes_superseded_total",
+                "write items applied by this process as skipped: their client had given up on them and a later write of that client was applied first",
+            ),
             clock_step: gauge(
                 &registry,
                 "revokd_clock_step_seconds",
@@ -229,6 +235,7 @@ impl Metrics {
         self.hand_offs.set(count(&elections.counters.hand_offs));
         self.holds.set(count(&elections.counters.holds));
         self.clock_step.set(node.clock.step_secs() as i64);
+        self.superseded.set(node.sm.superseded() as i64);
         {
             let st = node.sm.read();
             self.applied.set(st.set.revision() as i64);

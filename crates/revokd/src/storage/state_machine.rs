@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use revokd_core::frame::{FrameError, FrameReader, FrameWriter};
-use revokd_core::{Applied, RevocationSet};
+use revokd_core::{Applied, Outcome, RevocationSet};
 use tokio::sync::watch;
 
 use super::disk::SnapshotBackend;
@@ -41,6 +41,8 @@ struct Shared {
     applied: watch::Sender<u64>,
     snapshots: Arc<dyn SnapshotBackend>,
     snapshot_seq: AtomicU64,
+    /// Items skipped because their client had given up on them (`revokd_core::order`).
+    superseded: AtomicU64,
 }
 
 /// Read access to the revocation set, held like [`StateMachineStore::read`].
@@ -129,6 +131,7 @@ impl StateMachineStore {
                 applied,
                 snapshots,
                 snapshot_seq: AtomicU64::new(0),
+                superseded: AtomicU64::new(0),
             }),
         })
     }
@@ -146,6 +149,12 @@ impl StateMachineStore {
     /// Read access to the revocation set alone (what `Snapshot` streams copy).
     pub fn read_set(&self) -> SetGuard<'_> {
         SetGuard(self.read())
+    }
+
+    /// How many write items this process applied as skipped, because their client had given
+    /// up on them and a later write of that client was applied first (`revokd_core::order`).
+    pub fn superseded(&self) -> u64 {
+        self.shared.superseded.load(Ordering::Relaxed)
     }
 
     /// The applied revision, updated after every applied batch.
@@ -262,6 +271,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 match entry.payload {
                     EntryPayload::Normal(cmd) => {
                         let (applied, cs) = st.set.apply(rev, &cmd);
+                        let skipped = applied
+                            .outcomes
+                            .iter()
+                            .filter(|o| **o == Outcome::Superseded)
+                            .count();
+                        if skipped > 0 {
+                            self.shared
+                                .superseded
+                                .fetch_add(skipped as u64, Ordering::Relaxed);
+                        }
                         replies.push(applied);
                         if !cs.events.is_empty() {
                             changes.push(cs);
