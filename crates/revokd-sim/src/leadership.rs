@@ -78,7 +78,7 @@ pub struct Leadership {
 }
 
 /// How a leader that stopped leading while a majority kept it counts.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Deposition {
     /// Explained by the schedule, or not kept by a majority for long enough.
     Excused,
@@ -87,6 +87,29 @@ enum Deposition {
     Disruptive,
     /// By a term raised while it had no quorum, that reached it only later.
     Late,
+}
+
+/// How a deposition counts: excused; or, for a leader a majority kept, disruptive if any term
+/// in `raised` (between the one it led and the one that deposed it) was first reached while it
+/// did not say it had lost its quorum (a campaign pre-vote should have stopped), late if every
+/// one was first reached inside a span of `lost`.
+fn classify(
+    excused: bool,
+    terms: &BTreeMap<u64, Duration>,
+    raised: std::ops::RangeInclusive<u64>,
+    lost: &[(Duration, Option<Duration>)],
+) -> Deposition {
+    let said_lost_at = |at: Duration| {
+        lost.iter()
+            .any(|(from, to)| *from <= at && to.is_none_or(|to| at <= to))
+    };
+    if excused {
+        Deposition::Excused
+    } else if terms.range(raised).any(|(_, at)| !said_lost_at(*at)) {
+        Deposition::Disruptive
+    } else {
+        Deposition::Late
+    }
 }
 
 /// What each node is in the step: its node (if up), and whether the fault schedule cuts it
@@ -121,25 +144,12 @@ impl Leadership {
                 let kept = was
                     .kept_since
                     .is_some_and(|t| now.saturating_sub(t) >= KEPT_FOR);
-                // Any term between the one it led and the one it is in now first reached
-                // while it did not say it had lost its quorum: a campaign that pre-vote
-                // should have stopped.
-                let said_lost_at = |at: Duration| {
-                    was.lost
-                        .iter()
-                        .any(|(from, to)| *from <= at && to.is_none_or(|to| at <= to))
-                };
-                let raised_while_kept = self
-                    .terms
-                    .range(term + 1..=m.current_term)
-                    .any(|(_, raised)| !said_lost_at(*raised));
-                let deposition = if excused || !kept {
-                    Deposition::Excused
-                } else if raised_while_kept {
-                    Deposition::Disruptive
-                } else {
-                    Deposition::Late
-                };
+                let deposition = classify(
+                    excused || !kept,
+                    &self.terms,
+                    term + 1..=m.current_term,
+                    &was.lost,
+                );
                 self.stepped_down(now, node.id, term, was.quorum_acked_at, deposition);
             }
             let seen = &mut self.seen[i];
@@ -246,5 +256,35 @@ impl Leadership {
     /// Election rounds: terms reached beyond the first.
     pub fn rounds(&self) -> u64 {
         (self.terms.len() as u64).saturating_sub(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    // Seed 1816's shape: term 2 was first reached at 2,000 ms, while the leader of term 1 said
+    // it had lost its quorum (1,900-2,100 ms); it reached that leader only later.
+    #[test]
+    fn a_term_raised_while_the_leader_said_it_had_no_quorum_deposes_it_late_not_disruptively() {
+        let terms = BTreeMap::from([(1, ms(0)), (2, ms(2_000)), (3, ms(2_500))]);
+        let lost = [(ms(1_900), Some(ms(2_100)))];
+        assert_eq!(classify(false, &terms, 2..=2, &lost), Deposition::Late);
+        // Term 3 was first reached after the leader had its quorum back: disruptive.
+        assert_eq!(
+            classify(false, &terms, 2..=3, &lost),
+            Deposition::Disruptive
+        );
+        // A span still open covers every later time.
+        assert_eq!(
+            classify(false, &terms, 2..=3, &[(ms(1_900), None)]),
+            Deposition::Late
+        );
+        assert_eq!(classify(false, &terms, 2..=2, &[]), Deposition::Disruptive);
+        assert_eq!(classify(true, &terms, 2..=3, &[]), Deposition::Excused);
     }
 }

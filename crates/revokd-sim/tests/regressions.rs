@@ -90,17 +90,17 @@ fn seed_427_a_purge_under_a_replication_stream_leaves_no_hole() {
 /// again. Raft cannot take a term back, so this is a late deposition, counted apart; the
 /// check fails a seed only for a term raised while the deposed leader did not say it had
 /// lost its quorum.
+///
+/// Since every client instance draws a random id for its write order (seed 3169, below),
+/// the seed's later draws have moved and the circumstance is not reached any more; the rule
+/// is covered by `leadership::tests::a_term_raised_while_the_leader_said_it_had_no_quorum_deposes_it_late_not_disruptively`
+/// (a synthetic timeline). What is left to assert here is that the seed passes.
 #[test]
 fn seed_1816_a_term_raised_while_the_leader_had_no_quorum_deposes_it_late() {
     let report = run(1816, &Options::default());
     assert!(
         report.failures.is_empty(),
         "seed 1816 failed:\n{}",
-        report.explain()
-    );
-    assert!(
-        report.late_depositions >= 1,
-        "seed 1816 no longer deposes a leader late (its circumstance is not reached):\n{}",
         report.explain()
     );
 }
