@@ -92,16 +92,21 @@ enum Deposition {
 /// How a deposition counts: excused; or, for a leader a majority kept, disruptive if any term
 /// in `raised` (between the one it led and the one that deposed it) was first reached while it
 /// did not say it had lost its quorum (a campaign pre-vote should have stopped), late if every
-/// one was first reached inside a span of `lost`.
+/// one was first reached inside a span of `lost`, or before it began leading at `since` (seed
+/// 3771: a term raised while the leader had crashed, which on restart led its old term again
+/// until that term reached it).
 fn classify(
     excused: bool,
     terms: &BTreeMap<u64, Duration>,
     raised: std::ops::RangeInclusive<u64>,
+    since: Duration,
     lost: &[(Duration, Option<Duration>)],
 ) -> Deposition {
     let said_lost_at = |at: Duration| {
-        lost.iter()
-            .any(|(from, to)| *from <= at && to.is_none_or(|to| at <= to))
+        at < since
+            || lost
+                .iter()
+                .any(|(from, to)| *from <= at && to.is_none_or(|to| at <= to))
     };
     if excused {
         Deposition::Excused
@@ -140,7 +145,7 @@ impl Leadership {
             // Deposed by a higher term (what a node back from a partition brings). openraft's
             // founders all campaign in term 1 at once and the highest id may take it over in
             // that term: start-up, not a deposition.
-            if let Some((term, _)) = was.leading.filter(|(t, _)| m.current_term > *t) {
+            if let Some((term, since)) = was.leading.filter(|(t, _)| m.current_term > *t) {
                 let kept = was
                     .kept_since
                     .is_some_and(|t| now.saturating_sub(t) >= KEPT_FOR);
@@ -148,6 +153,7 @@ impl Leadership {
                     excused || !kept,
                     &self.terms,
                     term + 1..=m.current_term,
+                    since,
                     &was.lost,
                 );
                 self.stepped_down(now, node.id, term, was.quorum_acked_at, deposition);
@@ -273,18 +279,33 @@ mod tests {
     fn a_term_raised_while_the_leader_said_it_had_no_quorum_deposes_it_late_not_disruptively() {
         let terms = BTreeMap::from([(1, ms(0)), (2, ms(2_000)), (3, ms(2_500))]);
         let lost = [(ms(1_900), Some(ms(2_100)))];
-        assert_eq!(classify(false, &terms, 2..=2, &lost), Deposition::Late);
+        assert_eq!(
+            classify(false, &terms, 2..=2, ms(1_000), &lost),
+            Deposition::Late
+        );
         // Term 3 was first reached after the leader had its quorum back: disruptive.
         assert_eq!(
-            classify(false, &terms, 2..=3, &lost),
+            classify(false, &terms, 2..=3, ms(1_000), &lost),
             Deposition::Disruptive
         );
         // A span still open covers every later time.
         assert_eq!(
-            classify(false, &terms, 2..=3, &[(ms(1_900), None)]),
+            classify(false, &terms, 2..=3, ms(1_000), &[(ms(1_900), None)]),
             Deposition::Late
         );
-        assert_eq!(classify(false, &terms, 2..=2, &[]), Deposition::Disruptive);
-        assert_eq!(classify(true, &terms, 2..=3, &[]), Deposition::Excused);
+        assert_eq!(
+            classify(false, &terms, 2..=2, ms(1_000), &[]),
+            Deposition::Disruptive
+        );
+        assert_eq!(
+            classify(true, &terms, 2..=3, ms(1_000), &[]),
+            Deposition::Excused
+        );
+        // Seed 3771's shape: terms raised before it began leading (it had crashed, and led its
+        // old term again after the restart) depose it late.
+        assert_eq!(
+            classify(false, &terms, 2..=3, ms(3_000), &[]),
+            Deposition::Late
+        );
     }
 }
