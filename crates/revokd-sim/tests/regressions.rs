@@ -2,7 +2,18 @@
 //! runs, but here each asserts the circumstance that made it fail, so that a change to the
 //! workload or the fault schedule that stops a seed from reaching it is noticed.
 
-use revokd_sim::{run, Options};
+use revokd_sim::{run, Options, Report};
+
+/// Runs `seed` with the default options and asserts that it passes.
+fn passing(seed: u64) -> Report {
+    let report = run(seed, &Options::default());
+    assert!(
+        report.failures.is_empty(),
+        "seed {seed} failed:\n{}",
+        report.explain()
+    );
+    report
+}
 
 /// Seed 423: writer w1 unrevoked `w1-t33` at 5565 ms, just as the isolated node n1 came back
 /// with a higher term and deposed the leader (openraft 0.9 has no pre-vote). The cluster
@@ -18,12 +29,7 @@ use revokd_sim::{run, Options};
 /// write answered.
 #[test]
 fn seed_423_an_unanswered_unrevoke_leaves_the_token_open() {
-    let report = run(423, &Options::default());
-    assert!(
-        report.failures.is_empty(),
-        "seed 423 failed:\n{}",
-        report.explain()
-    );
+    let report = passing(423);
     assert!(
         !report.history.contains("no answer by the end of the run"),
         "seed 423 left a write unanswered; with pre-vote the returning node should not depose the leader:\n{}",
@@ -41,18 +47,13 @@ fn seed_423_an_unanswered_unrevoke_leaves_the_token_open() {
 /// caller waiting on it has given up (each has a deadline).
 #[test]
 fn seed_1289_writes_lost_under_a_snapshot_do_not_stall_the_proposer() {
-    let report = run(1289, &Options::default());
+    let report = passing(1289);
     assert!(
         report
             .schedule
             .iter()
             .any(|s| s.to_string().contains("isolate n3")),
         "seed 1289 no longer isolates n3:\n{}",
-        report.explain()
-    );
-    assert!(
-        report.failures.is_empty(),
-        "seed 1289 failed:\n{}",
         report.explain()
     );
     let recovered = report.recovered_after.expect("a write after the heal");
@@ -73,12 +74,7 @@ fn seed_1289_writes_lost_under_a_snapshot_do_not_stall_the_proposer() {
 /// is asserted here is that the seed passes.
 #[test]
 fn seed_427_a_purge_under_a_replication_stream_leaves_no_hole() {
-    let report = run(427, &Options::default());
-    assert!(
-        report.failures.is_empty(),
-        "seed 427 failed:\n{}",
-        report.explain()
-    );
+    passing(427);
 }
 
 /// Seed 1816 (found by the 3,000-seed run of issue 16): not a bug in revokd, but a case the
@@ -97,12 +93,7 @@ fn seed_427_a_purge_under_a_replication_stream_leaves_no_hole() {
 /// (a synthetic timeline). What is left to assert here is that the seed passes.
 #[test]
 fn seed_1816_a_term_raised_while_the_leader_had_no_quorum_deposes_it_late() {
-    let report = run(1816, &Options::default());
-    assert!(
-        report.failures.is_empty(),
-        "seed 1816 failed:\n{}",
-        report.explain()
-    );
+    passing(1816);
 }
 
 /// Seed 3169 (found by the 5,000-seed run of issue 16, older than issue 16's changes):
@@ -119,12 +110,7 @@ fn seed_1816_a_term_raised_while_the_leader_had_no_quorum_deposes_it_late() {
 /// What is left to assert here is that the seed passes.
 #[test]
 fn seed_3169_a_write_answered_unavailable_never_applies_after_the_clients_next_write() {
-    let report = run(3169, &Options::default());
-    assert!(
-        report.failures.is_empty(),
-        "seed 3169 failed:\n{}",
-        report.explain()
-    );
+    passing(3169);
 }
 
 /// Seed 3771 (found by the 10,000-seed run on the write-order code): not a bug in revokd, but
@@ -135,12 +121,7 @@ fn seed_3169_a_write_answered_unavailable_never_applies_after_the_clients_next_w
 /// leadership began, so this is a late deposition, not one pre-vote should have prevented.
 #[test]
 fn seed_3771_a_term_raised_while_the_leader_was_down_deposes_it_late() {
-    let report = run(3771, &Options::default());
-    assert!(
-        report.failures.is_empty(),
-        "seed 3771 failed:\n{}",
-        report.explain()
-    );
+    let report = passing(3771);
     assert!(
         report.late_depositions >= 1,
         "seed 3771 no longer deposes a leader late (its circumstance is not reached):\n{}",
