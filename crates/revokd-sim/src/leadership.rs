@@ -55,6 +55,9 @@ struct Seen {
     kept_since: Option<Duration>,
     /// Since when it has been leader in its current term.
     leading: Option<(u64, Duration)>,
+    /// When the driver first saw a majority acknowledge it in its current term (a leader
+    /// restored by a restart leads before any voter has heard from it).
+    majority_since: Option<Duration>,
 }
 
 /// What the driver learns of leadership over a run.
@@ -92,9 +95,11 @@ enum Deposition {
 /// How a deposition counts: excused; or, for a leader a majority kept, disruptive if any term
 /// in `raised` (between the one it led and the one that deposed it) was first reached while it
 /// did not say it had lost its quorum (a campaign pre-vote should have stopped), late if every
-/// one was first reached inside a span of `lost`, or before it began leading at `since` (seed
-/// 3771: a term raised while the leader had crashed, which on restart led its old term again
-/// until that term reached it).
+/// one was first reached inside a span of `lost`, or before a majority first acknowledged its
+/// leadership at `since`. A leader no majority has acknowledged yet is not one a majority
+/// follows: seed 3771 (a term raised while the leader had crashed, which on restart led its
+/// old term again until that term reached it) and seed 2042 (a term raised 17 ms after such a
+/// restart, on a pre-vote granted by a voter the restarted leader had not reached yet).
 fn classify(
     excused: bool,
     terms: &BTreeMap<u64, Duration>,
@@ -153,7 +158,7 @@ impl Leadership {
                     excused || !kept,
                     &self.terms,
                     term + 1..=m.current_term,
-                    since,
+                    was.majority_since.unwrap_or(since),
                     &was.lost,
                 );
                 self.stepped_down(now, node.id, term, was.quorum_acked_at, deposition);
@@ -173,6 +178,7 @@ impl Leadership {
                 continue;
             };
             if let Some(ms) = m.millis_since_quorum_ack {
+                seen.majority_since.get_or_insert(now);
                 let at = now.saturating_sub(Duration::from_millis(ms));
                 seen.quorum_acked_at = Some(seen.quorum_acked_at.map_or(at, |a| a.max(at)));
             }
@@ -301,8 +307,9 @@ mod tests {
             classify(true, &terms, 2..=3, ms(1_000), &[]),
             Deposition::Excused
         );
-        // Seed 3771's shape: terms raised before it began leading (it had crashed, and led its
-        // old term again after the restart) depose it late.
+        // Seed 3771's and 2042's shape: terms raised before a majority first acknowledged its
+        // leadership (it had crashed, and led its old term again after the restart) depose it
+        // late.
         assert_eq!(
             classify(false, &terms, 2..=3, ms(3_000), &[]),
             Deposition::Late

@@ -128,3 +128,20 @@ fn seed_3771_a_term_raised_while_the_leader_was_down_deposes_it_late() {
         report.explain()
     );
 }
+
+/// Seed 2042 (found by the 10,000-seed run on the write-order code): the same kind as seed
+/// 3771, a case the leadership check counted wrongly. n1, leader of term 2, crashed and led
+/// term 2 again on its restart at 2,830 ms; n3, which had not heard from a leader for 480 ms,
+/// had just granted n2's pre-vote, and n2 raised term 3 at 2,847 ms, 10 ms before n1's first
+/// heartbeat reached n3. n2 lost that campaign (its log was behind), and a partition and then
+/// a one-way cut kept its term from n1 until the heal at 7,911 ms, when it deposed n1. The term
+/// was raised before a majority had acknowledged n1's restored leadership: a late deposition.
+#[test]
+fn seed_2042_a_term_raised_before_a_restored_leader_reached_a_majority_deposes_it_late() {
+    let report = passing(2042);
+    assert!(
+        report.late_depositions >= 1,
+        "seed 2042 no longer deposes a leader late (its circumstance is not reached):\n{}",
+        report.explain()
+    );
+}
