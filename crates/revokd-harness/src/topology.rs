@@ -185,8 +185,8 @@ impl Topology {
         }
         if let (Some(h), Some(e)) = (self.node.heartbeat_ms, self.node.election_timeout_ms) {
             ensure!(
-                e >= 3 * h,
-                "election_timeout_ms must be at least three heartbeats"
+                2 * e >= 5 * h,
+                "election_timeout_ms must be at least two and a half heartbeats"
             );
         }
         Ok(())

@@ -82,13 +82,13 @@ pub struct Args {
     /// for --max-peer-rtt-ms]
     #[arg(long, env = "REVOKD_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
-    /// Minimum election timeout in milliseconds; at least three heartbeats. [default: 300,
-    /// or the timing rule's for --max-peer-rtt-ms]
+    /// Minimum election timeout in milliseconds; at least two and a half heartbeats.
+    /// [default: 300, or the timing rule's for --max-peer-rtt-ms]
     #[arg(long, env = "REVOKD_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
     /// Maximum election timeout in milliseconds (exclusive; above the minimum): every
     /// campaign draws a fresh timeout uniformly in between, so split votes rarely repeat.
-    /// [default: twice the minimum]
+    /// [default: twice the minimum, or the timing rule's for --max-peer-rtt-ms]
     #[arg(long, env = "REVOKD_ELECTION_TIMEOUT_MAX_MS")]
     pub election_timeout_max_ms: Option<u64>,
     /// Build a snapshot and compact the log after this many entries; 0 is invalid.
@@ -230,7 +230,7 @@ pub struct Config {
     pub heartbeat: Duration,
     /// `--election-timeout-ms`.
     pub election_timeout: Duration,
-    /// `--election-timeout-max-ms`; `None`: twice the minimum (see
+    /// `--election-timeout-max-ms` (or the timing rule's); `None`: twice the minimum (see
     /// [`Config::election_timeout_max`]).
     pub election_timeout_max: Option<Duration>,
     /// `--snapshot-logs`.
@@ -405,7 +405,13 @@ impl Args {
             log_format: self.log_format,
             heartbeat: self.heartbeat_ms.map_or(timing.heartbeat, ms),
             election_timeout: self.election_timeout_ms.map_or(timing.election_timeout, ms),
-            election_timeout_max: self.election_timeout_max_ms.map(ms),
+            // The rule's range only goes with the rule's minimum: a minimum given by hand keeps
+            // the default range, twice it.
+            election_timeout_max: match (self.election_timeout_max_ms, self.election_timeout_ms) {
+                (Some(max), _) => Some(ms(max)),
+                (None, None) => timing.election_timeout_max,
+                (None, Some(_)) => None,
+            },
             snapshot_logs: self.snapshot_logs,
             snapshot_keep_logs: self.snapshot_keep_logs,
             max_token_lifetime: secs(self.max_token_lifetime_secs),
@@ -609,9 +615,9 @@ impl Config {
                 Some(_) => {}
             }
         }
-        if self.heartbeat.is_zero() || self.election_timeout < self.heartbeat * 3 {
+        if self.heartbeat.is_zero() || self.election_timeout * 2 < self.heartbeat * 5 {
             return bad(format!(
-                "election timeout ({:?}) must be at least three heartbeats ({:?})",
+                "election timeout ({:?}) must be at least two and a half heartbeats ({:?})",
                 self.election_timeout, self.heartbeat
             ));
         }
@@ -775,15 +781,18 @@ mod tests {
         );
         let far = c(&["--max-peer-rtt-ms", "200"]).unwrap();
         assert_eq!(far.heartbeat, Duration::from_millis(270));
-        assert_eq!(far.election_timeout, Duration::from_millis(810));
+        assert_eq!(far.election_timeout, Duration::from_millis(680));
+        assert_eq!(far.election_timeout_max(), Duration::from_millis(950));
         let given = c(&["--max-peer-rtt-ms", "200", "--election-timeout-ms", "1000"]).unwrap();
         assert_eq!(given.heartbeat, Duration::from_millis(270));
         assert_eq!(given.election_timeout, Duration::from_millis(1000));
+        // A minimum given by hand keeps the default range (the rule's would be below it).
+        assert_eq!(given.election_timeout_max(), Duration::from_millis(2000));
         let e = c(&["--max-peer-rtt-ms", "60000"]).unwrap_err();
         assert!(e.to_string().contains("max-peer-rtt-ms"), "{e}");
         // A given heartbeat too long for the derived timeout is refused, not silently kept.
         let e = c(&["--max-peer-rtt-ms", "200", "--heartbeat-ms", "400"]).unwrap_err();
-        assert!(e.to_string().contains("three heartbeats"), "{e}");
+        assert!(e.to_string().contains("two and a half heartbeats"), "{e}");
     }
 
     #[test]

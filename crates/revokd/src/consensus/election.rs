@@ -302,6 +302,14 @@ impl Elections {
         self.config.election_timeout
     }
 
+    /// How long a follower still vouches for the leader it last heard from, and the unit of a
+    /// quorumless leader's hold and of a hand-off's patience: twice the minimum election
+    /// timeout. It is not derived from the maximum, so that narrowing the draw range (the
+    /// timing rule does, across regions) leaves these alone.
+    fn patience(&self) -> Duration {
+        self.config.election_timeout * 2
+    }
+
     /// A fresh election timeout, uniform in `[election_timeout, election_timeout_max)`,
     /// drawn for every campaign (openraft 0.9 draws one per process).
     fn draw(&self) -> Duration {
@@ -345,14 +353,14 @@ impl Elections {
     }
 
     /// The leader this node can vouch for now: itself while it leads with a quorum, or the
-    /// leader it heard from within the maximum election timeout. `None` otherwise, so a
+    /// leader it heard from within twice the minimum election timeout. `None` otherwise, so a
     /// learner or follower cut off from the leader stops telling replicas they are fresh.
     pub fn leader_in_contact(&self) -> Option<NodeId> {
         let state = self.raft.metrics().borrow().state;
         if state == ServerState::Leader {
             return (!self.quorum_lost()).then_some(self.id);
         }
-        let limit = self.config.election_timeout_max();
+        let limit = self.patience();
         self.state()
             .contact
             .filter(|(_, at)| at.elapsed() < limit)
@@ -458,19 +466,19 @@ impl Elections {
     /// goes quiet instead: its followers time out and elect one they can answer, whose
     /// higher term then deposes this node.
     ///
-    /// The hold starts once no quorum has acknowledged this leader for twice the maximum
-    /// election timeout (check-quorum refuses work from the minimum on): followers whose
+    /// The hold starts once no quorum has acknowledged this leader for four minimum election
+    /// timeouts (check-quorum refuses work from the minimum on): followers whose
     /// disks or CPUs stall (their acknowledgements wait for a flush) still hear the leader in
     /// time, and a leader that holds over such a moment only forces an election that helps
     /// no one. Nor does a stopping leader hold while it hands leadership over. A hold lasts
-    /// twice the maximum election timeout, time enough for every follower to time out and
+    /// four minimum election timeouts, time enough for every follower to time out and
     /// campaign. Then replication goes for a probe (an election timeout, plus openraft's
     /// back-off): a follower whose log is behind this leader's can only be caught up by it,
     /// and a quorum that answers again ends the hold for good.
     fn hold_replication(&self, view: &View, now: Instant) {
         let leading = view.state == ServerState::Leader;
         let lost = leading && self.said_quorum_lost() && !self.handing_off();
-        let hold_for = self.config.election_timeout_max() * 2;
+        let hold_for = self.patience() * 2;
         let hold_after = hold_for - self.min_timeout();
         let probe_for = self.min_timeout() + PROBE_BACKOFF;
         let mut st = self.state();
@@ -588,15 +596,15 @@ impl Elections {
 
     /// Hands leadership to the most up-to-date other voter, if this node leads: new writes
     /// wait, the target is brought level with this node's log, heartbeats stop and the
-    /// target is told to campaign; returns once another node leads (or after twice the
-    /// maximum election timeout). Returns the new leader, if the hand-off took.
+    /// target is told to campaign; returns once another node leads (or after four minimum
+    /// election timeouts). Returns the new leader, if the hand-off took.
     pub async fn hand_off(&self) -> Option<NodeId> {
         let view = View::read(&self.raft, self.id).await?;
         if view.state != ServerState::Leader || view.voters.len() <= 1 {
             return None;
         }
         let started = Instant::now();
-        let deadline = started + self.config.election_timeout_max() * 2;
+        let deadline = started + self.patience() * 2;
         self.state().handing_off = true;
         let taken = self.hand_off_until(&view, deadline).await;
         match taken {

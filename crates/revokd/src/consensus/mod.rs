@@ -42,6 +42,8 @@ pub struct Timing {
     pub heartbeat: Duration,
     /// `--election-timeout-ms`.
     pub election_timeout: Duration,
+    /// `--election-timeout-max-ms`; `None`: the node's default, twice the minimum.
+    pub election_timeout_max: Option<Duration>,
 }
 
 /// The smallest heartbeat the rule gives (the default, right for one region).
@@ -56,18 +58,35 @@ impl Timing {
     ///   least 100 ms. openraft gives every AppendEntries one heartbeat interval to be sent,
     ///   stored, flushed and answered, so it must outlast the round trip with room for a
     ///   slow flush;
-    /// - election timeout = three heartbeats: a follower campaigns only after missing two
-    ///   in a row, and a leader's quorum acknowledgement, which lags by a heartbeat and a
-    ///   round trip, stays well inside it, so check-quorum does not fire on a healthy link.
-    ///
-    /// One region (a round trip up to 64 ms) gets the defaults, 100 / 300 ms.
+    /// - in one region (a round trip up to 64 ms) the defaults: 100 ms heartbeats, election
+    ///   timeouts drawn in [300, 600) ms;
+    /// - across regions, election timeouts drawn in [2.5 heartbeats, 3.5 heartbeats), rounded
+    ///   up to 10 ms (and never under the one-region minimum). A follower then campaigns
+    ///   after missing one heartbeat and half the next; pre-vote makes a needless campaign
+    ///   harmless (the voters still hear the leader and refuse it). A leader's quorum
+    ///   acknowledgement lags by a heartbeat and a round trip, under 2.25 heartbeats, so
+    ///   check-quorum does not fire on a healthy link. The draw range is one heartbeat wide,
+    ///   longer than a round trip: the first candidate's pre-vote usually ends before the next
+    ///   one's timer fires, and a lost leader costs about the minimum plus a fifth of the range
+    ///   (the first of four survivors) rather than of a range as wide as the minimum.
     pub fn for_rtt(rtt: Duration) -> Timing {
         let step = 10;
-        let ms = millis(rtt + rtt / 4 + FLUSH_MARGIN).div_ceil(step) * step;
+        let round_up = |ms: u64| ms.div_ceil(step) * step;
+        let ms = round_up(millis(rtt + rtt / 4 + FLUSH_MARGIN));
         let heartbeat = Duration::from_millis(ms).max(MIN_HEARTBEAT);
+        if heartbeat <= MIN_HEARTBEAT {
+            return Timing {
+                heartbeat,
+                election_timeout: heartbeat * 3,
+                election_timeout_max: None,
+            };
+        }
+        let election_timeout =
+            Duration::from_millis(round_up(millis(heartbeat * 5) / 2)).max(MIN_HEARTBEAT * 3);
         Timing {
             heartbeat,
-            election_timeout: heartbeat * 3,
+            election_timeout,
+            election_timeout_max: Some(election_timeout + heartbeat),
         }
     }
 }
@@ -99,29 +118,43 @@ pub fn raft_config(config: &Config) -> Result<openraft::Config, openraft::Config
 mod tests {
     use super::*;
 
-    fn timing(rtt_ms: u64) -> (u64, u64) {
+    fn timing(rtt_ms: u64) -> (u64, u64, Option<u64>) {
         let t = Timing::for_rtt(Duration::from_millis(rtt_ms));
-        (millis(t.heartbeat), millis(t.election_timeout))
+        (
+            millis(t.heartbeat),
+            millis(t.election_timeout),
+            t.election_timeout_max.map(millis),
+        )
     }
 
     #[test]
     fn the_timing_rule_keeps_the_defaults_in_one_region_and_outlasts_long_round_trips() {
-        assert_eq!(timing(0), (100, 300));
-        assert_eq!(timing(64), (100, 300));
-        assert_eq!(timing(70), (110, 330));
+        assert_eq!(timing(0), (100, 300, None));
+        assert_eq!(timing(64), (100, 300, None));
+        assert_eq!(timing(70), (110, 300, Some(410)));
         // three-regions-5: 190 ms plus 5 ms of jitter each way.
-        assert_eq!(timing(200), (270, 810));
+        assert_eq!(timing(200), (270, 680, Some(950)));
         // five-regions-5-plus-learners: 300 ms plus 8 ms each way.
-        assert_eq!(timing(316), (420, 1260));
+        assert_eq!(timing(316), (420, 1050, Some(1470)));
         for rtt in (0..2_000).step_by(7) {
-            let (hb, el) = timing(rtt);
+            let (hb, el, max) = timing(rtt);
             assert!(hb >= rtt + rtt / 4 + 20, "{rtt} ms: heartbeat {hb} ms");
-            assert_eq!(el, 3 * hb);
+            // Check-quorum's margin: an acknowledgement lags by a heartbeat and a round trip.
+            assert!(
+                el >= hb + rtt + 20 + hb / 4,
+                "{rtt} ms: election timeout {el} ms"
+            );
+            assert!(2 * el >= 5 * hb, "{rtt} ms");
+            // The draw range outlasts a round trip.
+            let width = max.map_or(el, |m| m - el);
+            assert!(width > rtt, "{rtt} ms: range {width} ms");
             let config = Config {
                 heartbeat: Duration::from_millis(hb),
                 election_timeout: Duration::from_millis(el),
+                election_timeout_max: max.map(Duration::from_millis),
                 ..Config::default()
             };
+            assert!(config.validate().is_ok(), "{rtt} ms");
             assert!(raft_config(&config).is_ok(), "{rtt} ms");
         }
     }
