@@ -4,17 +4,19 @@
 //!
 //! Every process is a [`process::Process`], tracked by PID and stopped when the
 //! [`ProcessCluster`] is dropped; nothing is ever stopped by name. [`devca`] makes the
-//! certificates of a TLS cluster, [`floods`] the hostile callers of the security tests and
+//! certificates of a TLS cluster, [`ports`] the loopback ports its processes listen on, [`floods`] the hostile callers of the security tests and
 //! benchmark, [`jwt`] the tokens of tests and benchmarks.
 
 pub mod devca;
 pub mod floods;
 pub mod jwt;
+pub mod ports;
 pub mod process;
+
+pub use ports::free_port;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -63,11 +65,6 @@ fn workspace_bin(name: &str, env: &str) -> Result<PathBuf> {
         "{name} binary not found near {}; build it (cargo build --release -p {name}) or set {env}",
         exe.display()
     )
-}
-
-/// A free loopback port (bound and released; the kernel does not hand it out again at once).
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Polls `f` every 50 ms until it returns `Ok`, or fails with its last error after `timeout`.
