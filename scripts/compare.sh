@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The same revocation workloads against revokd, etcd and Redis on loopback, in one run:
-# durable writes, reads (revokd's local replica and remote Check, Redis GET, etcd serializable
-# get) and propagation to a validator (revokd watch vs etcd watch). Installs the peers from
-# Debian's packages if they are missing, starts each system fresh for each workload, stops what
-# it started, and prints a Markdown table for BENCHMARKS.md. Flags go to revokd-compare
-# (--secs, --clients, --entries, --propagation); see `revokd-compare --help`.
+# durable writes (etcd with a plain put and with a lease), reads (revokd's local replica,
+# remote Check LOCAL and LINEARIZABLE, CheckBatch; Redis GET and pipelined GETs; etcd
+# serializable and linearizable get; a bare tonic unary call as the ceiling) and propagation to
+# a validator (revokd watch vs etcd watch). Installs the peers from Debian's packages if they
+# are missing, starts each system fresh for each workload, stops what it started, and prints a
+# Markdown table for BENCHMARKS.md. Flags go to revokd-compare (--secs, --clients, --entries,
+# --propagation, --etcd-connections, --batch); see `revokd-compare --help`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

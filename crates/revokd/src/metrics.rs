@@ -47,6 +47,9 @@ pub struct Metrics {
     holds: IntGauge,
     clock_step: IntGauge,
     superseded: IntGauge,
+    connections: IntGauge,
+    /// The accept loop's count, read into `connections` on each render.
+    accepted: std::sync::OnceLock<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -178,6 +181,12 @@ impl Metrics {
                 "revokd_writes_superseded_total",
                 "write items applied by this process as skipped: their client had given up on them and a later write of that client was applied first",
             ),
+            connections: gauge(
+                &registry,
+                "revokd_connections_accepted_total",
+                "TCP connections this node's gRPC listener accepted (clients and peers; a steady climb means callers reconnect instead of reusing connections)",
+            ),
+            accepted: std::sync::OnceLock::new(),
             clock_step: gauge(
                 &registry,
                 "revokd_clock_step_seconds",
@@ -211,6 +220,11 @@ impl Metrics {
         })
     }
 
+    /// Exports `accepted` (the accept loop's count of connections) from now on.
+    pub fn count_accepted(&self, accepted: Arc<std::sync::atomic::AtomicU64>) {
+        let _ = self.accepted.set(accepted);
+    }
+
     /// Marks the node as serving without TLS on a non-loopback address.
     pub fn set_insecure(&self) {
         self.insecure.set(1);
@@ -236,6 +250,9 @@ impl Metrics {
         self.holds.set(count(&elections.counters.holds));
         self.clock_step.set(node.clock.step_secs() as i64);
         self.superseded.set(node.sm.superseded() as i64);
+        if let Some(a) = self.accepted.get() {
+            self.connections.set(count(a));
+        }
         {
             let st = node.sm.read();
             self.applied.set(st.set.revision() as i64);

@@ -1,4 +1,6 @@
-//! The sending side of the Raft transport: one lazily connected gRPC channel per peer.
+//! The sending side of the Raft transport: one lazily connected gRPC channel per peer, shared
+//! by every client openraft asks for (replication streams, and the leadership confirmation of
+//! each read-index round, which asks for a fresh client every time).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,11 +42,10 @@ pub struct PeerDial {
     pub dialer: Dialer,
 }
 
-/// Creates a [`PeerClient`] per target node.
-#[derive(Clone, Default)]
+/// Creates a [`PeerClient`] per target node, over the cached channel to it.
+#[derive(Clone)]
 pub struct NetworkFactory {
-    routes: Arc<BTreeMap<NodeId, String>>,
-    dial: PeerDial,
+    channels: Channels,
     links: Arc<Links>,
 }
 
@@ -53,8 +54,7 @@ impl NetworkFactory {
     /// says, and shares `links` with the rest of the node.
     pub fn new(routes: BTreeMap<NodeId, String>, dial: PeerDial, links: Arc<Links>) -> Self {
         NetworkFactory {
-            routes: Arc::new(routes),
-            dial,
+            channels: Channels::new(routes, dial),
             links,
         }
     }
@@ -133,9 +133,9 @@ pub fn channel(
     ))
 }
 
-/// Cached, lazily connected channels to peers for revokd's own calls (forwarded writes, read
-/// indexes, pre-votes, hand-offs), dialled through the configured peer route when there is
-/// one. Clones share the cache.
+/// Cached, lazily connected channels to peers, one per address, dialled through the configured
+/// peer route when there is one: openraft's replication and revokd's own calls (forwarded
+/// writes, read indexes, pre-votes, hand-offs) each keep a cache. Clones share the cache.
 #[derive(Clone)]
 pub struct Channels {
     routes: Arc<BTreeMap<NodeId, String>>,
@@ -161,7 +161,7 @@ impl Channels {
         id: NodeId,
         addr: &str,
     ) -> Result<Channel, (String, tonic::transport::Error)> {
-        let addr = self.routes.get(&id).map(String::as_str).unwrap_or(addr);
+        let addr = self.addr(id, addr);
         let mut map = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
@@ -171,25 +171,37 @@ impl Channels {
         map.insert(addr.to_owned(), ch.clone());
         Ok(ch)
     }
+
+    /// The address dialled for node `id`, which advertises `addr`: its route, if it has one.
+    pub fn addr<'a>(&'a self, id: NodeId, addr: &'a str) -> &'a str {
+        self.routes.get(&id).map(String::as_str).unwrap_or(addr)
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
-        let addr = self.routes.get(&target).unwrap_or(&node.addr);
-        let client = channel(addr, PEER_CONNECT_TIMEOUT, &self.dial).map(|ch| {
-            RaftClient::new(ch)
-                .max_decoding_message_size(MAX_RAFT_MESSAGE)
-                .max_encoding_message_size(MAX_RAFT_MESSAGE)
-        });
-        if let Err(e) = &client {
-            tracing::error!(target, %addr, error = %e, "network: bad peer address");
-        }
+        // A new TCP connection (and handshake) per client would cost every read-index round
+        // a connection setup per voter: openraft asks for a client for each round.
+        let (addr, client) = match self.channels.get(target, &node.addr) {
+            Ok(ch) => (
+                self.channels.addr(target, &node.addr).to_owned(),
+                Some(
+                    RaftClient::new(ch)
+                        .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                        .max_encoding_message_size(MAX_RAFT_MESSAGE),
+                ),
+            ),
+            Err((addr, e)) => {
+                tracing::error!(target, %addr, error = %e, "network: bad peer address");
+                (addr, None)
+            }
+        };
         PeerClient {
             target,
-            addr: addr.clone(),
-            client: client.ok(),
+            addr,
+            client,
             links: self.links.clone(),
         }
     }

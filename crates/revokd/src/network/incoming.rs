@@ -200,11 +200,13 @@ impl AsyncWrite for LimitedStream {
 
 /// Accepts on `listener` for as long as the returned stream is polled, handing on the
 /// connections that got a slot and spoke within the first-byte timeout. Connections let in
-/// on probation are listed in `probation`.
+/// on probation are listed in `probation`; every connection accepted, refused or not, adds
+/// one to `accepted`.
 pub fn limited(
     listener: TcpListener,
     limits: ConnectionLimits,
     probation: Probation,
+    accepted: Arc<std::sync::atomic::AtomicU64>,
 ) -> ReceiverStream<io::Result<LimitedStream>> {
     let (tx, rx) = mpsc::channel(64);
     let reserve = if limits.identify_peers {
@@ -226,7 +228,8 @@ pub fn limited(
                     continue;
                 }
             };
-            let accepted = Instant::now();
+            accepted.fetch_add(1, Ordering::Relaxed);
+            let accepted_at = Instant::now();
             let address_full =
                 limits.per_address > 0 && per_address.count(peer.ip()) >= limits.per_address;
             let mut on_probation = false;
@@ -268,7 +271,7 @@ pub fn limited(
             }
             let tx = tx.clone();
             let probation_check = on_probation.then(|| {
-                let until = Box::pin(tokio::time::sleep_until(accepted + PROBATION_TIMEOUT));
+                let until = Box::pin(tokio::time::sleep_until(accepted_at + PROBATION_TIMEOUT));
                 (until, probation.clone(), peer)
             });
             tokio::spawn(async move {

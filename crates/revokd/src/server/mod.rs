@@ -80,6 +80,9 @@ pub struct Platform {
     /// The connections the accept loop let in on probation, for the gate to evict those that
     /// are not peers. Default: none (an accept stream without a peer reserve).
     pub probation: network::incoming::Probation,
+    /// Connections the accept loop took, counted for `revokd_connections_accepted_total`.
+    /// Default: a counter nothing adds to (an accept stream that does not count).
+    pub accepted: Arc<std::sync::atomic::AtomicU64>,
     /// Where the node reads the wall time once, at start (it keeps it by the monotonic clock
     /// from then on: [`revokd_proto::clock::Clock`]). Default: the system clock, or the one
     /// [`crate::node::use_clock`] installed.
@@ -123,10 +126,13 @@ pub async fn run(
         per_address: config.max_connections_per_address,
         identify_peers: config.tls.is_some(),
     };
-    let incoming = network::incoming::limited(listener, limits, probation.clone());
+    let accepted = Arc::default();
+    let incoming =
+        network::incoming::limited(listener, limits, probation.clone(), Arc::clone(&accepted));
     let platform = Platform {
         metrics_listener,
         probation,
+        accepted,
         ..Platform::default()
     };
     serve(config, platform, security, incoming, shutdown).await
@@ -211,6 +217,7 @@ where
         metrics_listener,
         on_start,
         probation,
+        accepted,
         wall,
     } = platform;
     let identify = api::caller::Identify::new(
@@ -235,7 +242,7 @@ where
     let fatal = tasks::stop_on_fatal(&node.raft, stop_tx.clone(), stop_rx.clone());
     let health = tasks::start_health(&node, stop_rx.clone()).await;
     tokio::spawn(purge_task(node.clone(), stop_rx.clone()));
-    let metrics = start_metrics(&node, metrics_listener, &stop_rx);
+    let metrics = start_metrics(&node, metrics_listener, accepted, &stop_rx);
     let gate = Gate {
         identify,
         auth,
@@ -279,9 +286,11 @@ fn stop_signal(
 fn start_metrics(
     node: &Node,
     listener: Option<tokio::net::TcpListener>,
+    accepted: Arc<std::sync::atomic::AtomicU64>,
     stop: &watch::Receiver<bool>,
 ) -> Arc<metrics::Metrics> {
     let metrics = metrics::Metrics::new();
+    metrics.count_accepted(accepted);
     let config = &node.config;
     if config.tls.is_none() && !config.listen.ip().is_loopback() {
         tracing::warn!(listen = %config.listen, "revokd: INSECURE: serving without TLS on a non-loopback address (--insecure); anyone who reaches this port can send Raft messages and rewrite the revocation set");
