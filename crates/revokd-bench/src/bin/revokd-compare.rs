@@ -421,6 +421,39 @@ async fn revokd_reads(
             rows.push(check_row(read, c, system, &h, s, ""));
         }
     }
+    // The same `Check` through the generated client on one channel to one node, as the
+    // ceiling is called: the node's stack without revokd-client's routing, deadlines and
+    // retries.
+    let one = cluster.revocation(1)?;
+    for &c in &args.clients {
+        let ids = ids.clone();
+        let one = one.clone();
+        let (h, s) = closed_loop(c, dur, move |t, i| {
+            let mut one = one.clone();
+            let jti = ids[spread(t, i, ids.len())].clone();
+            async move {
+                one.check(pb::CheckRequest {
+                    token: Some(pb::TokenQuery {
+                        jti,
+                        ..Default::default()
+                    }),
+                    consistency: pb::Consistency::Local as i32,
+                    min_revision: 0,
+                })
+                .await?;
+                Ok(())
+            }
+        })
+        .await?;
+        rows.push(check_row(
+            Read::Any,
+            c,
+            "revokd Check (LOCAL), generated client, one node",
+            &h,
+            s,
+            "one channel, as the ceiling is called",
+        ));
+    }
     // `CheckBatch` has no wrapper in the client (validators batch against their replica): the
     // generated client, one per node, spread over the client tasks as `Check` spreads.
     let nodes: Arc<Vec<_>> = Arc::new(
