@@ -66,6 +66,12 @@ async fn metrics_and_reflection_are_served() -> Result<()> {
     ] {
         assert!(text.contains(needle), "metrics lack {needle:?}:\n{text}");
     }
+    // The replica's and this test's connections were accepted and counted.
+    let accepted = metric(&text, "revokd_connections_accepted_total");
+    assert!(
+        accepted.is_some_and(|n| n >= 2.0),
+        "revokd_connections_accepted_total is {accepted:?}:\n{text}"
+    );
 
     // Reflection lists our services and serves their descriptors.
     let mut refl = ServerReflectionClient::new(channel(&c.addr(1)?)?);

@@ -119,13 +119,14 @@ fn seed_3169_a_write_answered_unavailable_never_applies_after_the_clients_next_w
 /// committed vote of its own), with n1, while message loss kept n2's term from it; when the
 /// loss healed, n2's term reached n3 and deposed it. The term was raised before n3's
 /// leadership began, so this is a late deposition, not one pre-vote should have prevented.
-///
-/// The seed's history moved with the transport and batching changes of 2026-12-03 and did not
-/// reach that circumstance then; the rule is tested on its own
-/// (`leadership::tests`), and what is left to assert here is that the seed passes.
 #[test]
 fn seed_3771_a_term_raised_while_the_leader_was_down_deposes_it_late() {
-    passing(3771);
+    let report = passing(3771);
+    assert!(
+        report.late_depositions >= 1,
+        "seed 3771 no longer deposes a leader late (its circumstance is not reached):\n{}",
+        report.explain()
+    );
 }
 
 /// Seed 2042 (found by the 10,000-seed run on the write-order code): the same kind as seed
@@ -135,10 +136,12 @@ fn seed_3771_a_term_raised_while_the_leader_was_down_deposes_it_late() {
 /// heartbeat reached n3. n2 lost that campaign (its log was behind), and a partition and then
 /// a one-way cut kept its term from n1 until the heal at 7,911 ms, when it deposed n1. The term
 /// was raised before a majority had acknowledged n1's restored leadership: a late deposition.
-///
-/// As for seed 3771, the history moved with the changes of 2026-12-03; the rule is tested in
-/// `leadership::tests`, and this asserts that the seed passes.
 #[test]
 fn seed_2042_a_term_raised_before_a_restored_leader_reached_a_majority_deposes_it_late() {
-    passing(2042);
+    let report = passing(2042);
+    assert!(
+        report.late_depositions >= 1,
+        "seed 2042 no longer deposes a leader late (its circumstance is not reached):\n{}",
+        report.explain()
+    );
 }

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use revokd_proto::v1::cluster_client::ClusterClient;
 use revokd_proto::v1::revocation_client::RevocationClient;
 use revokd_proto::v1::{Role, StatusRequest, StatusResponse};
@@ -104,9 +104,6 @@ pub struct NodeProc {
     pub data_dir: PathBuf,
     /// Where stderr goes.
     pub log: PathBuf,
-    /// Where it serves `/metrics` (`host:port`): a free port the kit gave it, unless the
-    /// cluster's extra flags chose `--metrics-listen` themselves (then `None`).
-    pub metrics: Option<String>,
     process: Process,
 }
 
@@ -231,13 +228,6 @@ impl ProcessCluster {
             "--data-dir".into(),
             data_dir.display().to_string(),
         ]);
-        let metrics = if extra.iter().any(|a| a.starts_with("--metrics-listen")) {
-            None
-        } else {
-            let m = format!("127.0.0.1:{}", free_port()?);
-            args.extend(["--metrics-listen".to_owned(), m.clone()]);
-            Some(m)
-        };
         args.extend(extra);
         let mut process = Process::new(format!("node {id}"), &self.bin, args)
             .log_to(&log)
@@ -250,30 +240,10 @@ impl ProcessCluster {
                 addr,
                 data_dir,
                 log,
-                metrics,
                 process,
             },
         );
         Ok(())
-    }
-
-    /// Node `id`'s `/metrics` page (the whole HTTP response), from the port the kit gave it.
-    pub async fn metrics(&self, id: u64) -> Result<String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let node = self
-            .nodes
-            .get(&id)
-            .with_context(|| format!("no node {id}"))?;
-        let addr = node
-            .metrics
-            .as_deref()
-            .with_context(|| format!("node {id} chose its own --metrics-listen"))?;
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(request.as_bytes()).await?;
-        let mut page = String::new();
-        s.read_to_string(&mut page).await?;
-        Ok(page)
     }
 
     /// Starts a new, empty node that waits to be added with `AddLearner`.

@@ -1,5 +1,4 @@
-//! The sending side of the Raft transport: a lazily connected gRPC channel for every client
-//! openraft asks for (a replication stream, a vote round, a read-index round).
+//! The sending side of the Raft transport: one lazily connected gRPC channel per peer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,10 +40,11 @@ pub struct PeerDial {
     pub dialer: Dialer,
 }
 
-/// Creates a [`PeerClient`] per target node, each on a channel of its own.
-#[derive(Clone)]
+/// Creates a [`PeerClient`] per target node.
+#[derive(Clone, Default)]
 pub struct NetworkFactory {
-    channels: Channels,
+    routes: Arc<BTreeMap<NodeId, String>>,
+    dial: PeerDial,
     links: Arc<Links>,
 }
 
@@ -53,7 +53,8 @@ impl NetworkFactory {
     /// says, and shares `links` with the rest of the node.
     pub fn new(routes: BTreeMap<NodeId, String>, dial: PeerDial, links: Arc<Links>) -> Self {
         NetworkFactory {
-            channels: Channels::new(routes, dial),
+            routes: Arc::new(routes),
+            dial,
             links,
         }
     }
@@ -132,9 +133,9 @@ pub fn channel(
     ))
 }
 
-/// Cached, lazily connected channels to peers, one per address, dialled through the configured
-/// peer route when there is one: openraft's replication and revokd's own calls (forwarded
-/// writes, read indexes, pre-votes, hand-offs) each keep a cache. Clones share the cache.
+/// Cached, lazily connected channels to peers for revokd's own calls (forwarded writes, read
+/// indexes, pre-votes, hand-offs), dialled through the configured peer route when there is
+/// one. Clones share the cache.
 #[derive(Clone)]
 pub struct Channels {
     routes: Arc<BTreeMap<NodeId, String>>,
@@ -160,7 +161,7 @@ impl Channels {
         id: NodeId,
         addr: &str,
     ) -> Result<Channel, (String, tonic::transport::Error)> {
-        let addr = self.addr(id, addr);
+        let addr = self.routes.get(&id).map(String::as_str).unwrap_or(addr);
         let mut map = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
@@ -170,38 +171,29 @@ impl Channels {
         map.insert(addr.to_owned(), ch.clone());
         Ok(ch)
     }
-
-    /// The address dialled for node `id`, which advertises `addr`: its route, if it has one.
-    pub fn addr<'a>(&'a self, id: NodeId, addr: &'a str) -> &'a str {
-        self.routes.get(&id).map(String::as_str).unwrap_or(addr)
-    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
-        // A fresh channel per client, as openraft asks for one per replication stream, vote
-        // round and read-index round. One cached channel per peer made each read-index round
-        // cheaper, but in the simulation it made elections after faults take more rounds (17
-        // of seeds 500-799 needed two or more extra rounds, against 2 with fresh channels; the
-        // first write after a heal took up to 5.2 s, against 0.7 s), so it was reverted.
-        let addr = self.channels.addr(target, &node.addr).to_owned();
-        let client = match channel(&addr, PEER_CONNECT_TIMEOUT, &self.channels.dial) {
-            Ok(ch) => Some(
-                RaftClient::new(ch)
-                    .max_decoding_message_size(MAX_RAFT_MESSAGE)
-                    .max_encoding_message_size(MAX_RAFT_MESSAGE),
-            ),
-            Err(e) => {
-                tracing::error!(target, %addr, error = %e, "network: bad peer address");
-                None
-            }
-        };
+        // A fresh channel per client (openraft asks for one per replication stream, vote round
+        // and read-index round). One cached channel per peer made read-index rounds cheaper,
+        // but in the simulation elections after faults took more rounds with it (BENCHMARKS.md,
+        // finding 1), so it is not done.
+        let addr = self.routes.get(&target).unwrap_or(&node.addr);
+        let client = channel(addr, PEER_CONNECT_TIMEOUT, &self.dial).map(|ch| {
+            RaftClient::new(ch)
+                .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE)
+        });
+        if let Err(e) = &client {
+            tracing::error!(target, %addr, error = %e, "network: bad peer address");
+        }
         PeerClient {
             target,
-            addr,
-            client,
+            addr: addr.clone(),
+            client: client.ok(),
             links: self.links.clone(),
         }
     }
