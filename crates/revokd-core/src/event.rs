@@ -2,20 +2,22 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{RevokedToken, Rule, RuleKind};
+use crate::stored::StoredToken;
+use crate::types::{Rule, RuleKind};
 
 /// One change to the revocation set.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    /// A token id was revoked.
-    Revoked(RevokedToken),
+    /// A token id was revoked: the entry the set keeps, shared with it.
+    Revoked(StoredToken),
     /// A token id was removed.
     Unrevoked {
         /// The token id.
         jti: String,
     },
-    /// A rule was added or raised.
-    RuleAdded(Rule),
+    /// A rule was added or raised. Boxed: rules are rare, and every event in the watch window
+    /// is as large as the largest variant.
+    RuleAdded(Box<Rule>),
     /// A rule was removed.
     RuleRemoved {
         /// Which claim.

@@ -10,6 +10,7 @@
 //!   after that client's later writes.
 //! - [`event`]: the change events watchers receive, grouped per revision.
 //! - [`state`]: [`RevocationSet`], which applies commands and answers checks.
+//! - [`stored`]: how the set keeps one revoked token in memory ([`StoredToken`]).
 //! - [`snapshot`]: the checksummed snapshot encoding.
 //! - [`frame`]: the checksummed binary framing every revokd byte format is written with.
 //! - [`error`]: invalid input and snapshot errors.
@@ -35,6 +36,7 @@ pub mod frame;
 pub mod order;
 pub mod snapshot;
 pub mod state;
+pub mod stored;
 pub mod types;
 
 pub use api::{CheckAnswer, Consistency, Matched, WriteOutcome, WriteResult};
@@ -44,6 +46,7 @@ pub use error::{InvalidInput, SnapshotError};
 pub use event::{ChangeSet, Event};
 pub use order::{WriteOrder, Writers};
 pub use state::RevocationSet;
+pub use stored::StoredToken;
 pub use types::{
     issued_before, validate_jti, validate_jti_query, validate_text, Match, RevokedToken, Rule,
     RuleKind, RuleSpec, TokenQuery, TokenSpec, DEFAULT_MAX_TOKEN_LIFETIME_SECS, MAX_BATCH,

@@ -16,7 +16,8 @@ use crate::error::SnapshotError;
 use crate::frame::{FrameError, FrameReader, FrameWriter};
 use crate::order::{Writer, Writers};
 use crate::state::RevocationSet;
-use crate::types::{RevokedToken, Rule};
+use crate::stored::StoredToken;
+use crate::types::Rule;
 
 const MAGIC: &[u8; 4] = b"RVKS";
 const VERSION: u32 = 3;
@@ -32,9 +33,9 @@ struct BodyRef<'a>(&'a RevocationSet);
 impl Serialize for BodyRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let set = self.0;
-        let mut tokens: Vec<&RevokedToken> = set.tokens().collect();
+        let mut tokens: Vec<&StoredToken> = set.tokens().collect();
         // Deterministic bytes: the same state always encodes the same way.
-        tokens.sort_unstable_by(|a, b| a.jti.cmp(&b.jti));
+        tokens.sort_unstable_by(|a, b| a.jti().cmp(b.jti()));
         let mut st = s.serialize_struct("Body", 5)?;
         st.serialize_field("revision", &set.revision())?;
         st.serialize_field("purged_through", &set.purged_through())?;
@@ -49,7 +50,7 @@ impl Serialize for BodyRef<'_> {
 struct Body {
     revision: u64,
     purged_through: i64,
-    tokens: Vec<RevokedToken>,
+    tokens: Vec<StoredToken>,
     rules: Vec<Rule>,
     writers: Vec<Writer>,
 }
@@ -59,7 +60,7 @@ struct Body {
 struct BodyV2 {
     revision: u64,
     purged_through: i64,
-    tokens: Vec<RevokedToken>,
+    tokens: Vec<StoredToken>,
     rules: Vec<Rule>,
 }
 
@@ -67,7 +68,7 @@ struct BodyV2 {
 #[derive(Deserialize)]
 struct BodyV1 {
     revision: u64,
-    tokens: Vec<RevokedToken>,
+    tokens: Vec<StoredToken>,
     rules: Vec<Rule>,
 }
 
@@ -150,7 +151,7 @@ impl RevocationSet {
 mod tests {
     use super::*;
     use crate::command::Command;
-    use crate::types::{RuleKind, TokenSpec};
+    use crate::types::{RevokedToken, RuleKind, TokenSpec};
 
     fn token(jti: &str, expires_at: i64) -> RevokedToken {
         RevokedToken {

@@ -4,23 +4,87 @@
 //! observable, so applying the same commands at the same revisions gives the same state and
 //! the same events everywhere.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::hash::{Hash, Hasher};
 
 use crate::command::{Applied, Command, Outcome};
 use crate::event::{ChangeSet, Event};
 use crate::order::Writers;
-use crate::types::{
-    issued_before, Match, RevokedToken, Rule, RuleKind, RuleSpec, TokenQuery, TokenSpec,
-};
+use crate::stored::StoredToken;
+use crate::types::{issued_before, Match, Rule, RuleKind, RuleSpec, TokenQuery, TokenSpec};
+
+/// An entry as both indexes hold it: hashed, compared and ordered by its id's bytes alone, so
+/// the hash index needs no separate key and the expiry index no copy of the id.
+#[derive(Clone, Debug)]
+struct ById(StoredToken);
+
+impl Borrow<[u8]> for ById {
+    fn borrow(&self) -> &[u8] {
+        self.0.jti_bytes()
+    }
+}
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.jti_bytes().hash(state)
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.jti_bytes() == other.0.jti_bytes()
+    }
+}
+
+impl Eq for ById {}
+
+impl PartialOrd for ById {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ById {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.jti_bytes().cmp(other.0.jti_bytes())
+    }
+}
+
+/// An entry as the expiry index holds it: ordered by expiry, then id. One pointer per element
+/// (the index's nodes hold eight bytes per token, not a copy of the expiry beside it).
+#[derive(Clone, Debug)]
+struct ByExpiry(StoredToken);
+
+impl PartialEq for ByExpiry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for ByExpiry {}
+
+impl PartialOrd for ByExpiry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByExpiry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.0.expires_at(), self.0.jti_bytes()).cmp(&(other.0.expires_at(), other.0.jti_bytes()))
+    }
+}
 
 /// The set of revoked token ids and rules at one revision.
 #[derive(Debug, Default, Clone)]
 pub struct RevocationSet {
-    /// Token ids, keyed by a shared string so the expiry index costs a pointer, not a copy.
-    tokens: HashMap<Arc<str>, RevokedToken>,
-    /// `(expires_at, jti)` for every token: what a purge drops is a prefix.
-    by_expiry: BTreeSet<(i64, Arc<str>)>,
+    /// Every token, found by its id. One pointer per slot ([`StoredToken`]).
+    tokens: HashSet<ById>,
+    /// Every token, ordered by expiry then id: what a purge drops is a prefix. The same
+    /// entries as `tokens`, shared.
+    by_expiry: BTreeSet<ByExpiry>,
     /// Rules per kind (indexed by [`RuleKind::index`]), keyed by claim value.
     rules: [BTreeMap<String, Rule>; 4],
     /// The last applied revision.
@@ -71,8 +135,8 @@ impl RevocationSet {
     }
 
     /// The entry for a token id, if revoked.
-    pub fn token(&self, jti: &str) -> Option<&RevokedToken> {
-        self.tokens.get(jti)
+    pub fn token(&self, jti: &str) -> Option<&StoredToken> {
+        self.tokens.get(jti.as_bytes()).map(|t| &t.0)
     }
 
     /// The rule for a claim value, if any.
@@ -82,10 +146,8 @@ impl RevocationSet {
 
     /// Every token, ordered by expiry then id: the same state always lists the same way (a
     /// node's `Snapshot` stream, a simulation replaying a seed).
-    pub fn tokens(&self) -> impl Iterator<Item = &RevokedToken> + '_ {
-        self.by_expiry
-            .iter()
-            .filter_map(|(_, jti)| self.tokens.get(jti))
+    pub fn tokens(&self) -> impl Iterator<Item = &StoredToken> + '_ {
+        self.by_expiry.iter().map(|t| &t.0)
     }
 
     /// Every rule, ordered by kind then value.
@@ -96,7 +158,7 @@ impl RevocationSet {
     /// The earliest `expires_at` of any token, and the earliest `drop_at` of any rule: a
     /// purge proposed at or after the smaller one will drop something.
     pub fn next_expiry(&self) -> Option<i64> {
-        let token = self.by_expiry.first().map(|(t, _)| *t);
+        let token = self.by_expiry.first().map(|t| t.0.expires_at());
         let rule = self.rules().map(|r| r.drop_at).min();
         match (token, rule) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -107,7 +169,7 @@ impl RevocationSet {
     /// Is the token revoked, and why? A `jti` match wins over a rule match.
     pub fn check(&self, q: &TokenQuery<'_>) -> Option<Match<'_>> {
         if !q.jti.is_empty() {
-            if let Some(t) = self.tokens.get(q.jti) {
+            if let Some(t) = self.token(q.jti) {
                 return Some(Match::Token(t));
             }
         }
@@ -131,9 +193,11 @@ impl RevocationSet {
     /// Applies `cmd` at `revision` and returns the outcome per item and the changes made.
     pub fn apply(&mut self, revision: u64, cmd: &Command) -> (Applied, ChangeSet) {
         self.advance(revision);
-        let mut events = Vec::new();
+        // At most one event per outcome; the watch window keeps the vector, so no slack.
+        let mut events = Vec::with_capacity(cmd.outcome_count());
         let mut outcomes = Vec::with_capacity(cmd.outcome_count());
         self.apply_into(revision, cmd, &mut outcomes, &mut events);
+        events.shrink_to_fit();
         (
             Applied { revision, outcomes },
             ChangeSet { revision, events },
@@ -181,29 +245,22 @@ impl RevocationSet {
         by: &str,
         events: &mut Vec<Event>,
     ) -> Outcome {
-        if let Some(existing) = self.tokens.get(spec.jti.as_str()) {
-            return Outcome::AlreadyPresent(existing.revision);
+        if let Some(existing) = self.token(&spec.jti) {
+            return Outcome::AlreadyPresent(existing.revision());
         }
         if spec.expires_at <= now {
             return Outcome::AlreadyExpired;
         }
-        let token = RevokedToken {
-            jti: spec.jti.clone(),
-            expires_at: spec.expires_at,
-            reason: spec.reason.clone(),
-            subject: spec.subject.clone(),
-            revoked_by: by.to_owned(),
-            revision,
-        };
+        let token = StoredToken::from_spec(spec, by, revision);
         events.push(Event::Revoked(token.clone()));
         self.insert_token(token);
         Outcome::Applied(revision)
     }
 
-    fn insert_token(&mut self, token: RevokedToken) {
-        let key: Arc<str> = Arc::from(token.jti.as_str());
-        self.by_expiry.insert((token.expires_at, key.clone()));
-        self.tokens.insert(key, token);
+    /// Adds `token`, whose id is not present, to both indexes.
+    fn insert_token(&mut self, token: StoredToken) {
+        self.by_expiry.insert(ByExpiry(token.clone()));
+        self.tokens.insert(ById(token));
     }
 
     fn add_rule(
@@ -228,15 +285,15 @@ impl RevocationSet {
             revision,
             drop_at: spec.drop_at,
         };
-        events.push(Event::RuleAdded(rule.clone()));
+        events.push(Event::RuleAdded(Box::new(rule.clone())));
         rules.insert(spec.value.clone(), rule);
         Outcome::Applied(revision)
     }
 
     fn unrevoke(&mut self, revision: u64, jti: &str, events: &mut Vec<Event>) -> Outcome {
-        match self.tokens.remove_entry(jti) {
-            Some((key, token)) => {
-                self.by_expiry.remove(&(token.expires_at, key));
+        match self.tokens.take(jti.as_bytes()) {
+            Some(entry) => {
+                self.by_expiry.remove(&ByExpiry(entry.0));
                 events.push(Event::Unrevoked {
                     jti: jti.to_owned(),
                 });
@@ -271,15 +328,15 @@ impl RevocationSet {
         }
         self.purged_through = now;
         let mut jtis = Vec::new();
-        while let Some((expires_at, _)) = self.by_expiry.first() {
-            if *expires_at > now {
+        while let Some(first) = self.by_expiry.first() {
+            if first.0.expires_at() > now {
                 break;
             }
-            let Some((_, key)) = self.by_expiry.pop_first() else {
+            let Some(entry) = self.by_expiry.pop_first() else {
                 break;
             };
-            self.tokens.remove(&key);
-            jtis.push(key.to_string());
+            self.tokens.remove(entry.0.jti_bytes());
+            jtis.push(entry.0.jti().to_owned());
         }
         let mut rules = Vec::new();
         for kind in RuleKind::ALL {
@@ -308,7 +365,7 @@ impl RevocationSet {
     pub(crate) fn from_parts(
         revision: u64,
         purged_through: i64,
-        tokens: impl IntoIterator<Item = RevokedToken>,
+        tokens: impl IntoIterator<Item = StoredToken>,
         rules: impl IntoIterator<Item = Rule>,
         writers: Writers,
     ) -> Result<Self, String> {
@@ -318,12 +375,23 @@ impl RevocationSet {
             writers,
             ..Self::default()
         };
+        let tokens = tokens.into_iter();
+        set.tokens.reserve(tokens.size_hint().0);
+        let mut by_expiry = Vec::with_capacity(tokens.size_hint().0);
         for t in tokens {
-            if set.tokens.contains_key(t.jti.as_str()) {
-                return Err(format!("token id {:?} appears twice", truncated(&t.jti)));
+            let entry = ById(t);
+            if !set.tokens.insert(entry.clone()) {
+                return Err(format!(
+                    "token id {:?} appears twice",
+                    truncated(entry.0.jti())
+                ));
             }
-            set.insert_token(t);
+            by_expiry.push(ByExpiry(entry.0));
         }
+        // Built from sorted input in one pass, with full nodes, instead of one insert at a
+        // time (a snapshot lists tokens by id, not by expiry): most of a restart's work.
+        by_expiry.sort_unstable();
+        set.by_expiry = by_expiry.into_iter().collect();
         for r in rules {
             let kind = r.kind;
             if set.rules[kind.index()].insert(r.value.clone(), r).is_some() {
@@ -338,10 +406,8 @@ impl RevocationSet {
     pub fn digest(&self) -> u32 {
         let mut h = crc32fast::Hasher::new();
         h.update(&self.revision.to_le_bytes());
-        for (_, jti) in &self.by_expiry {
-            if let Some(t) = self.tokens.get(jti) {
-                h.update(&postcard::to_stdvec(t).unwrap_or_default());
-            }
+        for t in self.tokens() {
+            h.update(&postcard::to_stdvec(t).unwrap_or_default());
         }
         for r in self.rules() {
             h.update(&postcard::to_stdvec(r).unwrap_or_default());
@@ -357,7 +423,8 @@ impl PartialEq for RevocationSet {
     fn eq(&self, other: &Self) -> bool {
         self.revision == other.revision
             && self.purged_through == other.purged_through
-            && self.tokens == other.tokens
+            && self.tokens.len() == other.tokens.len()
+            && self.tokens().eq(other.tokens())
             && self.rules == other.rules
             && self.writers == other.writers
     }

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::InvalidInput;
+use crate::stored::StoredToken;
 
 /// Longest accepted `jti`, in bytes.
 pub const MAX_JTI_LEN: usize = 256;
@@ -246,7 +247,7 @@ pub fn issued_before(iat: Option<i64>, not_before: i64) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Match<'a> {
     /// Its `jti` is in the set.
-    Token(&'a RevokedToken),
+    Token(&'a StoredToken),
     /// A rule covers it.
     Rule(&'a Rule),
 }

@@ -41,7 +41,7 @@ fn revoke_is_idempotent_and_keeps_the_original_revision() {
     let (a, ev) = set.apply(4, &revoke("t1", 200, 10));
     assert_eq!(a.outcomes, vec![Outcome::AlreadyPresent(3)]);
     assert!(ev.events.is_empty(), "a retry must not create an event");
-    assert_eq!(set.token("t1").map(|t| t.expires_at), Some(100));
+    assert_eq!(set.token("t1").map(|t| t.expires_at()), Some(100));
     assert_eq!(set.revision(), 4);
 }
 
@@ -495,7 +495,7 @@ proptest! {
         prop_assert_eq!(a.encode_snapshot(), b.encode_snapshot());
         prop_assert_eq!(events_a, events_b);
         let got: BTreeMap<String, (i64, u64)> =
-            a.tokens().map(|t| (t.jti.clone(), (t.expires_at, t.revision))).collect();
+            a.tokens().map(|t| (t.jti().to_owned(), (t.expires_at(), t.revision()))).collect();
         prop_assert_eq!(got, model.tokens);
         let got_rules: BTreeMap<(RuleKind, String), (i64, i64)> =
             a.rules().map(|r| ((r.kind, r.value.clone()), (r.not_before, r.drop_at))).collect();
@@ -514,14 +514,14 @@ proptest! {
             let (_, changes) = a.apply(i as u64 + 1, cmd);
             for e in changes.events {
                 match e {
-                    Event::Revoked(t) => { follower.insert(t.jti, t.revision); }
+                    Event::Revoked(t) => { follower.insert(t.jti().to_owned(), t.revision()); }
                     Event::Unrevoked { jti } => { follower.remove(&jti); }
                     Event::Purged { jtis, .. } => for j in jtis { follower.remove(&j); },
                     Event::RuleAdded(_) | Event::RuleRemoved { .. } => {}
                 }
             }
         }
-        let want: BTreeMap<String, u64> = a.tokens().map(|t| (t.jti.clone(), t.revision)).collect();
+        let want: BTreeMap<String, u64> = a.tokens().map(|t| (t.jti().to_owned(), t.revision())).collect();
         prop_assert_eq!(follower, want);
     }
 
@@ -540,7 +540,7 @@ proptest! {
         let (applied, changes) = a.apply(1_000, &Command::Purge { now });
         prop_assert_eq!(a.purged_through(), before.max(now));
         if now > before {
-            prop_assert!(a.tokens().all(|t| t.expires_at > now));
+            prop_assert!(a.tokens().all(|t| t.expires_at() > now));
             prop_assert!(a.rules().all(|r| r.drop_at > now));
         } else {
             prop_assert_eq!(applied.outcomes, vec![Outcome::NotFound]);

@@ -8,8 +8,8 @@
 
 use revokd_core::{
     CheckAnswer, Consistency, Event, InvalidInput, Match, Matched, Member, Membership, NodeStatus,
-    Outcome, ReplicaInfo, RevokedToken, Role, Rule, RuleKind, TokenQuery, TokenSpec, WriteOutcome,
-    WriteResult,
+    Outcome, ReplicaInfo, RevokedToken, Role, Rule, RuleKind, StoredToken, TokenQuery, TokenSpec,
+    WriteOutcome, WriteResult,
 };
 
 use crate::v1 as pb;
@@ -57,15 +57,15 @@ pub fn rule_kind_pb(k: RuleKind) -> pb::RuleKind {
     }
 }
 
-/// A revoked token for the wire.
-pub fn token_pb(t: &RevokedToken) -> pb::RevokedToken {
+/// A revoked token, as the set keeps it, for the wire.
+pub fn token_pb(t: &StoredToken) -> pb::RevokedToken {
     pb::RevokedToken {
-        jti: t.jti.clone(),
-        expires_at: t.expires_at,
-        reason: t.reason.clone(),
-        subject: t.subject.clone(),
-        revoked_by: t.revoked_by.clone(),
-        revision: t.revision,
+        jti: t.jti().to_owned(),
+        expires_at: t.expires_at(),
+        reason: t.reason().to_owned(),
+        subject: t.subject().to_owned(),
+        revoked_by: t.revoked_by().to_owned(),
+        revision: t.revision(),
     }
 }
 

@@ -982,10 +982,10 @@ fn check_node(name: &str, set: &RevocationSet, expected: &Expected, out: &mut Ve
         }
     }
     for t in set.tokens() {
-        if !asked.contains(&t.jti) {
+        if !asked.contains(t.jti()) {
             out.push(format!(
                 "{name}: token {} present, but nobody asked for it",
-                t.jti
+                t.jti()
             ));
         }
     }
@@ -1010,8 +1010,8 @@ fn check_replica(
     out: &mut Vec<String>,
 ) {
     for t in set.tokens() {
-        if rep.get(&t.jti).is_none() && t.expires_at > now {
-            out.push(format!("replica {name}: missing token {}", t.jti));
+        if rep.get(t.jti()).is_none() && t.expires_at() > now {
+            out.push(format!("replica {name}: missing token {}", t.jti()));
         }
     }
     for (k, want) in tokens {

@@ -407,7 +407,7 @@ fn check_not_revoked(claims: &AdminClaims, sm: &StateMachineStore) -> Result<(),
     let st = sm.read();
     let why = match st.set.check(&query) {
         None => return Ok(()),
-        Some(revokd_core::Match::Token(t)) => format!("its jti {:?} is revoked", t.jti),
+        Some(revokd_core::Match::Token(t)) => format!("its jti {:?} is revoked", t.jti()),
         Some(revokd_core::Match::Rule(r)) => {
             format!("a {} rule on {:?} revokes it", r.kind, r.value)
         }

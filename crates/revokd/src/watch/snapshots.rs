@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use revokd_core::{RevocationSet, RevokedToken};
+use revokd_core::{RevocationSet, StoredToken};
 use revokd_proto::v1 as pb;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
@@ -30,14 +30,15 @@ pub const DEFAULT_CHUNK: usize = 10_000;
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// About what `t` costs in a chunk (its text, its numbers, framing).
-fn approx_size(t: &RevokedToken) -> usize {
-    t.jti.len() + t.reason.len() + t.subject.len() + t.revoked_by.len() + 32
+fn approx_size(t: &StoredToken) -> usize {
+    t.jti().len() + t.reason().len() + t.subject().len() + t.revoked_by().len() + 32
 }
 
-/// The set at one revision, shared by every stream that started at that revision.
+/// The set at one revision, shared by every stream that started at that revision. The tokens
+/// are the set's own entries, shared (a pointer each), not copies of their text.
 struct Copy {
     revision: u64,
-    tokens: Vec<RevokedToken>,
+    tokens: Vec<StoredToken>,
     rules: Vec<pb::Rule>,
 }
 
