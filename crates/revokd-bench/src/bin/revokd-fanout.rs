@@ -58,6 +58,9 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// When each revision became visible to one real replica.
+type Seen = Vec<(u64, Instant)>;
+
 /// The index of a measured revoke from its id (`fan-<level>-<k>`).
 fn index_of(jti: &str, prefix: &str) -> Option<usize> {
     jti.strip_prefix(prefix)?.parse().ok()
@@ -156,7 +159,9 @@ async fn revoke(leader: &mut RevocationClient<Channel>, jti: String) -> Result<u
 
 /// One measurement with `n` streams; prints its rows.
 async fn level(c: &ProcessCluster, watched: u64, leader: u64, n: usize, args: &Args) -> Result<()> {
-    let pid = c.nodes[&watched].pid().context("watched node not running")?;
+    let pid = c.nodes[&watched]
+        .pid()
+        .context("watched node not running")?;
     let addr = c.addr(watched)?;
     let mut admin = RevocationClient::new(channel(&c.addr(leader)?)?);
     let prefix = format!("fan-{n}-");
@@ -199,8 +204,7 @@ async fn level(c: &ProcessCluster, watched: u64, leader: u64, n: usize, args: &A
         };
         replicas.push(Replica::connect(client, rc, Duration::from_secs(60)).await?);
     }
-    let seen: Arc<Mutex<Vec<Vec<(u64, Instant)>>>> =
-        Arc::new(Mutex::new(vec![Vec::new(); replicas.len()]));
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::new(Mutex::new(vec![Vec::new(); replicas.len()]));
     let mut followers = Vec::new();
     for (i, r) in replicas.iter().enumerate() {
         let (mut rx, seen) = (r.revisions(), seen.clone());
