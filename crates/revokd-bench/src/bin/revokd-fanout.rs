@@ -39,6 +39,10 @@ struct Args {
     /// Sequential revokes per measurement.
     #[arg(long, default_value_t = 40)]
     writes: usize,
+    /// Extra flags for every node, e.g. `--node-args=--max-connections-per-address=0` to give
+    /// every stream its own connection (`--streams-per-connection 1`).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    node_args: Vec<String>,
     /// Pause between two revokes, so one fan-out does not overlap the next.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     gap: Duration,
@@ -67,16 +71,36 @@ fn index_of(jti: &str, prefix: &str) -> Option<usize> {
 }
 
 /// Opens one `Watch` from `from` and records arrivals until the last measured revoke arrives,
-/// `stop` fires, or the stream breaks. `ready` counts streams that saw revision `from + 1`.
+/// `stop` fires, or the stream breaks. `settled` counts streams that saw a revision past
+/// `from` or broke.
 fn spawn_stream(
     ch: Channel,
     from: u64,
     prefix: String,
     writes: usize,
-    ready: Arc<std::sync::atomic::AtomicUsize>,
+    settled: Arc<std::sync::atomic::AtomicUsize>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> JoinHandle<StreamLog> {
     tokio::spawn(async move {
+        let mut counted = false;
+        let log = follow(ch, from, &prefix, writes, &settled, &mut counted, stop).await;
+        if !counted {
+            settled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        log
+    })
+}
+
+async fn follow(
+    ch: Channel,
+    from: u64,
+    prefix: &str,
+    writes: usize,
+    ready: &std::sync::atomic::AtomicUsize,
+    counted: &mut bool,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> StreamLog {
+    {
         let mut log = StreamLog {
             arrived: vec![None; writes],
             broke: None,
@@ -93,7 +117,7 @@ fn spawn_stream(
                 return log;
             }
         };
-        let (mut counted, mut stop, mut seen) = (false, stop, 0);
+        let (mut stop, mut seen) = (stop, 0);
         loop {
             let msg = tokio::select! {
                 m = stream.message() => m,
@@ -102,13 +126,13 @@ fn spawn_stream(
             let now = Instant::now();
             match msg {
                 Ok(Some(m)) => {
-                    if !counted && m.revision > from {
-                        counted = true;
+                    if !*counted && m.revision > from {
+                        *counted = true;
                         ready.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     for e in m.events {
                         if let Some(Change::Revoked(t)) = e.change {
-                            if let Some(k) = index_of(&t.jti, &prefix).filter(|k| *k < writes) {
+                            if let Some(k) = index_of(&t.jti, prefix).filter(|k| *k < writes) {
                                 log.arrived[k].get_or_insert(now);
                                 seen += 1;
                             }
@@ -128,7 +152,18 @@ fn spawn_stream(
                 }
             }
         }
-    })
+    }
+}
+
+/// A lazily connecting channel for watch streams: thousands connect at once here, on a
+/// machine the node shares, so the connect timeout is generous and no call deadline applies.
+fn watch_channel(addr: &str) -> Result<Channel> {
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .connect_lazy(),
+    )
 }
 
 /// CPU seconds (user + system) the process has used so far.
@@ -158,7 +193,15 @@ async fn revoke(leader: &mut RevocationClient<Channel>, jti: String) -> Result<u
 }
 
 /// One measurement with `n` streams; prints its rows.
-async fn level(c: &ProcessCluster, watched: u64, leader: u64, n: usize, args: &Args) -> Result<()> {
+/// `base_rss` is the watched node's RSS before the first measurement: memory a level frees is
+/// kept by the allocator for the next, so each level counts from there.
+async fn level(
+    c: &ProcessCluster,
+    (watched, leader): (u64, u64),
+    n: usize,
+    base_rss: u64,
+    args: &Args,
+) -> Result<()> {
     let pid = c.nodes[&watched]
         .pid()
         .context("watched node not running")?;
@@ -176,7 +219,9 @@ async fn level(c: &ProcessCluster, watched: u64, leader: u64, n: usize, args: &A
 
     // Streams, over ceil(n / streams_per_connection) connections.
     let conns = n.div_ceil(args.streams_per_connection.max(1));
-    let channels: Vec<Channel> = (0..conns).map(|_| channel(&addr)).collect::<Result<_>>()?;
+    let channels: Vec<Channel> = (0..conns)
+        .map(|_| watch_channel(&addr))
+        .collect::<Result<_>>()?;
     let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let opened = Instant::now();
@@ -215,13 +260,14 @@ async fn level(c: &ProcessCluster, watched: u64, leader: u64, n: usize, args: &A
             }
         }));
     }
-    // Every stream is open once it has seen a revision past `from`: send one more revoke.
+    // Every stream is open once it has seen a revision past `from` (or has broken): send
+    // one more revoke.
     revoke(&mut admin, format!("fan-{n}-open")).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while ready.load(std::sync::atomic::Ordering::Relaxed) < n {
         if Instant::now() > deadline {
             bail!(
-                "only {} of {n} streams open after 120 s",
+                "only {} of {n} streams open or broken after 120 s",
                 ready.load(std::sync::atomic::Ordering::Relaxed)
             );
         }
@@ -232,7 +278,7 @@ async fn level(c: &ProcessCluster, watched: u64, leader: u64, n: usize, args: &A
     let rss1 = rss_bytes(pid)?;
 
     // The measured revokes.
-    let cpu0 = cpu_secs(pid);
+    let cpu0 = (cpu_secs(pid), cpu_secs(std::process::id()));
     let mut acks = Vec::with_capacity(args.writes);
     let mut ack_h = hist();
     for k in 0..args.writes {
@@ -242,7 +288,8 @@ async fn level(c: &ProcessCluster, watched: u64, leader: u64, n: usize, args: &A
         acks.push((rev, t0));
         tokio::time::sleep(args.gap).await;
     }
-    let cpu = cpu_secs(pid) - cpu0;
+    let cpu = cpu_secs(pid) - cpu0.0;
+    let tool_cpu = cpu_secs(std::process::id()) - cpu0.1;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = stop_tx.send(true);
     let mut all = hist();
@@ -291,7 +338,7 @@ async fn level(c: &ProcessCluster, watched: u64, leader: u64, n: usize, args: &A
         rep.value_at_quantile(0.5),
         rep.value_at_quantile(0.99),
         ack_h.value_at_quantile(0.5),
-        rss1.saturating_sub(rss0) as f64 / watchers as f64 / 1024.0,
+        rss1.saturating_sub(base_rss) as f64 / watchers as f64 / 1024.0,
         cpu * 1e6 / (args.writes * watchers) as f64,
         missed,
         if broke.is_empty() {
@@ -301,7 +348,7 @@ async fn level(c: &ProcessCluster, watched: u64, leader: u64, n: usize, args: &A
         },
     );
     eprintln!(
-        "  {n} streams: node RSS {} -> {} MiB, {cpu:.2} CPU seconds for {} writes",
+        "  {n} streams: node RSS {} -> {} MiB, {cpu:.2} CPU seconds for {} writes (this load tool: {tool_cpu:.2})",
         rss0 >> 20,
         rss1 >> 20,
         args.writes
@@ -317,7 +364,9 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     // Every stream here comes from one address; in production each validator has its own
     // read budget, so the bench lifts the per-address read limit instead of pacing opens.
-    let opts = ClusterOptions::args(["--read-rate-limit=0".to_string()]);
+    let mut node_args = vec!["--read-rate-limit=0".to_string()];
+    node_args.extend(args.node_args.iter().cloned());
+    let opts = ClusterOptions::args(node_args);
     let c = ProcessCluster::start_with(3, opts).await?;
     let leader = c.wait_leader(Duration::from_secs(10)).await?;
     let watched = *c
@@ -332,9 +381,10 @@ async fn main() -> Result<()> {
     );
     println!("| streams | connections | open all | sent → arrival on every stream p50 / p99 / max | sent → last stream p50 / p99 | sent → visible in {} real replicas p50 / p99 | write ack p50 | node RSS per watcher | node CPU per change per watcher | missed | broken |", args.replicas);
     println!("|---:|---:|---:|---|---|---|---:|---:|---:|---:|---|");
+    let base_rss = rss_bytes(c.nodes[&watched].pid().context("watched node not running")?)?;
     for &n in &args.watchers {
         eprintln!("{n} watchers...");
-        level(&c, watched, leader, n, &args).await?;
+        level(&c, (watched, leader), n, base_rss, &args).await?;
     }
     Ok(())
 }
