@@ -10,7 +10,11 @@
 //! A term raised while the leader had no quorum (a campaign pre-vote rightly let go) can
 //! still depose that leader later, once it has regained its quorum, if the campaign failed
 //! and its raised term reaches the leader only then (seed 1816: across a slow link). Raft
-//! cannot take a term back, so such a late deposition is counted, not failed.
+//! cannot take a term back, so such a late deposition is counted, not failed. So is one by a
+//! term raised before a majority had acknowledged the leader, or within one message delay
+//! after (the pre-vote grant that let it campaign may have left the voter just before the
+//! leader reached that voter: seed 257, a leader restored by a restart, acknowledged at
+//! 4,253 ms, and a term raised at 4,254 ms on a grant sent before the voter heard from it).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -63,6 +67,9 @@ struct Seen {
 /// What the driver learns of leadership over a run.
 #[derive(Default)]
 pub struct Leadership {
+    /// The longest a message takes without a latency fault: a pre-vote grant's reply can reach
+    /// its candidate this long after the voter sent it.
+    max_latency: Duration,
     seen: Vec<Seen>,
     /// The cluster's leader: the highest term anyone leads in, and who.
     current: Option<(u64, u64)>,
@@ -95,8 +102,8 @@ enum Deposition {
 /// How a deposition counts: excused; or, for a leader a majority kept, disruptive if any term
 /// in `raised` (between the one it led and the one that deposed it) was first reached while it
 /// did not say it had lost its quorum (a campaign pre-vote should have stopped), late if every
-/// one was first reached inside a span of `lost`, or before a majority first acknowledged its
-/// leadership at `since`. A leader no majority has acknowledged yet is not one a majority
+/// one was first reached inside a span of `lost`, or before `since` (one message delay after a
+/// majority first acknowledged its leadership). A leader no majority has acknowledged yet is not one a majority
 /// follows: seed 3771 (a term raised while the leader had crashed, which on restart led its
 /// old term again until that term reached it) and seed 2042 (a term raised 17 ms after such a
 /// restart, on a pre-vote granted by a voter the restarted leader had not reached yet).
@@ -132,6 +139,15 @@ pub struct NodeNow<'a> {
 }
 
 impl Leadership {
+    /// Nothing seen yet, on a network whose messages take at most `max_latency` without a
+    /// latency fault.
+    pub fn new(max_latency: Duration) -> Self {
+        Leadership {
+            max_latency,
+            ..Leadership::default()
+        }
+    }
+
     /// Samples every node at simulated time `now`; `excused` says whether a leader stepping
     /// down now is explained by the schedule (a membership change, which may remove it).
     pub fn sample(&mut self, now: Duration, nodes: &[NodeNow<'_>], excused: bool) {
@@ -158,7 +174,7 @@ impl Leadership {
                     excused || !kept,
                     &self.terms,
                     term + 1..=m.current_term,
-                    was.majority_since.unwrap_or(since),
+                    was.majority_since.unwrap_or(since) + self.max_latency,
                     &was.lost,
                 );
                 self.stepped_down(now, node.id, term, was.quorum_acked_at, deposition);

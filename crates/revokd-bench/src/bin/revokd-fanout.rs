@@ -381,7 +381,11 @@ async fn main() -> Result<()> {
     );
     println!("| streams | connections | open all | sent → arrival on every stream p50 / p99 / max | sent → last stream p50 / p99 | sent → visible in {} real replicas p50 / p99 | write ack p50 | node RSS per watcher | node CPU per change per watcher | missed | broken |", args.replicas);
     println!("|---:|---:|---:|---|---|---|---:|---:|---:|---:|---|");
-    let base_rss = rss_bytes(c.nodes[&watched].pid().context("watched node not running")?)?;
+    let base_rss = rss_bytes(
+        c.nodes[&watched]
+            .pid()
+            .context("watched node not running")?,
+    )?;
     for &n in &args.watchers {
         eprintln!("{n} watchers...");
         level(&c, (watched, leader), n, base_rss, &args).await?;
