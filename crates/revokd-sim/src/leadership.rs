@@ -102,8 +102,8 @@ enum Deposition {
 /// How a deposition counts: excused; or, for a leader a majority kept, disruptive if any term
 /// in `raised` (between the one it led and the one that deposed it) was first reached while it
 /// did not say it had lost its quorum (a campaign pre-vote should have stopped), late if every
-/// one was first reached inside a span of `lost`, or before `since` (one message delay after a
-/// majority first acknowledged its leadership). A leader no majority has acknowledged yet is not one a majority
+/// one was first reached inside a span of `lost`, or before `slack` (one message delay) after
+/// `since`, when a majority first acknowledged its leadership. A leader no majority has acknowledged yet is not one a majority
 /// follows: seed 3771 (a term raised while the leader had crashed, which on restart led its
 /// old term again until that term reached it) and seed 2042 (a term raised 17 ms after such a
 /// restart, on a pre-vote granted by a voter the restarted leader had not reached yet).
@@ -112,10 +112,11 @@ fn classify(
     terms: &BTreeMap<u64, Duration>,
     raised: std::ops::RangeInclusive<u64>,
     since: Duration,
+    slack: Duration,
     lost: &[(Duration, Option<Duration>)],
 ) -> Deposition {
     let said_lost_at = |at: Duration| {
-        at < since
+        at < since + slack
             || lost
                 .iter()
                 .any(|(from, to)| *from <= at && to.is_none_or(|to| at <= to))
@@ -174,7 +175,8 @@ impl Leadership {
                     excused || !kept,
                     &self.terms,
                     term + 1..=m.current_term,
-                    was.majority_since.unwrap_or(since) + self.max_latency,
+                    was.majority_since.unwrap_or(since),
+                    self.max_latency,
                     &was.lost,
                 );
                 self.stepped_down(now, node.id, term, was.quorum_acked_at, deposition);
@@ -302,33 +304,52 @@ mod tests {
         let terms = BTreeMap::from([(1, ms(0)), (2, ms(2_000)), (3, ms(2_500))]);
         let lost = [(ms(1_900), Some(ms(2_100)))];
         assert_eq!(
-            classify(false, &terms, 2..=2, ms(1_000), &lost),
+            classify(false, &terms, 2..=2, ms(1_000), Duration::ZERO, &lost),
             Deposition::Late
         );
         // Term 3 was first reached after the leader had its quorum back: disruptive.
         assert_eq!(
-            classify(false, &terms, 2..=3, ms(1_000), &lost),
+            classify(false, &terms, 2..=3, ms(1_000), Duration::ZERO, &lost),
             Deposition::Disruptive
         );
         // A span still open covers every later time.
         assert_eq!(
-            classify(false, &terms, 2..=3, ms(1_000), &[(ms(1_900), None)]),
+            classify(
+                false,
+                &terms,
+                2..=3,
+                ms(1_000),
+                Duration::ZERO,
+                &[(ms(1_900), None)]
+            ),
             Deposition::Late
         );
         assert_eq!(
-            classify(false, &terms, 2..=2, ms(1_000), &[]),
+            classify(false, &terms, 2..=2, ms(1_000), Duration::ZERO, &[]),
             Deposition::Disruptive
         );
         assert_eq!(
-            classify(true, &terms, 2..=3, ms(1_000), &[]),
+            classify(true, &terms, 2..=3, ms(1_000), Duration::ZERO, &[]),
             Deposition::Excused
         );
         // Seed 3771's and 2042's shape: terms raised before a majority first acknowledged its
         // leadership (it had crashed, and led its old term again after the restart) depose it
         // late.
         assert_eq!(
-            classify(false, &terms, 2..=3, ms(3_000), &[]),
+            classify(false, &terms, 2..=3, ms(3_000), Duration::ZERO, &[]),
             Deposition::Late
+        );
+        // Seed 257's: a term first seen 1 ms after a restored leader's first majority, on a
+        // grant whose reply was still on its way, deposes it late within one message delay
+        // of slack, and disruptively past it.
+        let terms = BTreeMap::from([(1, ms(0)), (2, ms(4_254))]);
+        assert_eq!(
+            classify(false, &terms, 2..=2, ms(4_253), ms(10), &[]),
+            Deposition::Late
+        );
+        assert_eq!(
+            classify(false, &terms, 2..=2, ms(4_240), ms(10), &[]),
+            Deposition::Disruptive
         );
     }
 }

@@ -45,6 +45,8 @@ pub struct Metrics {
     campaigns: IntGauge,
     hand_offs: IntGauge,
     holds: IntGauge,
+    lease_reads: IntGauge,
+    read_rounds: IntGauge,
     clock_step: IntGauge,
     superseded: IntGauge,
     connections: IntGauge,
@@ -212,6 +214,16 @@ impl Metrics {
                 "revokd_election_replication_holds_total",
                 "times this node, leading without a quorum, held its replication back so that followers could elect another leader",
             ),
+            lease_reads: gauge(
+                &registry,
+                "revokd_read_index_leased_total",
+                "read indexes this node answered as leader under its lease, with no round",
+            ),
+            read_rounds: gauge(
+                &registry,
+                "revokd_read_index_rounds_total",
+                "read indexes this node answered as leader after a read-index round (its lease did not hold)",
+            ),
             replica_lag,
             peer_rtt,
             registry,
@@ -248,6 +260,8 @@ impl Metrics {
         self.campaigns.set(count(&elections.counters.campaigns));
         self.hand_offs.set(count(&elections.counters.hand_offs));
         self.holds.set(count(&elections.counters.holds));
+        self.lease_reads.set(count(&elections.counters.lease_reads));
+        self.read_rounds.set(count(&elections.counters.read_rounds));
         self.clock_step.set(node.clock.step_secs() as i64);
         self.superseded.set(node.sm.superseded() as i64);
         if let Some(a) = self.accepted.get() {

@@ -244,9 +244,9 @@ impl Node {
     async fn read_index_round(&self, deadline: Instant) -> Result<u64, Error> {
         loop {
             match self.route(deadline).await? {
-                Route::Local => match self.raft.get_read_log_id().await {
-                    Ok((read, _)) => return Ok(read.map(|l| l.index).unwrap_or(0)),
-                    Err(e) => match Error::from(e) {
+                Route::Local => match self.elections.leader_read_index().await {
+                    Ok(read) => return Ok(read),
+                    Err(e) => match e {
                         e @ Error::Fatal(_) => return Err(e),
                         e if Instant::now() >= deadline => return Err(e),
                         // Leadership is moving or a quorum is briefly out of reach: retry.

@@ -24,8 +24,16 @@
 //! - Hand-off: a stopping leader brings its most up-to-date voter level, stops its heartbeats
 //!   and sends that voter `TimeoutNow` ([`Elections::hand_off`]).
 //!
+//! - Lease reads: a leader that a majority accepted within half the minimum election timeout
+//!   (dated by when it *sent* what they accepted, [`Links::quorum_acked_at`]) answers a
+//!   read index from its own log, with no round ([`Elections::leader_read_index`]); otherwise,
+//!   and while it hands off, openraft's read-index round confirms its leadership first.
+//!
 //! openraft's own leader lease (a voter refuses real vote requests while it heard from a
-//! leader within the minimum election timeout) stays on top of pre-vote. A hand-off target
+//! leader within the minimum election timeout) stays on top of pre-vote, and is what makes the
+//! lease reads safe: no other leader can be elected until a voter of that majority has gone a
+//! whole minimum election timeout without hearing from this one. That assumes the nodes'
+//! clocks *run* at nearly the same rate (half a timeout of slack); they need not agree. A hand-off target
 //! campaigns at once: the old leader's vote (its own lease dates from its election) makes a
 //! majority of three; a larger cluster's second try comes once the other voters' leases ran
 //! out.
@@ -197,6 +205,10 @@ pub struct Counters {
     pub hand_offs: AtomicU64,
     /// Times it held its replication back as a leader that had lost its quorum.
     pub holds: AtomicU64,
+    /// Read indexes it answered as leader under its lease, with no round.
+    pub lease_reads: AtomicU64,
+    /// Read indexes it answered as leader after a read-index round (no valid lease).
+    pub read_rounds: AtomicU64,
 }
 
 /// What the driver last saw, shared with the request paths.
@@ -293,6 +305,67 @@ impl Elections {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long after a majority's acknowledgement (dated by its sending) this leader answers
+    /// reads under its lease: half the minimum election timeout, the shortest time a voter of
+    /// that majority refuses to vote for anyone else. The other half is slack for clocks that
+    /// run at different rates and for the voter's receipt lagging the sending.
+    fn lease_window(&self) -> Duration {
+        self.config.election_timeout / 2
+    }
+
+    /// A read index on this node as leader: every write acknowledged before the call is at or
+    /// below it. Under the lease ([`Elections::lease_window`]) it is this node's committed
+    /// index, with no round; otherwise openraft confirms leadership with a quorum first.
+    pub async fn leader_read_index(&self) -> Result<u64, Error> {
+        if let Some(index) = self.leased_read_index().await {
+            self.counters.lease_reads.fetch_add(1, Ordering::Relaxed);
+            return Ok(index);
+        }
+        let (read, _) = self.raft.get_read_log_id().await.map_err(Error::from)?;
+        self.counters.read_rounds.fetch_add(1, Ordering::Relaxed);
+        Ok(read.map(|l| l.index).unwrap_or(0))
+    }
+
+    /// This node's committed index, if it leads now (read from Raft's own state, not its
+    /// published metrics), has committed an entry of its own term, is not handing leadership
+    /// off, and a majority of every configuration accepted its leadership within the lease
+    /// window. Every write acknowledged before the call is at or below it.
+    async fn leased_read_index(&self) -> Option<u64> {
+        if self.handing_off() {
+            return None;
+        }
+        let id = self.id;
+        let (vote, configs, last) = self
+            .raft
+            .with_raft_state(move |s| {
+                let vote = *s.vote_ref();
+                let leading = s.server_state == ServerState::Leader
+                    && vote.is_committed()
+                    && vote.leader_id().voted_for() == Some(id);
+                leading.then(|| {
+                    (
+                        vote,
+                        s.membership_state
+                            .effective()
+                            .membership()
+                            .get_joint_config()
+                            .to_vec(),
+                        // Committed in this leader's own term: its first entry is committed,
+                        // so this covers everything earlier leaders committed too.
+                        s.committed
+                            .filter(|l| l.leader_id == *vote.leader_id())
+                            .map(|l| l.index),
+                    )
+                })
+            })
+            .await
+            .ok()??;
+        let last = last?;
+        let now = Instant::now();
+        let acked = self.links.quorum_acked_at(&vote, &configs, id, now)?;
+        (now.duration_since(acked) < self.lease_window()).then_some(last)
     }
 
     /// The longest a follower goes without hearing from its leader before it campaigns, and
@@ -706,6 +779,10 @@ impl crate::network::election::Elections for Elections {
         }
         tracing::debug!(candidate = req.candidate, term = req.term, answer = ?answer, "election: pre-vote asked");
         answer
+    }
+
+    async fn read_index(&self) -> Result<u64, Error> {
+        self.leader_read_index().await
     }
 
     fn check_quorum(&self) -> Result<(), Error> {

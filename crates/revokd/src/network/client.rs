@@ -1,6 +1,6 @@
 //! The sending side of the Raft transport: one lazily connected gRPC channel per peer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +21,7 @@ use super::codec::{decode_raw, encode};
 use crate::typ::TypeConfig;
 use crate::typ::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    Node, NodeId, VoteRequest, VoteResponse,
+    Node, NodeId, Vote, VoteRequest, VoteResponse,
 };
 
 /// Largest Raft message accepted (snapshot chunks are 4 MiB).
@@ -69,10 +69,16 @@ impl NetworkFactory {
 /// - whether replication is held back: a leader that lost its quorum sends no AppendEntries
 ///   or snapshots while the election driver holds them (`consensus::election`), so that
 ///   followers it still reaches stop vouching for it.
+///
+/// - for each peer, when this node *sent* the latest AppendEntries that the peer answered
+///   without a higher vote, and under which vote: a leader's lease reads are dated from these
+///   (`Node::read_index`). The time is taken before the message leaves, so a pause of this
+///   process only makes it older.
 #[derive(Debug, Default)]
 pub struct Links {
     rtts: Mutex<BTreeMap<NodeId, Duration>>,
     held: AtomicBool,
+    acks: Mutex<BTreeMap<NodeId, (Vote, tokio::time::Instant)>>,
 }
 
 impl Links {
@@ -86,6 +92,48 @@ impl Links {
     /// The smoothed round trip to every peer measured so far.
     pub fn rtts(&self) -> BTreeMap<NodeId, Duration> {
         self.rtts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn record_ack(&self, peer: NodeId, vote: Vote, sent: tokio::time::Instant) {
+        let mut map = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        let newer = map
+            .get(&peer)
+            .is_none_or(|(v, at)| *v != vote || *at < sent);
+        if newer {
+            map.insert(peer, (vote, sent));
+        }
+    }
+
+    /// The latest moment at which a majority of every configuration in `configs` had
+    /// accepted `vote`'s leadership: for each voter, when this node (`me`, counted as `now`)
+    /// sent the latest AppendEntries it accepted under that vote. `None` when some
+    /// configuration has no such majority.
+    pub fn quorum_acked_at(
+        &self,
+        vote: &Vote,
+        configs: &[BTreeSet<NodeId>],
+        me: NodeId,
+        now: tokio::time::Instant,
+    ) -> Option<tokio::time::Instant> {
+        let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut oldest: Option<tokio::time::Instant> = None;
+        for config in configs {
+            let mut times: Vec<tokio::time::Instant> = config
+                .iter()
+                .filter_map(|id| match *id == me {
+                    true => Some(now),
+                    false => acks.get(id).filter(|(v, _)| v == vote).map(|(_, at)| *at),
+                })
+                .collect();
+            let need = config.len() / 2 + 1;
+            if times.len() < need {
+                return None;
+            }
+            times.sort_unstable_by(|a, b| b.cmp(a));
+            let at = times[need - 1];
+            oldest = Some(oldest.map_or(at, |o| o.min(at)));
+        }
+        oldest
     }
 
     /// Holds replication back (`true`) or lets it go.
@@ -290,11 +338,17 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             return Err(Links::held_error());
         }
         let sent = tokio::time::Instant::now();
+        let vote = rpc.vote;
         let res = self
             .call(Rpc::AppendEntries, &rpc, Some((n, bytes)), &option)
             .await;
         if n == 0 && res.is_ok() {
             self.links.record(self.target, sent.elapsed());
+        }
+        if let Ok(answer) = &res {
+            if !matches!(answer, AppendEntriesResponse::HigherVote(_)) {
+                self.links.record_ack(self.target, vote, sent);
+            }
         }
         res
     }
@@ -312,5 +366,40 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 
     async fn vote(&mut self, rpc: VoteRequest, option: RPCOption) -> RpcResult<VoteResponse> {
         self.call(Rpc::Vote, &rpc, None, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vote(term: u64, node: NodeId) -> Vote {
+        let mut v = Vote::new(term, node);
+        v.commit();
+        v
+    }
+
+    #[test]
+    fn a_lease_dates_from_the_oldest_send_a_majority_of_every_configuration_accepted() {
+        let links = Links::default();
+        let t0 = tokio::time::Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let v = vote(2, 1);
+        let three = vec![BTreeSet::from([1, 2, 3])];
+        assert_eq!(links.quorum_acked_at(&v, &three, 1, at(100)), None);
+        links.record_ack(2, v, at(10));
+        links.record_ack(3, v, at(30));
+        // Itself now, then the younger of the others.
+        assert_eq!(links.quorum_acked_at(&v, &three, 1, at(100)), Some(at(30)));
+        // An older send never moves it back.
+        links.record_ack(3, v, at(20));
+        assert_eq!(links.quorum_acked_at(&v, &three, 1, at(100)), Some(at(30)));
+        // Acknowledgements under another vote do not count.
+        assert_eq!(links.quorum_acked_at(&vote(3, 1), &three, 1, at(100)), None);
+        // Joint membership: a majority of each configuration, the older of the two.
+        let joint = vec![BTreeSet::from([1, 2, 3]), BTreeSet::from([3, 4, 5])];
+        assert_eq!(links.quorum_acked_at(&v, &joint, 1, at(100)), None);
+        links.record_ack(4, v, at(5));
+        assert_eq!(links.quorum_acked_at(&v, &joint, 1, at(100)), Some(at(5)));
     }
 }

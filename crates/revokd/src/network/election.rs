@@ -95,6 +95,8 @@ pub trait Elections: Send + Sync + 'static {
     async fn timeout_now(&self, req: TimeoutNowRequest) -> TimeoutNowResponse;
     /// Check-quorum, before this node serves a follower's read index as leader.
     fn check_quorum(&self) -> Result<(), crate::error::Error>;
+    /// A read index on this node as leader (under its lease, or after a read-index round).
+    async fn read_index(&self) -> Result<u64, crate::error::Error>;
 }
 
 /// Why a call to a peer failed.

@@ -73,12 +73,10 @@ impl RaftApi for RaftService {
         _req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
         self.elections.check_quorum()?;
-        match self.raft.get_read_log_id().await {
-            Ok((read, _applied)) => Ok(Response::new(ReadIndexResponse {
-                read_revision: read.map(|l| l.index).unwrap_or(0),
-                leader_id: self.raft.metrics().borrow().id,
-            })),
-            Err(e) => Err(crate::error::Error::from(e).into()),
-        }
+        let read_revision = self.elections.read_index().await?;
+        Ok(Response::new(ReadIndexResponse {
+            read_revision,
+            leader_id: self.raft.metrics().borrow().id,
+        }))
     }
 }
