@@ -103,10 +103,12 @@ enum Deposition {
 /// in `raised` (between the one it led and the one that deposed it) was first reached while it
 /// did not say it had lost its quorum (a campaign pre-vote should have stopped), late if every
 /// one was first reached inside a span of `lost`, or before `slack` (one message delay) after
-/// `since`, when a majority first acknowledged its leadership. A leader no majority has acknowledged yet is not one a majority
-/// follows: seed 3771 (a term raised while the leader had crashed, which on restart led its
-/// old term again until that term reached it) and seed 2042 (a term raised 17 ms after such a
-/// restart, on a pre-vote granted by a voter the restarted leader had not reached yet).
+/// `since`, when a majority first acknowledged its leadership. A leader no majority has
+/// acknowledged yet is not one a majority follows: seed 3771 (a term raised while the leader
+/// had crashed, which on restart led its old term again until that term reached it), seed
+/// 2042 (a term raised 17 ms after such a restart, on a pre-vote granted by a voter the
+/// restarted leader had not reached yet) and seed 257 (the same, 1 ms after its first
+/// majority).
 fn classify(
     excused: bool,
     terms: &BTreeMap<u64, Duration>,

@@ -23,20 +23,19 @@
 //!   campaigning until its membership changes.
 //! - Hand-off: a stopping leader brings its most up-to-date voter level, stops its heartbeats
 //!   and sends that voter `TimeoutNow` ([`Elections::hand_off`]).
-//!
 //! - Lease reads: a leader that a majority accepted within half the minimum election timeout
-//!   (dated by when it *sent* what they accepted, [`Links::quorum_acked_at`]) answers a
-//!   read index from its own log, with no round ([`Elections::leader_read_index`]); otherwise,
-//!   and while it hands off, openraft's read-index round confirms its leadership first.
+//!   (dated by when it *sent* what they accepted, [`Links::quorum_acked_at`]) answers a read
+//!   index from its committed index, with no round ([`Elections::leader_read_index`]);
+//!   otherwise, and while it hands off, openraft's read-index round confirms it first.
 //!
 //! openraft's own leader lease (a voter refuses real vote requests while it heard from a
 //! leader within the minimum election timeout) stays on top of pre-vote, and is what makes the
 //! lease reads safe: no other leader can be elected until a voter of that majority has gone a
 //! whole minimum election timeout without hearing from this one. That assumes the nodes'
-//! clocks *run* at nearly the same rate (half a timeout of slack); they need not agree. A hand-off target
-//! campaigns at once: the old leader's vote (its own lease dates from its election) makes a
-//! majority of three; a larger cluster's second try comes once the other voters' leases ran
-//! out.
+//! clocks *run* at nearly the same rate (half a timeout of slack); they need not agree. A
+//! hand-off target campaigns at once: the old leader's vote (its own lease dates from its
+//! election) makes a majority of three; a larger cluster's second try comes once the other
+//! voters' leases ran out.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -316,8 +315,9 @@ impl Elections {
     }
 
     /// A read index on this node as leader: every write acknowledged before the call is at or
-    /// below it. Under the lease ([`Elections::lease_window`]) it is this node's committed
-    /// index, with no round; otherwise openraft confirms leadership with a quorum first.
+    /// below it. Under the lease (half the minimum election timeout) it is this node's
+    /// committed index, with no round; otherwise openraft confirms leadership with a quorum
+    /// first.
     pub async fn leader_read_index(&self) -> Result<u64, Error> {
         if let Some(index) = self.leased_read_index().await {
             self.counters.lease_reads.fetch_add(1, Ordering::Relaxed);

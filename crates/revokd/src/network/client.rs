@@ -68,12 +68,11 @@ impl NetworkFactory {
 ///   `--max-peer-rtt-ms` should be set from;
 /// - whether replication is held back: a leader that lost its quorum sends no AppendEntries
 ///   or snapshots while the election driver holds them (`consensus::election`), so that
-///   followers it still reaches stop vouching for it.
-///
+///   followers it still reaches stop vouching for it;
 /// - for each peer, when this node *sent* the latest AppendEntries that the peer answered
 ///   without a higher vote, and under which vote: a leader's lease reads are dated from these
-///   (`Node::read_index`). The time is taken before the message leaves, so a pause of this
-///   process only makes it older.
+///   (`consensus::election::Elections::leader_read_index`). The time is taken before the
+///   message leaves, so a pause of this process only makes it older.
 #[derive(Debug, Default)]
 pub struct Links {
     rtts: Mutex<BTreeMap<NodeId, Duration>>,
@@ -94,6 +93,9 @@ impl Links {
         self.rtts.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Records that `peer` accepted an AppendEntries sent at `sent` under `vote`. A late answer
+    /// under an older vote replaces a newer one: that only drops the lease until the next
+    /// heartbeat, never lengthens it.
     fn record_ack(&self, peer: NodeId, vote: Vote, sent: tokio::time::Instant) {
         let mut map = self.acks.lock().unwrap_or_else(|p| p.into_inner());
         let newer = map
