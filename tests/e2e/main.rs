@@ -2,6 +2,7 @@
 //! All cluster tests compile into this one binary.
 
 mod admin_certs;
+mod agent;
 mod auth;
 mod bad_input;
 mod client;

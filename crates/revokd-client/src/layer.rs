@@ -8,12 +8,17 @@
 //! Rejections follow RFC 6750 §3: `401` with
 //! `WWW-Authenticate: Bearer realm="revokd", error="invalid_token", error_description="..."`,
 //! or just `Bearer realm="revokd"` when the request carries no bearer token at all, and `400`
-//! with `error="invalid_request"` when it carries several `Authorization` headers. gRPC
-//! requests (`content-type: application/grpc*`) get a trailers-only gRPC answer instead: HTTP
-//! 200 with `grpc-status: 16` (UNAUTHENTICATED), `grpc-message` and the same
-//! `WWW-Authenticate`. The description is fixed text per failed check
-//! ([`ValidationError::client_description`]); the details are logged at debug level, never
-//! sent.
+//! with `error="invalid_request"` when it carries several `Authorization` headers. When the
+//! replica is too stale to tell under fail closed ([`ValidationError::Stale`]) the answer is
+//! `503` with `Retry-After` instead: the token may well be good, and a `401` would tell the
+//! client to throw it away. gRPC requests (`content-type: application/grpc*`) get a
+//! trailers-only gRPC answer instead: HTTP 200 with `grpc-status: 16` (UNAUTHENTICATED), or
+//! `14` (UNAVAILABLE) for a stale replica, `grpc-message` and the same headers. The
+//! description is fixed text per failed check ([`ValidationError::client_description`]); the
+//! details are logged at debug level, never sent.
+//!
+//! [`Rejection`] and [`bearer_token`] are public so that other front ends (the
+//! `revokd-agent`'s forward-auth and ext_authz answers) say exactly what this layer says.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -33,9 +38,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
@@ -44,6 +50,11 @@ use crate::validator::{Validated, ValidationError, Validator};
 const REALM_ONLY: &str = "Bearer realm=\"revokd\"";
 /// gRPC status code UNAUTHENTICATED.
 const GRPC_UNAUTHENTICATED: &str = "16";
+/// gRPC status code UNAVAILABLE.
+const GRPC_UNAVAILABLE: &str = "14";
+/// What `Retry-After` says when the replica is too stale to answer: about one heartbeat of
+/// the client's default interval, after which a reconnected replica is fresh again.
+pub const STALE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Wraps a service with bearer-token validation. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -157,15 +168,16 @@ where
     }
 }
 
-/// Why a request was not let through.
+/// Why a request was not let through, and how to answer it (RFC 6750 §3).
 #[derive(Debug)]
-enum Rejection {
+pub enum Rejection {
     /// No `Authorization: Bearer` at all (absent, or another scheme): RFC 6750 §3.1 says to
     /// answer with the challenge only.
     NoToken,
     /// Several `Authorization` headers.
     Ambiguous,
-    /// A bearer token that failed validation.
+    /// A bearer token that failed validation (or could not be checked: see
+    /// [`Rejection::is_unavailable`]).
     Invalid(ValidationError),
 }
 
@@ -180,40 +192,81 @@ impl std::fmt::Display for Rejection {
 }
 
 impl Rejection {
-    fn into_response<B: Default>(self, grpc: bool) -> Response<B> {
-        let (status, challenge, description) = match &self {
-            Rejection::NoToken => (
-                StatusCode::UNAUTHORIZED,
-                REALM_ONLY.to_owned(),
-                "missing bearer token",
-            ),
-            Rejection::Ambiguous => {
-                let d = "several Authorization headers";
-                (StatusCode::BAD_REQUEST, challenge("invalid_request", d), d)
-            }
-            Rejection::Invalid(e) => {
-                let d = e.client_description();
-                (StatusCode::UNAUTHORIZED, challenge("invalid_token", d), d)
-            }
+    /// Whether the answer is "cannot tell now" (the replica is too stale under fail closed)
+    /// rather than "this token is no good".
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Rejection::Invalid(ValidationError::Stale { .. }))
+    }
+
+    /// The HTTP status: `401`, `400` for several `Authorization` headers, `503` when the
+    /// replica is too stale to tell.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            _ if self.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Ambiguous => StatusCode::BAD_REQUEST,
+            Rejection::NoToken | Rejection::Invalid(_) => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// Fixed text for the client: carries nothing from the token or the revocation.
+    pub fn description(&self) -> &'static str {
+        match self {
+            Rejection::NoToken => "missing bearer token",
+            Rejection::Ambiguous => "several Authorization headers",
+            Rejection::Invalid(e) => e.client_description(),
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge, for every answer but `503`.
+    pub fn challenge(&self) -> Option<HeaderValue> {
+        let challenge = match self {
+            _ if self.is_unavailable() => return None,
+            Rejection::NoToken => return Some(HeaderValue::from_static(REALM_ONLY)),
+            Rejection::Ambiguous => challenge("invalid_request", self.description()),
+            Rejection::Invalid(_) => challenge("invalid_token", self.description()),
         };
+        // Descriptions are fixed ASCII text, so this cannot fail; fall back to the bare
+        // challenge rather than panic if one ever does.
+        Some(
+            HeaderValue::from_str(&challenge)
+                .unwrap_or_else(|_| HeaderValue::from_static(REALM_ONLY)),
+        )
+    }
+
+    /// `Retry-After` for a `503`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.is_unavailable().then_some(STALE_RETRY_AFTER)
+    }
+
+    /// The answer's headers: the challenge or `Retry-After`.
+    pub fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(challenge) = self.challenge() {
+            headers.insert(WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(after) = self.retry_after() {
+            headers.insert(RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+        }
+        headers
+    }
+
+    fn into_response<B: Default>(self, grpc: bool) -> Response<B> {
         let mut response = Response::new(B::default());
-        let headers = response.headers_mut();
-        // Descriptions are fixed ASCII text, so these conversions cannot fail; fall back to
-        // the bare challenge rather than panic if one ever does.
-        let challenge = HeaderValue::from_str(&challenge)
-            .unwrap_or_else(|_| HeaderValue::from_static(REALM_ONLY));
-        headers.insert(WWW_AUTHENTICATE, challenge);
+        *response.headers_mut() = self.headers();
         if grpc {
+            let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-            headers.insert(
-                "grpc-status",
-                HeaderValue::from_static(GRPC_UNAUTHENTICATED),
-            );
-            if let Ok(message) = HeaderValue::from_str(&grpc_percent_encode(description)) {
+            let code = if self.is_unavailable() {
+                GRPC_UNAVAILABLE
+            } else {
+                GRPC_UNAUTHENTICATED
+            };
+            headers.insert("grpc-status", HeaderValue::from_static(code));
+            if let Ok(message) = HeaderValue::from_str(&grpc_percent_encode(self.description())) {
                 headers.insert("grpc-message", message);
             }
         } else {
-            *response.status_mut() = status;
+            *response.status_mut() = self.status();
         }
         response
     }
@@ -223,25 +276,31 @@ fn challenge(error: &str, description: &str) -> String {
     format!("{REALM_ONLY}, error=\"{error}\", error_description=\"{description}\"")
 }
 
-fn authorize<B>(validator: &Validator, req: &Request<B>) -> Result<Validated, Rejection> {
-    let mut values = req.headers().get_all(AUTHORIZATION).iter();
+/// The bearer token of a request's headers: exactly one `Authorization` header, with the
+/// `Bearer` scheme.
+pub fn bearer_from_headers(headers: &HeaderMap) -> Result<&str, Rejection> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
     let value = match (values.next(), values.next()) {
         (None, _) => return Err(Rejection::NoToken),
         (Some(_), Some(_)) => return Err(Rejection::Ambiguous),
         (Some(value), None) => value,
     };
     let token = bearer_token(value.as_bytes()).ok_or(Rejection::NoToken)?;
-    let token = std::str::from_utf8(token).map_err(|_| {
+    std::str::from_utf8(token).map_err(|_| {
         Rejection::Invalid(ValidationError::Malformed {
             reason: "token is not ASCII".into(),
         })
-    })?;
+    })
+}
+
+fn authorize<B>(validator: &Validator, req: &Request<B>) -> Result<Validated, Rejection> {
+    let token = bearer_from_headers(req.headers())?;
     validator.validate(token).map_err(Rejection::Invalid)
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive, RFC 7235 §2.1), or `None` for
 /// another scheme. An empty token is returned as empty, to fail validation as malformed.
-fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     const SCHEME: &[u8] = b"bearer";
     let (scheme, rest) = value.split_at_checked(SCHEME.len())?;
     if !scheme.eq_ignore_ascii_case(SCHEME) {

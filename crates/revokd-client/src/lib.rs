@@ -40,7 +40,7 @@ pub use connection::{
     WriteResult,
 };
 pub use error::Error;
-pub use layer::{BearerAuth, BearerAuthLayer};
+pub use layer::{BearerAuth, BearerAuthLayer, Rejection};
 pub use replica::{LocalEntry, LocalRule, Replica, ReplicaConfig, StalenessPolicy};
 /// The bounds the node enforces on what a client sends: ids per batch, `jti` length.
 pub use revokd_core::types::{MAX_BATCH, MAX_JTI_LEN};

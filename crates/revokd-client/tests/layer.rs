@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::{to_bytes, Body};
 use axum::routing::get;
 use axum::{Extension, Router};
-use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Request, Response, StatusCode};
 use revokd_client::{
     Algorithm, BearerAuthLayer, Key, Revocation, RevocationCheck, RevokedBy, TokenQuery, Validated,
@@ -174,6 +174,35 @@ async fn revoked_tokens_do_not_leak_the_reason() {
         "{challenge}"
     );
     assert!(!challenge.contains("4711"), "{challenge}");
+}
+
+#[tokio::test]
+async fn a_stale_replica_under_fail_closed_answers_503_with_retry_after() {
+    let validator = builder()
+        .revocations(Fixed(Verdict::Stale {
+            staleness: Duration::from_secs(12),
+        }))
+        .build()
+        .unwrap();
+    let (app, calls) = app(validator);
+    let auth = format!("Bearer {}", valid_token());
+    let response = app.clone().oneshot(get_me(Some(&auth))).await.unwrap();
+    // "Cannot tell now", not "your token is bad": a 401 would make the client drop a token
+    // that may be perfectly good.
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[RETRY_AFTER], "1");
+    assert!(response.headers().get(WWW_AUTHENTICATE).is_none());
+
+    let req = Request::post("/me")
+        .header(CONTENT_TYPE, "application/grpc")
+        .header(AUTHORIZATION, &auth)
+        .body(Body::empty())
+        .unwrap();
+    let response = app.oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["grpc-status"], "14", "UNAVAILABLE");
+    assert_eq!(response.headers()[RETRY_AFTER], "1");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

@@ -100,6 +100,17 @@ pub fn check_result_pb(m: Option<Match<'_>>) -> pb::CheckResult {
     }
 }
 
+/// Checks a wire query before it is answered: a `jti` within bounds, or none when a claim
+/// that rules match on is given.
+pub fn validate_query(q: &pb::TokenQuery) -> Result<(), InvalidInput> {
+    revokd_core::validate_jti_query(
+        &q.jti,
+        [&q.sub, &q.azp, &q.kid, &q.iss]
+            .iter()
+            .any(|s| !s.is_empty()),
+    )
+}
+
 /// Borrows a wire query as a core query. Empty strings mean "claim absent".
 pub fn query(q: &pb::TokenQuery) -> TokenQuery<'_> {
     fn opt(s: &str) -> Option<&str> {

@@ -50,6 +50,12 @@ pub fn harness_bin() -> Result<PathBuf> {
     workspace_bin("revokd-harness", "HARNESS_BIN")
 }
 
+/// Where the `revokd-agent` binary is: `$REVOKD_AGENT_BIN`, or next to the running
+/// executable's directory, like [`revokd_bin`].
+pub fn agent_bin() -> Result<PathBuf> {
+    workspace_bin("revokd-agent", "REVOKD_AGENT_BIN")
+}
+
 fn workspace_bin(name: &str, env: &str) -> Result<PathBuf> {
     if let Ok(p) = std::env::var(env) {
         return Ok(PathBuf::from(p));

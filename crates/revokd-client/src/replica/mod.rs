@@ -236,6 +236,11 @@ impl Replica {
         reached
     }
 
+    /// Whether the replica has bootstrapped (loaded a snapshot) and answers checks.
+    pub fn is_ready(&self) -> bool {
+        *self.state.ready.borrow()
+    }
+
     /// A receiver of the applied revision, which changes after each applied change.
     pub fn revisions(&self) -> watch::Receiver<u64> {
         self.state.applied_tx.subscribe()

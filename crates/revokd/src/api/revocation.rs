@@ -4,8 +4,7 @@
 use std::pin::Pin;
 
 use revokd_core::{
-    validate_jti_query, Applied, Command, InvalidInput, Outcome, RuleSpec, TokenSpec, MAX_BATCH,
-    MAX_BATCH_BYTES,
+    Applied, Command, InvalidInput, Outcome, RuleSpec, TokenSpec, MAX_BATCH, MAX_BATCH_BYTES,
 };
 use revokd_proto::v1 as pb;
 use revokd_proto::v1::revocation_client::RevocationClient;
@@ -22,7 +21,7 @@ use crate::error::Error;
 use crate::node::Node;
 use crate::watch::snapshots;
 use crate::watch::Feed;
-use revokd_proto::convert::{check_result_pb, query, rule_kind, write_response};
+use revokd_proto::convert::{check_result_pb, query, rule_kind, validate_query, write_response};
 
 /// Serves `revokd.v1.Revocation`.
 pub struct RevocationService {
@@ -108,15 +107,6 @@ fn single_response(applied: &Applied, leader: u64) -> pb::WriteResponse {
         .copied()
         .unwrap_or(Outcome::NotFound);
     write_response(outcome, applied.revision, leader)
-}
-
-fn validate_query(q: &pb::TokenQuery) -> Result<(), InvalidInput> {
-    validate_jti_query(
-        &q.jti,
-        [&q.sub, &q.azp, &q.kid, &q.iss]
-            .iter()
-            .any(|s| !s.is_empty()),
-    )
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
